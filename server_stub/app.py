@@ -1,0 +1,80 @@
+"""The ASGI application: every route family mounted on one Starlette app, with JSON error pages.
+
+Unknown paths and wrong methods answer in the shape of the family the path belongs to (shape A under the
+osquery prefixes, so an osqueryd pointed at a wrong endpoint sees a failure, not a success).
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server_stub import device_page, routes_admin, routes_device, routes_orbit, routes_osquery
+from server_stub.errors import ApiError, ErrorShape, render_error
+from server_stub.state import StubState
+
+OSQUERY_PREFIXES = ("/api/osquery/", "/api/v1/osquery/")
+
+
+class _TufFiles:
+    """Static TUF repository files, counted in the metrics; everything absent is a 404."""
+
+    def __init__(self, state: StubState) -> None:
+        self._state = state
+        directory = state.settings.tuf_repo
+        self._files: ASGIApp | None = (
+            StaticFiles(directory=directory, check_dir=False, follow_symlink=False) if directory else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                status = int(str(message.get("status", 500)))
+            await send(message)
+
+        try:
+            if self._files is None:
+                raise HTTPException(404)
+            await self._files(scope, receive, counting_send)
+        except HTTPException as exc:
+            status = exc.status_code
+            response = render_error(ApiError(exc.status_code, "not found"), ErrorShape.FLEET)
+            await response(scope, receive, send)
+        finally:
+            self._state.metrics.observe("tuf_file", status, time.perf_counter() - started)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    reason = {404: "no such endpoint", 405: "method not allowed"}.get(status, "request failed")
+    shape = ErrorShape.OSQUERY if request.url.path.startswith(OSQUERY_PREFIXES) else ErrorShape.FLEET
+    response = render_error(ApiError(status, f"{reason}: {request.method} {request.url.path}"), shape)
+    stub: StubState | None = getattr(request.app.state, "stub", None)
+    if stub is not None:
+        stub.metrics.observe("unmatched", status, 0.0)
+    return response
+
+
+def build_app(state: StubState) -> Starlette:
+    all_routes: list[BaseRoute] = [
+        *routes_osquery.routes(),
+        *routes_orbit.routes(),
+        *routes_device.routes(),
+        *routes_admin.routes(),
+        *device_page.routes(),
+        Mount("/tuf", app=_TufFiles(state)),
+    ]
+    app = Starlette(routes=all_routes, exception_handlers={HTTPException: _http_error})
+    app.state.stub = state
+    return app

@@ -1,0 +1,172 @@
+"""The SQLite database: one connection, WAL mode, versioned migrations applied at start.
+
+Every acknowledged write is committed before the response is sent. With WAL and ``synchronous=NORMAL`` a
+committed transaction survives the process being killed (only an OS crash can lose the last transactions), which
+is the guarantee the stub gives: a crash or ``kill -9`` loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema
+    """
+    CREATE TABLE teams (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        agent_options TEXT,
+        orbit_notifications TEXT NOT NULL DEFAULT '{}',
+        source TEXT NOT NULL DEFAULT 'api'
+    );
+    CREATE TABLE enroll_secrets (
+        secret TEXT PRIMARY KEY,
+        team_id INTEGER REFERENCES teams(id) ON DELETE CASCADE,
+        source TEXT NOT NULL DEFAULT 'api',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE hosts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        osquery_host_id TEXT NOT NULL UNIQUE,
+        uuid TEXT NOT NULL DEFAULT '',
+        hardware_serial TEXT NOT NULL DEFAULT '',
+        hardware_model TEXT NOT NULL DEFAULT '',
+        hostname TEXT NOT NULL DEFAULT '',
+        computer_name TEXT NOT NULL DEFAULT '',
+        platform TEXT NOT NULL DEFAULT '',
+        platform_like TEXT NOT NULL DEFAULT '',
+        os_version TEXT NOT NULL DEFAULT '',
+        osquery_version TEXT NOT NULL DEFAULT '',
+        orbit_version TEXT NOT NULL DEFAULT '',
+        team_id INTEGER REFERENCES teams(id) ON DELETE SET NULL,
+        node_key TEXT UNIQUE,
+        orbit_node_key TEXT UNIQUE,
+        created_at REAL NOT NULL,
+        seen_time REAL,
+        osquery_enrolled_at REAL,
+        orbit_enrolled_at REAL,
+        detail_updated_at REAL,
+        policy_updated_at REAL,
+        distributed_interval INTEGER NOT NULL DEFAULT 0,
+        config_tls_refresh INTEGER NOT NULL DEFAULT 0,
+        logger_tls_period INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE device_tokens (
+        host_id INTEGER PRIMARY KEY REFERENCES hosts(id) ON DELETE CASCADE,
+        token TEXT NOT NULL UNIQUE,
+        previous_token TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE log_counters (
+        host_id INTEGER NOT NULL,
+        log_type TEXT NOT NULL,
+        lines INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (host_id, log_type)
+    );
+    CREATE TABLE live_queries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host_id INTEGER NOT NULL,
+        sql TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        answered_at REAL,
+        rows TEXT,
+        error TEXT
+    );
+    CREATE INDEX live_queries_by_host ON live_queries(host_id, state);
+    CREATE TABLE policies (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        query TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        resolution TEXT NOT NULL DEFAULT '',
+        platform TEXT NOT NULL DEFAULT '',
+        team_id INTEGER REFERENCES teams(id) ON DELETE CASCADE,
+        source TEXT NOT NULL DEFAULT 'api',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE policy_results (
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        policy_id INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+        passes INTEGER,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (host_id, policy_id)
+    );
+    CREATE TABLE scripts (
+        execution_id TEXT PRIMARY KEY,
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        contents TEXT NOT NULL,
+        timeout INTEGER,
+        created_at REAL NOT NULL,
+        exit_code INTEGER,
+        output TEXT NOT NULL DEFAULT '',
+        runtime INTEGER NOT NULL DEFAULT 0,
+        completed_at REAL
+    );
+    CREATE TABLE carves (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL UNIQUE,
+        host_id INTEGER NOT NULL,
+        carve_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        block_count INTEGER NOT NULL,
+        block_size INTEGER NOT NULL,
+        carve_size INTEGER NOT NULL,
+        max_block INTEGER NOT NULL DEFAULT -1,
+        created_at REAL NOT NULL,
+        completed_at REAL
+    );
+    CREATE TABLE debug_errors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host_id INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        body TEXT NOT NULL
+    );
+    """,
+)
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    migrate(conn)
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    current = schema_version(conn)
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {current} is newer than this fleet-stub understands ({len(MIGRATIONS)})"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _split_statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,55 @@
+"""JSON views of a host, in the shape of Fleet's REST API (admin and device endpoints share them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from server_stub import hosts, policies
+from server_stub.json_fields import JsonObject
+from server_stub.state import StubState
+
+
+def iso_time(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def policy_json(result: policies.PolicyResult) -> JsonObject:
+    view = result.policy.to_json()
+    view["response"] = result.response
+    return view
+
+
+def host_json(state: StubState, host: hosts.Host, *, with_policies: bool = False) -> JsonObject:
+    counts = state.logs.counts(host.id)
+    view: JsonObject = {
+        "id": host.id,
+        "uuid": host.uuid or host.osquery_host_id,
+        "osquery_host_id": host.osquery_host_id,
+        "hostname": host.hostname,
+        "computer_name": host.computer_name or host.hostname,
+        "display_name": host.computer_name or host.hostname,
+        "platform": host.platform,
+        "platform_like": host.platform_like,
+        "os_version": host.os_version,
+        "osquery_version": host.osquery_version,
+        "orbit_version": host.orbit_version or None,
+        "hardware_serial": host.hardware_serial,
+        "hardware_model": host.hardware_model,
+        "status": hosts.host_status(host, state.clock()),
+        "seen_time": iso_time(host.seen_time),
+        "created_at": iso_time(host.created_at),
+        "last_enrolled_at": iso_time(host.osquery_enrolled_at or host.orbit_enrolled_at),
+        "detail_updated_at": iso_time(host.detail_updated_at),
+        "team_id": host.team_id,
+        "distributed_interval": host.distributed_interval,
+        "config_tls_refresh": host.config_tls_refresh,
+        "logger_tls_period": host.logger_tls_period,
+        "log_counts": {"result": counts.result, "status": counts.status},
+    }
+    if with_policies:
+        results = policies.results_for_host(state.conn, host.id, host.team_id, host.platform)
+        view["policies"] = [policy_json(r) for r in results]
+        view["issues"] = {"failing_policies_count": policies.failing_count(results)}
+    return view

@@ -1,0 +1,216 @@
+"""Host records and the identity rules that keep one record per machine (spec/fleet-api.md §1.8).
+
+orbit enrolls with ``hardware_uuid`` (or ``osquery_identifier``) and osqueryd with its ``host_identifier``; both
+land on the row whose ``osquery_host_id`` equals that identifier. Every enrollment reissues the family's key, so
+the previous key stops working; deleting a host deletes its keys with it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from server_stub.node_keys import new_node_key
+from server_stub.transactions import write_transaction
+
+DETAIL_COLUMNS = (
+    "uuid",
+    "hardware_serial",
+    "hardware_model",
+    "hostname",
+    "computer_name",
+    "platform",
+    "platform_like",
+    "os_version",
+    "osquery_version",
+    "orbit_version",
+)
+
+
+@dataclass(frozen=True)
+class Host:
+    id: int
+    osquery_host_id: str
+    uuid: str
+    hardware_serial: str
+    hardware_model: str
+    hostname: str
+    computer_name: str
+    platform: str
+    platform_like: str
+    os_version: str
+    osquery_version: str
+    orbit_version: str
+    team_id: int | None
+    created_at: float
+    seen_time: float | None
+    osquery_enrolled_at: float | None
+    orbit_enrolled_at: float | None
+    detail_updated_at: float | None
+    policy_updated_at: float | None
+    distributed_interval: int
+    config_tls_refresh: int
+    logger_tls_period: int
+
+
+_HOST_FIELDS = tuple(f.name for f in fields(Host))
+_SELECT = "SELECT " + ", ".join(_HOST_FIELDS) + " FROM hosts"
+
+
+def _host(row: sqlite3.Row) -> Host:
+    return Host(**{name: row[name] for name in _HOST_FIELDS})
+
+
+def get_host(conn: sqlite3.Connection, host_id: int) -> Host | None:
+    row = conn.execute(_SELECT + " WHERE id = ?", (host_id,)).fetchone()
+    return _host(row) if row else None
+
+
+def list_hosts(conn: sqlite3.Connection, team_id: int | None = None) -> list[Host]:
+    if team_id is None:
+        return [_host(r) for r in conn.execute(_SELECT + " ORDER BY id")]
+    return [_host(r) for r in conn.execute(_SELECT + " WHERE team_id = ? ORDER BY id", (team_id,))]
+
+
+def count_hosts(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM hosts").fetchone()[0])
+
+
+def count_hosts_seen_since(conn: sqlite3.Connection, since: float) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM hosts WHERE seen_time >= ?", (since,)).fetchone()[0])
+
+
+def host_by_node_key(conn: sqlite3.Connection, node_key: str) -> Host | None:
+    if not node_key:
+        return None
+    row = conn.execute(_SELECT + " WHERE node_key = ?", (node_key,)).fetchone()
+    return _host(row) if row else None
+
+
+def host_by_orbit_node_key(conn: sqlite3.Connection, orbit_node_key: str) -> Host | None:
+    if not orbit_node_key:
+        return None
+    row = conn.execute(_SELECT + " WHERE orbit_node_key = ?", (orbit_node_key,)).fetchone()
+    return _host(row) if row else None
+
+
+def _clean_details(details: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in details.items() if k in DETAIL_COLUMNS and v}
+
+
+def _upsert_enrollment(
+    conn: sqlite3.Connection,
+    identifier: str,
+    team_id: int | None,
+    details: Mapping[str, str],
+    key_column: str,
+    enrolled_column: str,
+    now: float,
+) -> tuple[int, str]:
+    key = new_node_key()
+    clean = _clean_details(details)
+    with write_transaction(conn):
+        row = conn.execute("SELECT id FROM hosts WHERE osquery_host_id = ?", (identifier,)).fetchone()
+        if row is None:
+            columns = [
+                "osquery_host_id",
+                "team_id",
+                key_column,
+                "created_at",
+                "seen_time",
+                enrolled_column,
+                *clean,
+            ]
+            values: list[object] = [identifier, team_id, key, now, now, now, *clean.values()]
+            placeholders = ", ".join("?" for _ in columns)
+            cur = conn.execute(f"INSERT INTO hosts ({', '.join(columns)}) VALUES ({placeholders})", values)
+            host_id = int(cur.lastrowid or 0)
+        else:
+            host_id = int(row["id"])
+            assignments = [f"{key_column} = ?", "team_id = ?", "seen_time = ?", f"{enrolled_column} = ?"]
+            values = [key, team_id, now, now]
+            for column, value in clean.items():
+                assignments.append(f"{column} = ?")
+                values.append(value)
+            conn.execute(f"UPDATE hosts SET {', '.join(assignments)} WHERE id = ?", (*values, host_id))
+    return host_id, key
+
+
+def enroll_osquery(
+    conn: sqlite3.Connection, identifier: str, team_id: int | None, details: Mapping[str, str], now: float
+) -> tuple[int, str]:
+    """Create or re-enroll the host for an osqueryd; returns (host id, new node key)."""
+    return _upsert_enrollment(conn, identifier, team_id, details, "node_key", "osquery_enrolled_at", now)
+
+
+def enroll_orbit(
+    conn: sqlite3.Connection, identifier: str, team_id: int | None, details: Mapping[str, str], now: float
+) -> tuple[int, str]:
+    """Create or re-enroll the host for an orbit; returns (host id, new orbit node key)."""
+    return _upsert_enrollment(conn, identifier, team_id, details, "orbit_node_key", "orbit_enrolled_at", now)
+
+
+def touch(conn: sqlite3.Connection, host_id: int, now: float) -> None:
+    with write_transaction(conn):
+        conn.execute("UPDATE hosts SET seen_time = ? WHERE id = ?", (now, host_id))
+
+
+def update_details(conn: sqlite3.Connection, host_id: int, details: Mapping[str, str]) -> None:
+    clean = _clean_details(details)
+    if not clean:
+        return
+    assignments = ", ".join(f"{column} = ?" for column in clean)
+    with write_transaction(conn):
+        conn.execute(f"UPDATE hosts SET {assignments} WHERE id = ?", (*clean.values(), host_id))
+
+
+def set_timestamps(conn: sqlite3.Connection, host_id: int, **stamps: float | None) -> None:
+    allowed = {"detail_updated_at", "policy_updated_at"}
+    assignments = []
+    for column in stamps:
+        if column not in allowed:
+            raise ValueError(f"unknown timestamp column {column}")
+        assignments.append(f"{column} = ?")
+    with write_transaction(conn):
+        conn.execute(
+            f"UPDATE hosts SET {', '.join(assignments)} WHERE id = ?",
+            (*stamps.values(), host_id),
+        )
+
+
+def record_intervals(
+    conn: sqlite3.Connection,
+    host_id: int,
+    distributed_interval: int,
+    config_tls_refresh: int,
+    logger_tls_period: int,
+) -> None:
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE hosts SET distributed_interval = ?, config_tls_refresh = ?, logger_tls_period = ? WHERE id = ?",
+            (distributed_interval, config_tls_refresh, logger_tls_period, host_id),
+        )
+
+
+def delete_host(conn: sqlite3.Connection, host_id: int) -> bool:
+    with write_transaction(conn):
+        cur = conn.execute("DELETE FROM hosts WHERE id = ?", (host_id,))
+        conn.execute("DELETE FROM live_queries WHERE host_id = ?", (host_id,))
+    return cur.rowcount > 0
+
+
+ONLINE_GRACE_SECONDS = 60
+
+
+def host_status(host: Host, now: float) -> str:
+    """Fleet's online rule: seen within the host's check-in interval plus a grace period."""
+    if host.seen_time is None:
+        return "offline"
+    interval = min(
+        (i for i in (host.distributed_interval, host.config_tls_refresh) if i > 0),
+        default=0,
+    )
+    if interval == 0:
+        interval = max(host.logger_tls_period, 0)
+    return "online" if now - host.seen_time <= interval + ONLINE_GRACE_SECONDS else "offline"

@@ -1,0 +1,126 @@
+"""Ad-hoc live queries on one host: the admin caller waits while the query travels through distributed/read.
+
+The query is stored (state ``pending``), handed out on the host's next ``distributed/read`` as
+``fleet_distributed_query_<id>`` (state ``sent``), and completed by the matching ``distributed/write``
+(``done``). The waiting caller is woken by an in-memory event; when it gives up the query is ``expired`` and is
+no longer handed out. Queries outstanding when the server stopped are expired at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server_stub.transactions import write_transaction
+
+QUERY_PREFIX = "fleet_distributed_query_"
+
+
+@dataclass(frozen=True)
+class LiveQueryOutcome:
+    query_id: int
+    answered: bool
+    rows: list[dict[str, str]]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PendingQuery:
+    query_id: int
+    sql: str
+
+    @property
+    def name(self) -> str:
+        return f"{QUERY_PREFIX}{self.query_id}"
+
+
+def query_id_from_name(name: str) -> int | None:
+    if not name.startswith(QUERY_PREFIX):
+        return None
+    suffix = name[len(QUERY_PREFIX) :]
+    return int(suffix) if suffix.isdigit() else None
+
+
+class LiveQueryHub:
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._events: dict[int, asyncio.Event] = {}
+        self._closing = False
+
+    def expire_leftovers(self) -> int:
+        with write_transaction(self._conn):
+            cur = self._conn.execute("UPDATE live_queries SET state = 'expired' WHERE state IN ('pending', 'sent')")
+        return cur.rowcount
+
+    def create(self, host_id: int, sql: str) -> int:
+        with write_transaction(self._conn):
+            cur = self._conn.execute(
+                "INSERT INTO live_queries (host_id, sql, state, created_at) VALUES (?, ?, 'pending', ?)",
+                (host_id, sql, self._clock()),
+            )
+        query_id = int(cur.lastrowid or 0)
+        self._events[query_id] = asyncio.Event()
+        return query_id
+
+    def take_pending(self, host_id: int) -> list[PendingQuery]:
+        """Queries to hand out to this host now (pending ones, marked sent)."""
+        rows = self._conn.execute(
+            "SELECT id, sql FROM live_queries WHERE host_id = ? AND state = 'pending' ORDER BY id", (host_id,)
+        ).fetchall()
+        if not rows:
+            return []
+        with write_transaction(self._conn):
+            self._conn.executemany(
+                "UPDATE live_queries SET state = 'sent', sent_at = ? WHERE id = ?",
+                [(self._clock(), int(r["id"])) for r in rows],
+            )
+        return [PendingQuery(int(r["id"]), str(r["sql"])) for r in rows]
+
+    def complete(self, host_id: int, query_id: int, rows: list[dict[str, str]], error: str | None) -> bool:
+        """Record a host's answer; answers for other hosts' or expired queries are ignored."""
+        with write_transaction(self._conn):
+            cur = self._conn.execute(
+                """UPDATE live_queries SET state = 'done', answered_at = ?, rows = ?, error = ?
+                   WHERE id = ? AND host_id = ? AND state IN ('pending', 'sent')""",
+                (self._clock(), json.dumps(rows), error, query_id, host_id),
+            )
+        if cur.rowcount == 0:
+            return False
+        event = self._events.get(query_id)
+        if event is not None:
+            event.set()
+        return True
+
+    async def wait(self, query_id: int, timeout: float) -> LiveQueryOutcome:
+        event = self._events.setdefault(query_id, asyncio.Event())
+        try:
+            if not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout)
+            row = self._conn.execute("SELECT state, rows, error FROM live_queries WHERE id = ?", (query_id,)).fetchone()
+            if row is not None and row["state"] == "done":
+                rows = json.loads(row["rows"] or "[]")
+                return LiveQueryOutcome(query_id, True, rows, row["error"])
+            with write_transaction(self._conn):
+                self._conn.execute(
+                    "UPDATE live_queries SET state = 'expired' WHERE id = ? AND state IN ('pending', 'sent')",
+                    (query_id,),
+                )
+            return LiveQueryOutcome(query_id, False, [], None)
+        finally:
+            self._events.pop(query_id, None)
+
+    def pending_count(self) -> int:
+        row = self._conn.execute("SELECT COUNT(*) FROM live_queries WHERE state IN ('pending', 'sent')").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Wake every waiter (server shutting down): they answer at once with what they have."""
+        self._closing = True
+        for event in self._events.values():
+            event.set()

@@ -1,0 +1,129 @@
+"""Where osquery result and status logs go: one JSON-lines file per host and log type, plus counters.
+
+``DIR/logs/<host id>/<log type>.jsonl``. A batch is appended with a single ``write`` on an ``O_APPEND`` descriptor
+before the request is acknowledged, so a process crash cannot lose an acknowledged batch. If the write fails
+(disk full) the file is cut back to where it was, nothing of the batch remains, and the client is told to retry —
+so a retried batch is never stored twice. Counters (lines and bytes) live in SQLite; at start-up they are
+reconciled with the files, which are the truth (a crash can fall between the append and the counter update).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from server_stub.transactions import write_transaction
+
+LOG_TYPES = ("result", "status")
+
+
+class LogWriteError(OSError):
+    pass
+
+
+@dataclass(frozen=True)
+class LogCounts:
+    result: int
+    status: int
+
+
+def encode_batch(items: list[dict[str, object]]) -> bytes:
+    return b"".join(
+        json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n" for item in items
+    )
+
+
+class LogSink:
+    def __init__(self, conn: sqlite3.Connection, root: Path) -> None:
+        self._conn = conn
+        self._root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, host_id: int, log_type: str) -> Path:
+        if log_type not in LOG_TYPES:
+            raise ValueError(f"unknown log type: {log_type}")
+        return self._root / str(host_id) / f"{log_type}.jsonl"
+
+    def append(self, host_id: int, log_type: str, items: list[dict[str, object]]) -> int:
+        """Store a batch durably against process crashes; returns the number of lines stored."""
+        if not items:
+            return 0
+        data = encode_batch(items)
+        path = self.path_for(host_id, log_type)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise LogWriteError(f"short write: {written} of {len(data)} bytes")
+            except OSError as exc:
+                os.ftruncate(fd, start)
+                raise LogWriteError(str(exc)) from exc
+        finally:
+            os.close(fd)
+        with write_transaction(self._conn):
+            self._conn.execute(
+                """INSERT INTO log_counters (host_id, log_type, lines, bytes) VALUES (?, ?, ?, ?)
+                   ON CONFLICT(host_id, log_type) DO UPDATE SET lines = lines + excluded.lines,
+                   bytes = bytes + excluded.bytes""",
+                (host_id, log_type, len(items), len(data)),
+            )
+        return len(items)
+
+    def counts(self, host_id: int) -> LogCounts:
+        found = {
+            str(r["log_type"]): int(r["lines"])
+            for r in self._conn.execute("SELECT log_type, lines FROM log_counters WHERE host_id = ?", (host_id,))
+        }
+        return LogCounts(result=found.get("result", 0), status=found.get("status", 0))
+
+    def totals(self) -> dict[str, int]:
+        totals = dict.fromkeys(LOG_TYPES, 0)
+        for row in self._conn.execute("SELECT log_type, SUM(lines) AS n FROM log_counters GROUP BY log_type"):
+            totals[str(row["log_type"])] = int(row["n"] or 0)
+        return totals
+
+    def reconcile(self) -> int:
+        """Make counters agree with the files after a crash; returns how many files needed fixing."""
+        fixed = 0
+        if not self._root.is_dir():
+            return 0
+        for host_dir in self._root.iterdir():
+            if not host_dir.is_dir() or not host_dir.name.isdigit():
+                continue
+            for log_type in LOG_TYPES:
+                path = host_dir / f"{log_type}.jsonl"
+                if path.is_file() and self._reconcile_file(int(host_dir.name), log_type, path):
+                    fixed += 1
+        return fixed
+
+    def _reconcile_file(self, host_id: int, log_type: str, path: Path) -> bool:
+        row = self._conn.execute(
+            "SELECT lines, bytes FROM log_counters WHERE host_id = ? AND log_type = ?", (host_id, log_type)
+        ).fetchone()
+        lines, size = (int(row["lines"]), int(row["bytes"])) if row else (0, 0)
+        actual = path.stat().st_size
+        if actual == size:
+            return False
+        with path.open("rb+") as handle:
+            if actual < size:  # counters ahead of the file (should not happen): count everything again
+                lines, size = 0, 0
+            handle.seek(size)
+            tail = handle.read()
+            complete = tail.rfind(b"\n") + 1
+            if complete < len(tail):  # a torn, never-acknowledged write: drop it
+                handle.truncate(size + complete)
+            lines += tail[:complete].count(b"\n")
+            size += complete
+        with write_transaction(self._conn):
+            self._conn.execute(
+                """INSERT INTO log_counters (host_id, log_type, lines, bytes) VALUES (?, ?, ?, ?)
+                   ON CONFLICT(host_id, log_type) DO UPDATE SET lines = excluded.lines, bytes = excluded.bytes""",
+                (host_id, log_type, lines, size),
+            )
+        return True

@@ -1,0 +1,246 @@
+"""Running fleet-stub: data dir, TLS, admin token, configuration, uvicorn, ``server.json``, signals.
+
+SIGTERM/SIGINT stop accepting, let in-flight requests finish (waiting live queries are woken and answer at
+once), and exit 0. SIGHUP re-applies the configuration file; a file with errors is reported and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Generator
+from pathlib import Path
+
+import uvicorn
+
+from server_stub.app import build_app
+from server_stub.atomic_files import write_private
+from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
+from server_stub.node_keys import new_admin_token
+from server_stub.settings import ServeSettings
+from server_stub.state import StubState, build_state
+from server_stub.teams import SecretConflict, ensure_team, sync_secrets
+from server_stub.tls_material import TlsFiles, ensure_self_signed, server_ssl_context
+
+log = logging.getLogger(__name__)
+
+SERVER_JSON = "server.json"
+ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
+LOG_FILE = "fleet-stub.log"
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def configure_logging(data_dir: Path, level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    formatter = logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(formatter)
+    root.addHandler(stderr)
+    rotating = logging.handlers.RotatingFileHandler(data_dir / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=3)
+    rotating.setFormatter(formatter)
+    root.addHandler(rotating)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def load_or_create_admin_token(data_dir: Path, given: str | None) -> str:
+    path = data_dir / ADMIN_TOKEN_FILE
+    if given:
+        return given
+    if path.is_file():
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    token = new_admin_token()
+    write_private(path, token.encode() + b"\n")
+    return token
+
+
+def tls_files(settings: ServeSettings) -> TlsFiles:
+    if settings.tls_cert and settings.tls_key:
+        for path in (settings.tls_cert, settings.tls_key):
+            if not path.is_file():
+                raise StartupError(f"TLS file not found: {path}")
+        return TlsFiles(cert=settings.tls_cert, key=settings.tls_key, ca=None)
+    return ensure_self_signed(settings.data_dir / "tls")
+
+
+def apply_flag_secrets(state: StubState) -> None:
+    desired: dict[str, int | None] = {}
+    for spec in state.settings.enroll_secrets:
+        desired[spec.secret] = ensure_team(state.conn, spec.team, source="flag").id if spec.team else None
+    try:
+        sync_secrets(state.conn, "flag", desired, state.clock())
+    except SecretConflict as exc:
+        raise StartupError(f"--enroll-secret: {exc}") from None
+
+
+def apply_config_file(state: StubState) -> None:
+    path = state.settings.config_file
+    if path is None:
+        return
+    declared = load_config_file(path)
+    apply_config(state.conn, declared, state.clock())
+    log.info("event=config_applied path=%s teams=%d policies=%d", path, len(declared.teams), len(declared.policies))
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def server_info(settings: ServeSettings, port: int, admin_token: str, ca: Path | None) -> dict[str, object]:
+    host = settings.listen_url_host if settings.listen_host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    url = f"https://{host}:{port}"
+    info: dict[str, object] = {
+        "url": url,
+        "ca_cert": str(ca) if ca else None,
+        "pid": os.getpid(),
+        "admin_token": admin_token,
+    }
+    if settings.tuf_repo is not None:
+        info["tuf_url"] = f"{url}/tuf"
+    return info
+
+
+class StubServer(uvicorn.Server):
+    """uvicorn with our own signal handling (exit 0 on SIGTERM, SIGHUP reload) and a ready callback."""
+
+    def __init__(self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._state = state
+        self._on_ready = on_ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+                installed.append(sig)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            installed.append(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals (Windows)
+            pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def request_stop(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+        self._state.live.close()
+
+    def reload(self) -> None:
+        try:
+            apply_config_file(self._state)
+        except (ConfigFileError, OSError) as exc:
+            log.error("event=config_reload_failed error=%s", exc)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_ready()
+
+
+def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
+    context = server_ssl_context(files.cert, files.key)
+
+    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return context
+
+    return uvicorn.Config(
+        build_app(state),
+        ssl_certfile=str(files.cert),
+        ssl_keyfile=str(files.key),
+        ssl_context_factory=factory,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=75,
+        server_header=False,
+    )
+
+
+def prepare(settings: ServeSettings) -> tuple[StubState, TlsFiles]:
+    _mkdir(settings.data_dir)
+    with contextlib.suppress(FileNotFoundError):
+        (settings.data_dir / SERVER_JSON).unlink()
+    files = tls_files(settings)
+    admin_token = load_or_create_admin_token(settings.data_dir, settings.admin_token)
+    state = build_state(settings, admin_token)
+    try:
+        apply_flag_secrets(state)
+        apply_config_file(state)
+    except (ConfigFileError, StartupError):
+        state.close()
+        raise
+    return state, files
+
+
+def serve(settings: ServeSettings) -> int:
+    configure_logging(settings.data_dir if settings.data_dir.is_dir() else _mkdir(settings.data_dir))
+    state, files = prepare(settings)
+    sock = bind_socket(settings.listen_host, settings.listen_port)
+    port = int(sock.getsockname()[1])
+    info = server_info(settings, port, state.admin_token, files.ca)
+
+    def ready() -> None:
+        write_private(settings.data_dir / SERVER_JSON, json.dumps(info, indent=2).encode() + b"\n")
+        print(f"listening on {info['url']}", flush=True)
+        log.info("event=ready url=%s", info["url"])
+
+    server = StubServer(make_uvicorn_config(state, files), state, ready)
+    try:
+        run_loop(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            (settings.data_dir / SERVER_JSON).unlink()
+        state.close()
+        log.info("event=stopped")
+    return 0
+
+
+def _mkdir(path: Path) -> Path:
+    """The data dir holds node keys, the admin token and host logs: owner-only."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def run_loop(coro: object) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator, absent on Windows
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+        return
+    uvloop.run(coro)  # type: ignore[arg-type]

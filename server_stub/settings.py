@@ -1,0 +1,158 @@
+"""The server's settings: command-line flags over ``FLEET_STUB_*`` environment variables over defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:8412"
+HOST_IDENTIFIER_MODES = ("provided", "instance", "uuid", "hostname")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EnrollSecretSpec:
+    secret: str
+    team: str | None
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8412
+    enroll_secrets: tuple[EnrollSecretSpec, ...] = ()
+    tuf_repo: Path | None = None
+    admin_token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    config_file: Path | None = None
+    live_query_timeout: float = 25.0
+    detail_update_interval: float = 3600.0
+    policy_update_interval: float = 3600.0
+    osquery_host_identifier: str = "provided"
+    transparency_url: str = "https://fleetdm.com/transparency"
+    org_name: str = ""
+    capabilities: tuple[str, ...] = field(default=("orbit_endpoints", "token_rotation"))
+
+    @property
+    def listen_url_host(self) -> str:
+        return f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT``."""
+    text = value.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1 :].startswith(":"):
+            raise SettingsError(f"invalid --listen {value!r}: expected [IPV6]:PORT")
+        host, port_text = text[1:end], text[end + 2 :]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise SettingsError(f"invalid --listen {value!r}: expected HOST:PORT")
+        if ":" in host:
+            raise SettingsError(f"invalid --listen {value!r}: put IPv6 addresses in brackets")
+    host = host or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise SettingsError(f"invalid --listen {value!r}: port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"invalid --listen {value!r}: port out of range")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise SettingsError(f"invalid --listen {value!r}: host must be an IP address or localhost") from None
+    return host, port
+
+
+def parse_enroll_secret(value: str) -> EnrollSecretSpec:
+    """``SECRET`` or ``SECRET:TEAM`` (team by name, created when missing)."""
+    secret, sep, team = value.partition(":")
+    if not secret.strip():
+        raise SettingsError("--enroll-secret must not be empty")
+    return EnrollSecretSpec(secret.strip(), team.strip() or None if sep else None)
+
+
+def env_list(env: Mapping[str, str], name: str) -> list[str]:
+    """A list from the environment: comma- or newline-separated."""
+    raw = env.get(name, "")
+    return [item.strip() for item in raw.replace("\n", ",").split(",") if item.strip()]
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().absolute() if value else None
+
+
+def _float(value: str | None, default: float, name: str) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {value!r}") from None
+    if parsed <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return parsed
+
+
+def build_settings(
+    *,
+    data_dir: str | None,
+    listen: str | None,
+    enroll_secrets: Sequence[str] | None,
+    tuf_repo: str | None,
+    admin_token: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    config_file: str | None,
+    live_query_timeout: str | None = None,
+    env: Mapping[str, str],
+) -> ServeSettings:
+    """Merge flags (given) over ``FLEET_STUB_*`` variables; raises SettingsError with a clear message."""
+
+    def pick(flag: str | None, var: str) -> str | None:
+        return flag if flag not in (None, "") else (env.get(var) or None)
+
+    data = pick(data_dir, "FLEET_STUB_DATA_DIR")
+    if not data:
+        raise SettingsError("--data-dir is required (or set FLEET_STUB_DATA_DIR)")
+    host, port = parse_listen(pick(listen, "FLEET_STUB_LISTEN") or DEFAULT_LISTEN)
+    secret_values = list(enroll_secrets) if enroll_secrets else env_list(env, "FLEET_STUB_ENROLL_SECRET")
+    cert = _path(pick(tls_cert, "FLEET_STUB_TLS_CERT"))
+    key = _path(pick(tls_key, "FLEET_STUB_TLS_KEY"))
+    if (cert is None) != (key is None):
+        raise SettingsError("--tls-cert and --tls-key must be given together")
+    identifier = env.get("FLEET_STUB_OSQUERY_HOST_IDENTIFIER", "provided")
+    if identifier not in HOST_IDENTIFIER_MODES:
+        raise SettingsError(f"FLEET_STUB_OSQUERY_HOST_IDENTIFIER must be one of {', '.join(HOST_IDENTIFIER_MODES)}")
+    token = pick(admin_token, "FLEET_STUB_ADMIN_TOKEN")
+    if token is not None and len(token) < 8:
+        raise SettingsError("--admin-token must be at least 8 characters")
+    return ServeSettings(
+        data_dir=Path(data).expanduser().absolute(),
+        listen_host=host,
+        listen_port=port,
+        enroll_secrets=tuple(parse_enroll_secret(v) for v in secret_values),
+        tuf_repo=_path(pick(tuf_repo, "FLEET_STUB_TUF_REPO")),
+        admin_token=token,
+        tls_cert=cert,
+        tls_key=key,
+        config_file=_path(pick(config_file, "FLEET_STUB_CONFIG")),
+        live_query_timeout=_float(
+            pick(live_query_timeout, "FLEET_STUB_LIVE_QUERY_TIMEOUT"), 25.0, "live query timeout"
+        ),
+        detail_update_interval=_float(env.get("FLEET_STUB_DETAIL_UPDATE_INTERVAL"), 3600.0, "detail interval"),
+        policy_update_interval=_float(env.get("FLEET_STUB_POLICY_UPDATE_INTERVAL"), 3600.0, "policy interval"),
+        osquery_host_identifier=identifier,
+        transparency_url=env.get("FLEET_STUB_TRANSPARENCY_URL", "https://fleetdm.com/transparency"),
+        org_name=env.get("FLEET_STUB_ORG_NAME", ""),
+    )

@@ -1,0 +1,54 @@
+"""Everything a request handler needs, built once per server and reachable as ``request.app.state.stub``."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from server_stub.carves import CarveStore
+from server_stub.database import open_database
+from server_stub.live_queries import LiveQueryHub
+from server_stub.log_sink import LogSink
+from server_stub.metrics import Metrics
+from server_stub.settings import ServeSettings
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class StubState:
+    settings: ServeSettings
+    conn: sqlite3.Connection
+    clock: Clock
+    admin_token: str
+    logs: LogSink
+    carves: CarveStore
+    live: LiveQueryHub
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def capabilities_header(self) -> str:
+        return ",".join(self.settings.capabilities)
+
+    def close(self) -> None:
+        self.live.close()
+        self.conn.close()
+
+
+def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.time) -> StubState:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    conn = open_database(settings.data_dir / "fleet-stub.sqlite3")
+    state = StubState(
+        settings=settings,
+        conn=conn,
+        clock=clock,
+        admin_token=admin_token,
+        logs=LogSink(conn, settings.data_dir / "logs"),
+        carves=CarveStore(conn, settings.data_dir / "carves"),
+        live=LiveQueryHub(conn, clock),
+    )
+    state.logs.reconcile()
+    state.live.expire_leftovers()
+    return state
