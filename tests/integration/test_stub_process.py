@@ -206,6 +206,6 @@ def test_module_and_console_script_agree() -> None:
     version = subprocess.run([*STUB, "--version"], capture_output=True, text=True, check=True).stdout
     script = Path(sys.executable).parent / "fleet-stub"
     if script.exists():
-        assert subprocess.run([str(script), "--version"], capture_output=True, text=True).stdout == version
+        assert subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True).stdout == version
     assert version.startswith("fleet-stub ")
     assert os.access(sys.executable, os.X_OK)

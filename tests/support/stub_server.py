@@ -70,7 +70,7 @@ def running_stub(data_dir: Path, *, clock: FakeClock | None = None, **overrides:
     state, files = prepare(settings)
     if clock is not None:
         state.clock = clock
-        state.live._clock = clock  # noqa: SLF001 - the hub keeps its own reference
+        state.live._clock = clock
     sock = bind_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
     ready = threading.Event()

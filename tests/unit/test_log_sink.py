@@ -1,0 +1,73 @@
+"""The log sink: acknowledged batches survive, failed writes leave nothing behind, counters follow the files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from server_stub.database import open_database, schema_version
+from server_stub.log_sink import LogSink, LogWriteError
+
+
+def _sink(tmp_path: Path) -> LogSink:
+    return LogSink(open_database(tmp_path / "db.sqlite3"), tmp_path / "logs")
+
+
+def test_append_and_count(tmp_path: Path) -> None:
+    sink = _sink(tmp_path)
+    assert sink.append(1, "result", [{"a": 1}, {"b": "ü"}]) == 2
+    assert sink.append(1, "status", [{"m": "x"}]) == 1
+    assert sink.counts(1).result == 2 and sink.counts(1).status == 1
+    lines = sink.path_for(1, "result").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"a": 1}, {"b": "ü"}]
+    assert sink.totals() == {"result": 2, "status": 1}
+
+
+def test_failed_write_leaves_no_partial_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = _sink(tmp_path)
+    sink.append(1, "result", [{"n": 0}])
+    real_write = os.write
+
+    def half_then_full_disk(fd: int, data: bytes) -> int:
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full_disk)
+    with pytest.raises(LogWriteError, match="No space left"):
+        sink.append(1, "result", [{"n": 1}, {"n": 2}])
+    monkeypatch.undo()
+    assert sink.path_for(1, "result").read_text() == '{"n":0}\n'
+    assert sink.counts(1).result == 1
+    sink.append(1, "result", [{"n": 1}, {"n": 2}])  # the client's retry is stored exactly once
+    assert [json.loads(x)["n"] for x in sink.path_for(1, "result").read_text().splitlines()] == [0, 1, 2]
+
+
+def test_reconcile_after_a_crash(tmp_path: Path) -> None:
+    sink = _sink(tmp_path)
+    sink.append(3, "result", [{"n": 0}])
+    path = sink.path_for(3, "result")
+    with path.open("ab") as handle:  # a batch written but not counted, then a torn write
+        handle.write(b'{"n":1}\n{"n":2}\n{"n":')
+    fresh = LogSink(open_database(tmp_path / "db.sqlite3"), tmp_path / "logs")
+    assert fresh.reconcile() == 1
+    assert fresh.counts(3).result == 3
+    assert path.read_bytes().endswith(b'{"n":2}\n')
+    assert fresh.reconcile() == 0
+
+
+def test_unknown_log_type_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown log type"):
+        _sink(tmp_path).path_for(1, "../../etc")
+
+
+def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    first = open_database(tmp_path / "db.sqlite3")
+    version = schema_version(first)
+    first.close()
+    again = open_database(tmp_path / "db.sqlite3")
+    assert schema_version(again) == version >= 1
+    assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
