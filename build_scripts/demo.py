@@ -119,7 +119,7 @@ def run_demo() -> int:
             read = client.post("/api/v1/osquery/distributed/read", json={"node_key": node_key}).json()
             names = sorted(read["queries"])
             console.print(f"  distributed/read handed out: {', '.join(names)}")
-            answers = {name: [] for name in names if name.startswith("fleet_policy_query_")}
+            answers: dict[str, list[dict[str, str]]] = {n: [] for n in names if n.startswith("fleet_policy_query_")}
             client.post(
                 "/api/v1/osquery/distributed/write",
                 json={"node_key": node_key, "queries": answers, "statuses": dict.fromkeys(answers, 0)},
