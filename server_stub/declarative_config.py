@@ -104,6 +104,23 @@ def _text(table: dict[str, object], key: str, where: str, *, required: bool = Fa
     return value.strip()
 
 
+def _named_tables(document: dict[str, object], key: str) -> list[tuple[str, str, dict[str, object]]]:
+    """``[[key]]`` tables as (location, unique name, table)."""
+    raw = document.get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigFileError(f"{key} must be a list of tables ([[{key}]])")
+    found: list[tuple[str, str, dict[str, object]]] = []
+    names: set[str] = set()
+    for index, table in enumerate(raw):
+        where = f"{key}[{index}]"
+        name = _text(table, "name", where, required=True)
+        if name in names:
+            raise ConfigFileError(f"{where}: {name!r} is declared twice")
+        names.add(name)
+        found.append((where, name, table))
+    return found
+
+
 def parse_config(document: object) -> DeclaredConfig:
     """Check a decoded document and turn it into typed values (pure)."""
     if not isinstance(document, dict):
@@ -114,36 +131,19 @@ def parse_config(document: object) -> DeclaredConfig:
     glob = document.get("global", {})
     if not isinstance(glob, dict):
         raise ConfigFileError("[global] must be a table")
-    raw_teams = document.get("teams", [])
-    if not isinstance(raw_teams, list) or not all(isinstance(t, dict) for t in raw_teams):
-        raise ConfigFileError("teams must be a list of tables ([[teams]])")
-    declared_teams = []
-    seen_names: set[str] = set()
-    for index, team in enumerate(raw_teams):
-        where = f"teams[{index}]"
-        name = _text(team, "name", where, required=True)
-        if name in seen_names:
-            raise ConfigFileError(f"{where}: team {name!r} is declared twice")
-        seen_names.add(name)
+    declared_teams: list[DeclaredTeam] = []
+    for where, name, table in _named_tables(document, "teams"):
         declared_teams.append(
             DeclaredTeam(
                 name=name,
-                enroll_secrets=_secrets(team.get("enroll_secrets"), where),
-                agent_options=_options(team.get("agent_options"), where),
-                orbit_notifications=_notifications(team.get("orbit_notifications"), where),
+                enroll_secrets=_secrets(table.get("enroll_secrets"), where),
+                agent_options=_options(table.get("agent_options"), where),
+                orbit_notifications=_notifications(table.get("orbit_notifications"), where),
             )
         )
-    raw_policies = document.get("policies", [])
-    if not isinstance(raw_policies, list) or not all(isinstance(p, dict) for p in raw_policies):
-        raise ConfigFileError("policies must be a list of tables ([[policies]])")
-    declared_policies = []
-    policy_names: set[str] = set()
-    for index, policy in enumerate(raw_policies):
-        where = f"policies[{index}]"
-        name = _text(policy, "name", where, required=True)
-        if name in policy_names:
-            raise ConfigFileError(f"{where}: policy {name!r} is declared twice")
-        policy_names.add(name)
+    seen_names = {team.name for team in declared_teams}
+    declared_policies: list[DeclaredPolicy] = []
+    for where, name, policy in _named_tables(document, "policies"):
         team_name = policy.get("team")
         if team_name is not None and (not isinstance(team_name, str) or team_name not in seen_names):
             raise ConfigFileError(f"{where}.team must name a team declared in this file")
