@@ -1,0 +1,97 @@
+"""osquery's TLS transport: HTTPS POSTs of JSON to ``https://<tls_hostname><endpoint>``, judged by the body.
+
+TLS follows osquery (spec/fleet-api.md §1.1): the server is verified against ``--tls_server_certs`` with SNI and
+the host name of ``--tls_hostname``; optional client certificate; TLS 1.2 or newer; 16 s per request; up to 10
+redirects; keep-alive. Bodies are gzip-compressed only when asked (the logger with ``--logger_tls_compress``) and
+responses are only requested gzip-encoded with ``--tls_accept_gzip``. Network failures never raise: they are a
+failed ``RemoteAnswer`` like any other.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from osquery_sim.remote_answer import RemoteAnswer, judge
+
+REQUEST_TIMEOUT_SECONDS = 16.0
+MAX_REDIRECTS = 10
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    hostname: str
+    server_certs: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    accept_gzip: bool = False
+    user_agent: str = "osquery/5.14.1+sim"
+    send_node_key_header: bool = True
+
+
+class TransportError(ValueError):
+    pass
+
+
+def build_ssl_context(settings: TlsSettings) -> ssl.SSLContext:
+    if settings.server_certs and Path(settings.server_certs).is_file():
+        context = ssl.create_default_context(cafile=settings.server_certs)
+    elif settings.server_certs:
+        raise TransportError(f"Cannot read TLS server certificate(s): {settings.server_certs}")
+    else:
+        context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.client_cert and settings.client_key:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
+
+
+class TlsTransport:
+    def __init__(self, settings: TlsSettings, *, limits: httpx.Limits | None = None) -> None:
+        if not settings.hostname:
+            raise TransportError("--tls_hostname is required for TLS plugins")
+        if "://" in settings.hostname:
+            raise TransportError("--tls_hostname must not include a scheme (it is always https)")
+        self._settings = settings
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": settings.user_agent,
+            "Accept-Encoding": "gzip" if settings.accept_gzip else "identity",
+        }
+        self._client = httpx.AsyncClient(
+            base_url=f"https://{settings.hostname}",
+            verify=build_ssl_context(settings),
+            headers=headers,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            trust_env=False,
+            limits=limits or httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        )
+
+    async def post(
+        self, endpoint: str, body: dict[str, object], *, node_key: str | None = None, compress: bool = False
+    ) -> RemoteAnswer:
+        if not endpoint.startswith("/"):
+            return RemoteAnswer(ok=False, error=f"endpoint must start with '/': {endpoint!r}")
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        headers: dict[str, str] = {}
+        if compress:
+            payload = gzip.compress(payload)
+            headers["Content-Encoding"] = "gzip"
+        if node_key and self._settings.send_node_key_header:
+            headers["Authorization"] = f"NodeKey {node_key}"
+        try:
+            response = await self._client.post(endpoint, content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            return RemoteAnswer(ok=False, error=f"Request error: {type(exc).__name__}: {exc}")
+        return judge(response.content)
+
+    async def close(self) -> None:
+        await self._client.aclose()
