@@ -14,7 +14,9 @@ import uuid
 from dataclasses import dataclass
 from enum import Enum
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from server_stub.json_response import JSONResponse
 
 
 class ErrorShape(Enum):

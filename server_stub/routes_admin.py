@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from server_stub import hosts, policies, scripts, teams
@@ -17,6 +17,7 @@ from server_stub.errors import ApiError, bad_request, not_found, unauthorized
 from server_stub.host_views import host_json
 from server_stub.http_body import read_json_object
 from server_stub.json_fields import JsonObject, optional_int, optional_str, required_str
+from server_stub.json_response import JSONResponse
 from server_stub.log_sink import LOG_TYPES
 from server_stub.metrics import Gauge
 from server_stub.state import StubState

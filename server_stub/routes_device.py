@@ -10,7 +10,7 @@ import json
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server_stub import device_tokens, hosts, policies
@@ -18,6 +18,7 @@ from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import not_found, unauthorized
 from server_stub.host_views import host_json, policy_json
 from server_stub.http_body import MIB, read_json_object
+from server_stub.json_response import JSONResponse
 from server_stub.state import StubState
 from server_stub.transactions import write_transaction
 

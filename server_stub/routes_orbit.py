@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from server_stub import device_tokens, hosts, scripts
@@ -17,6 +17,7 @@ from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, conflict, not_found, unauthorized
 from server_stub.http_body import MIB, read_json_object
 from server_stub.json_fields import JsonObject, optional_int, optional_str, required_str
+from server_stub.json_response import JSONResponse
 from server_stub.state import StubState
 from server_stub.teams import (
     SecretNotFound,

@@ -11,7 +11,7 @@ import binascii
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from server_stub import hosts, policies
@@ -34,6 +34,7 @@ from server_stub.json_fields import (
     required_str,
     string_map,
 )
+from server_stub.json_response import JSONResponse
 from server_stub.live_queries import query_id_from_name
 from server_stub.log_sink import LOG_TYPES, LogWriteError
 from server_stub.osquery_config import config_for_host, interval_options

@@ -216,10 +216,21 @@ def put_secret(conn: sqlite3.Connection, secret: str, team_id: int | None, *, so
 def replace_secrets(
     conn: sqlite3.Connection, team_id: int | None, secrets: list[str], *, source: str, now: float
 ) -> None:
-    """Make ``secrets`` exactly the set of ``source``-managed secrets of this team."""
+    """Make ``secrets`` exactly the secrets of this team (Fleet's replace semantics).
+
+    Secrets managed by another source (``--enroll-secret`` flags, the configuration file) cannot be removed
+    here: leaving one out is a SecretConflict rather than a silent no-op, so nobody believes a leaked secret
+    was revoked when it was not.
+    """
+    keep = set(secrets)
+    pinned = sorted(s.secret for s in list_secrets(conn, team_id) if s.source != source and s.secret not in keep)
+    if pinned:
+        raise SecretConflict(
+            f"{len(pinned)} enroll secret(s) of this team are managed by the server's --enroll-secret flags or "
+            "configuration file; remove them there"
+        )
     for secret in secrets:
         put_secret(conn, secret, team_id, source=source, now=now)
-    keep = set(secrets)
     for current in list_secrets(conn, team_id):
         if current.source == source and current.secret not in keep:
             with write_transaction(conn):

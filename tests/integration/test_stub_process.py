@@ -209,3 +209,17 @@ def test_module_and_console_script_agree() -> None:
         assert subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True).stdout == version
     assert version.startswith("fleet-stub ")
     assert os.access(sys.executable, os.X_OK)
+
+
+def test_tuf_repo_is_announced_in_server_json(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "timestamp.json").write_text('{"signed": {}}')
+    stub = StubProcess(tmp_path / "data", "--tuf-repo", str(repo))
+    try:
+        info = stub.wait_ready()
+        assert info["tuf_url"] == f"{info['url']}/tuf"
+        with _client(info) as client:
+            assert client.get("/tuf/timestamp.json").text == '{"signed": {}}'
+    finally:
+        assert stub.stop() == 0
