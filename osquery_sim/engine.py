@@ -73,6 +73,8 @@ class EngineSettings:
     overridable: frozenset[str] = field(default_factory=frozenset)
 
 
+IDLE_SCHEDULE_WAIT = 60.0
+
 RUNTIME_OPTIONS = {
     "distributed_interval": "distributed_interval",
     "logger_tls_period": "logger_tls_period",
@@ -131,6 +133,7 @@ class Engine:
         self._pending_results: dict[str, object] | None = None
         self._log_failures = {"result": 0, "status": 0}
         self._wake_logger = asyncio.Event()
+        self._schedule_changed = asyncio.Event()
         self.counters: dict[str, int] = {
             "config_ok": 0,
             "config_failed": 0,
@@ -139,6 +142,11 @@ class Engine:
             "log_batches_sent": 0,
             "log_batches_failed": 0,
             "lines_logged": 0,
+            "produced_result": 0,
+            "produced_status": 0,
+            "acknowledged_result": 0,
+            "acknowledged_status": 0,
+            "dropped_oversized": 0,
         }
 
     # --- logging ------------------------------------------------------------------------------------------
@@ -169,6 +177,7 @@ class Engine:
             if purged:
                 log.warning("event=buffered_logs_purged lines=%d", purged)
             self.counters["lines_logged"] += len(encoded)
+            self.counters[f"produced_{log_type}"] += len(encoded)
 
     def status(self, message: str, severity: str = "INFO") -> None:
         from osquery_sim.result_logs import SEVERITY  # noqa: PLC0415 - tiny constant table
@@ -215,6 +224,7 @@ class Engine:
             else:
                 scheduled[query.name] = _Scheduled(query, now + self._splayed(query.interval))
         self._scheduled = scheduled
+        self._schedule_changed.set()
         self.config_loaded.set()
         self._wake_logger.set()
         log.info("event=config_applied queries=%d", len(scheduled))
@@ -287,7 +297,10 @@ class Engine:
                 if item.next_run <= now:
                     self.run_scheduled(item.query)
                     item.next_run = now + item.query.interval
-            if await _wait(stop, 1.0):
+            upcoming = min((item.next_run for item in self._scheduled.values()), default=now + IDLE_SCHEDULE_WAIT)
+            self._schedule_changed.clear()
+            wait = min(max(upcoming - self.clock(), 0.05), IDLE_SCHEDULE_WAIT)
+            if await _wait(stop, wait, self._schedule_changed):
                 return
 
     # --- TLS logger ---------------------------------------------------------------------------------------------
@@ -311,6 +324,7 @@ class Engine:
                     oversized.append(item.id)
             if oversized:
                 self.store.drop_lines(oversized)
+                self.counters["dropped_oversized"] += len(oversized)
             if not data:
                 continue
             answer = await self.client.request(
@@ -322,6 +336,7 @@ class Engine:
                 self.store.drop_lines([i.id for i in batch if i.id not in oversized])
                 self._log_failures[log_type] = 0
                 self.counters["log_batches_sent"] += 1
+                self.counters[f"acknowledged_{log_type}"] += len(data)
             else:
                 self._log_failures[log_type] += 1
                 self.counters["log_batches_failed"] += 1
@@ -433,10 +448,16 @@ class Engine:
                 log.error("event=task_failed task=%s error=%r", task.get_name(), task.exception())
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True when ``stop`` was set meanwhile."""
+async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
+    """Sleep up to ``seconds`` (less when ``wake`` is set); True when ``stop`` was set meanwhile."""
+    if stop.is_set():
+        return True
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
     try:
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0))
-    except TimeoutError:
-        return False
-    return True
+        await asyncio.wait(waiters, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return stop.is_set()

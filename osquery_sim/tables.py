@@ -176,6 +176,20 @@ class SimDatabase:
         with self._lock:
             self._fill("osquery_info", osquery_info_rows(self._identity, runtime))
 
+    def update_identity(self, identity: SimIdentity, runtime: SimRuntime) -> None:
+        """Become another host (load mode shares one database between simulated hosts)."""
+        with self._lock:
+            self._identity = identity
+            self._fill("system_info", system_info_rows(identity))
+            self._fill("os_version", os_version_rows(identity))
+            self._fill("kernel_info", kernel_info_rows(identity))
+            self._fill("platform_info", platform_info_rows(identity))
+            self._fill("osquery_info", osquery_info_rows(identity, runtime))
+
+    @property
+    def identity(self) -> SimIdentity:
+        return self._identity
+
     def set_flags(self, flags: Iterable[OsqueryFlag]) -> None:
         with self._lock:
             self._fill("osquery_flags", flag_rows(flags))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +54,20 @@ def build_ssl_context(settings: TlsSettings) -> ssl.SSLContext:
 
 
 class TlsTransport:
-    def __init__(self, settings: TlsSettings, *, limits: httpx.Limits | None = None) -> None:
+    def __init__(
+        self,
+        settings: TlsSettings,
+        *,
+        limits: httpx.Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        observe: Callable[[str, float, bool], None] | None = None,
+    ) -> None:
         if not settings.hostname:
             raise TransportError("--tls_hostname is required for TLS plugins")
         if "://" in settings.hostname:
             raise TransportError("--tls_hostname must not include a scheme (it is always https)")
         self._settings = settings
+        self._observe = observe
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -66,7 +76,7 @@ class TlsTransport:
         }
         self._client = httpx.AsyncClient(
             base_url=f"https://{settings.hostname}",
-            verify=build_ssl_context(settings),
+            verify=ssl_context or build_ssl_context(settings),
             headers=headers,
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
             follow_redirects=True,
@@ -87,11 +97,17 @@ class TlsTransport:
             headers["Content-Encoding"] = "gzip"
         if node_key and self._settings.send_node_key_header:
             headers["Authorization"] = f"NodeKey {node_key}"
+        started = time.perf_counter()
         try:
             response = await self._client.post(endpoint, content=payload, headers=headers)
         except httpx.HTTPError as exc:
+            if self._observe:
+                self._observe(endpoint, time.perf_counter() - started, False)
             return RemoteAnswer(ok=False, error=f"Request error: {type(exc).__name__}: {exc}")
-        return judge(response.content)
+        answer = judge(response.content)
+        if self._observe:
+            self._observe(endpoint, time.perf_counter() - started, answer.ok)
+        return answer
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -1,0 +1,325 @@
+"""``osqueryd-sim load --hosts N …``: N simulated hosts in one asyncio process, like Fleet's osquery-perf but
+honest about loss.
+
+Each host has its own identity (uuid, hostname), node key, in-memory database (buffered logs, query state) and
+keep-alive connection, and runs the same engine as the daemon (config refresh, distributed read/write with
+discovery and ``accelerate``, scheduled queries, the TLS logger) at Fleet's default intervals; starts are spread
+over a ramp so the intervals are jittered. Hosts share one table database that takes each host's identity when it
+answers a query. ``--with-orbit`` adds each host's orbit traffic. Progress goes to stderr; a JSON summary to
+stdout: requests per endpoint, errors, latency p50/p95/p99, and log lines produced / acknowledged / buffered /
+lost / duplicated (checked against the server's own counts when ``--admin_token`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import ssl
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import httpx
+
+from osquery_sim.engine import Endpoints, Engine, EngineSettings
+from osquery_sim.identity import SimIdentity, machine_identity
+from osquery_sim.load_stats import LineAccounting, LoadStats
+from osquery_sim.orbit_traffic import OrbitTraffic
+from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
+from osquery_sim.sim_store import SimStore
+from osquery_sim.table_rows import SimRuntime
+from osquery_sim.tables import SimDatabase
+from osquery_sim.tls_transport import TlsSettings, TlsTransport
+from osquery_sim.version import SIM_VERSION
+
+log = logging.getLogger(__name__)
+PREFIX = "/api/v1/osquery"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    hosts: int
+    tls_hostname: str
+    tls_server_certs: str
+    enroll_secret: str
+    distributed_interval: int = 10
+    config_refresh: int = 60
+    logger_tls_period: int = 10
+    duration: float | None = None
+    with_orbit: bool = False
+    ramp: float | None = None
+    admin_token: str = ""
+    progress_interval: float = 10.0
+    seed: str = ""
+
+
+def parse_args(argv: Sequence[str]) -> LoadOptions:
+    parser = argparse.ArgumentParser(prog="osqueryd-sim load", description="Simulate many osquery hosts at once.")
+    parser.add_argument("--hosts", type=int, required=True)
+    parser.add_argument("--tls_hostname", required=True, help="HOST:PORT of the Fleet server")
+    parser.add_argument("--tls_server_certs", default="", help="CA bundle that verifies the server")
+    parser.add_argument("--enroll_secret", default=os.environ.get("ENROLL_SECRET", ""), help="(or env ENROLL_SECRET)")
+    parser.add_argument("--distributed_interval", type=int, default=10)
+    parser.add_argument("--config_refresh", type=int, default=60)
+    parser.add_argument("--logger_tls_period", type=int, default=10)
+    parser.add_argument("--duration", type=float, help="seconds to run (default: until SIGINT/SIGTERM)")
+    parser.add_argument("--with-orbit", action="store_true", help="also send each host's orbit traffic")
+    parser.add_argument("--ramp", type=float, help="seconds over which host starts are spread")
+    parser.add_argument(
+        "--admin_token",
+        default=os.environ.get("FLEET_ADMIN_TOKEN", ""),
+        help="check lost/duplicated lines against the server's counts (or env FLEET_ADMIN_TOKEN)",
+    )
+    parser.add_argument("--progress_interval", type=float, default=10.0)
+    parser.add_argument("--seed", default="", help="identity seed: the same seed gives the same host uuids")
+    args = parser.parse_args(argv)
+    if args.hosts <= 0:
+        parser.error("--hosts must be positive")
+    if not args.enroll_secret:
+        parser.error("--enroll_secret (or ENROLL_SECRET) is required")
+    return LoadOptions(
+        hosts=args.hosts,
+        tls_hostname=args.tls_hostname,
+        tls_server_certs=args.tls_server_certs,
+        enroll_secret=args.enroll_secret,
+        distributed_interval=args.distributed_interval,
+        config_refresh=args.config_refresh,
+        logger_tls_period=args.logger_tls_period,
+        duration=args.duration,
+        with_orbit=args.with_orbit,
+        ramp=args.ramp,
+        admin_token=args.admin_token,
+        progress_interval=args.progress_interval,
+        seed=args.seed,
+    )
+
+
+class HostTables:
+    """One host's view of the shared table database."""
+
+    def __init__(self, shared: SimDatabase, identity: SimIdentity, runtime: SimRuntime) -> None:
+        self._shared = shared
+        self.identity = identity
+        self.runtime = runtime
+
+    def query(self, sql: str) -> list[dict[str, str]]:
+        if self._shared.identity is not self.identity:
+            self._shared.update_identity(self.identity, self.runtime)
+        return self._shared.query(sql)
+
+    def first_rows(self) -> dict[str, dict[str, str]]:
+        details = {}
+        for table in ("os_version", "osquery_info", "system_info", "platform_info"):
+            rows = self.query(f"SELECT * FROM {table} LIMIT 1")
+            if rows:
+                details[table] = rows[0]
+        return details
+
+
+class SimulatedHost:
+    def __init__(
+        self,
+        index: int,
+        options: LoadOptions,
+        template: SimIdentity,
+        shared: SimDatabase,
+        context: ssl.SSLContext,
+        stats: LoadStats,
+    ) -> None:
+        seed = options.seed or "run"
+        host_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"osqueryd-sim/{seed}/{index}"))
+        self.identity = replace(
+            template,
+            uuid=host_uuid,
+            hostname=f"sim-{index:05d}",
+            computer_name=f"sim-{index:05d}",
+            local_hostname=f"sim-{index:05d}",
+            hardware_serial=f"SIM{index:08d}",
+        )
+        self.runtime = SimRuntime(SIM_VERSION, str(uuid.uuid4()), os.getpid(), int(time.time()))
+        self.tables = HostTables(shared, self.identity, self.runtime)
+        self.store = SimStore.open("", in_memory=True)
+        self.transport = TlsTransport(
+            TlsSettings(hostname=options.tls_hostname, user_agent=f"osquery/{SIM_VERSION}"),
+            ssl_context=context,
+            observe=stats.observe,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        )
+        details = self.tables.first_rows()
+        self.client = RemoteClient(
+            self.transport,
+            self.store,
+            EnrollSettings(endpoint=f"{PREFIX}/enroll", secret=options.enroll_secret, max_attempts=0, max_interval=600),
+            lambda: EnrollRequest(host_uuid, "9", details),
+        )
+        settings = EngineSettings(
+            endpoints=Endpoints(
+                f"{PREFIX}/config", f"{PREFIX}/log", f"{PREFIX}/distributed/read", f"{PREFIX}/distributed/write"
+            ),
+            config_tls=True,
+            logger_tls=True,
+            logger_filesystem=False,
+            logger_path="",
+            distributed_tls=True,
+            config_refresh=options.config_refresh,
+            distributed_interval=options.distributed_interval,
+            distributed_tls_max_attempts=3,
+            logger_tls_period=options.logger_tls_period,
+            version=SIM_VERSION,
+        )
+        self.engine = Engine(settings, self.client, self.store, self.tables, lambda: host_uuid)
+        self.orbit: OrbitTraffic | None = None
+        if options.with_orbit:
+            facts = {
+                "hardware_uuid": host_uuid,
+                "hardware_serial": self.identity.hardware_serial,
+                "hostname": self.identity.hostname,
+                "computer_name": self.identity.computer_name,
+                "platform": self.identity.os_platform,
+                "platform_like": self.identity.os_platform_like,
+                "hardware_model": self.identity.hardware_model,
+            }
+            self.orbit = OrbitTraffic(
+                f"https://{options.tls_hostname}", context, options.enroll_secret, facts, stats.observe
+            )
+
+    @property
+    def enrolled(self) -> bool:
+        return bool(self.client.node_key)
+
+    async def run(self, stop: asyncio.Event, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        tasks = []
+        if self.orbit is not None:
+            tasks.append(asyncio.create_task(self.orbit.run(stop)))
+        try:
+            await self.client.ensure_node_key()
+        except EnrollmentFailed as exc:  # max_attempts=0 retries forever; only a stop ends it
+            log.debug("event=enroll_gave_up error=%s", exc)
+        if not stop.is_set():
+            self.engine.status(f"osqueryd-sim load host {self.identity.hostname} started")
+            await self.engine.run(stop)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.transport.close()
+
+    def accounting(self, server_counts: dict[str, int] | None) -> LineAccounting:
+        counters = self.engine.counters
+        return LineAccounting(
+            produced=counters["produced_result"] + counters["produced_status"],
+            acknowledged=counters["acknowledged_result"] + counters["acknowledged_status"],
+            buffered=self.store.buffered_count(),
+            server_stored=None
+            if server_counts is None
+            else server_counts.get("result", 0) + server_counts.get("status", 0),
+        )
+
+
+def _raise_fd_limit(hosts: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, hosts * 4 + 256))
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+async def _server_counts(options: LoadOptions, context: ssl.SSLContext) -> dict[str, dict[str, int]] | None:
+    if not options.admin_token:
+        return None
+    async with httpx.AsyncClient(
+        base_url=f"https://{options.tls_hostname}",
+        verify=context,
+        trust_env=False,
+        timeout=120,
+        headers={"Authorization": f"Bearer {options.admin_token}"},
+    ) as client:
+        response = await client.get("/api/latest/fleet/hosts")
+        response.raise_for_status()
+        return {str(h["uuid"]): dict(h.get("log_counts") or {}) for h in response.json()["hosts"]}
+
+
+async def run_load(options: LoadOptions) -> dict[str, object]:
+    _raise_fd_limit(options.hosts)
+    context = ssl.create_default_context(cafile=options.tls_server_certs or None)
+    template = machine_identity({})
+    shared = SimDatabase(template, SimRuntime(SIM_VERSION, str(uuid.uuid4()), os.getpid(), int(time.time())))
+    stats = LoadStats()
+    hosts = [SimulatedHost(i, options, template, shared, context, stats) for i in range(options.hosts)]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ramp = options.ramp if options.ramp is not None else min(60.0, options.hosts / 200.0)
+    started = time.monotonic()
+    runners = [asyncio.create_task(h.run(stop, ramp * i / options.hosts)) for i, h in enumerate(hosts)]
+
+    async def progress() -> None:
+        last_requests, last_time = 0, started
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.progress_interval)
+            now = time.monotonic()
+            total = stats.total_requests
+            rate = (total - last_requests) / max(now - last_time, 1e-6)
+            last_requests, last_time = total, now
+            enrolled = sum(1 for h in hosts if h.enrolled)
+            print(
+                f"t={now - started:6.0f}s enrolled={enrolled}/{len(hosts)} req/s={rate:8.1f} "
+                f"requests={total} errors={stats.total_errors}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    reporter = asyncio.create_task(progress())
+    if options.duration is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), options.duration)
+        stop.set()
+    else:
+        await stop.wait()
+    await asyncio.gather(*runners, return_exceptions=True)
+    await reporter
+    elapsed = time.monotonic() - started
+    server = await _server_counts(options, context)
+    accounts = [h.accounting(None if server is None else server.get(h.identity.uuid, {})) for h in hosts]
+    shared.close()
+    return {
+        "hosts": len(hosts),
+        "enrolled": sum(1 for h in hosts if h.enrolled),
+        "seconds": round(elapsed, 1),
+        "requests": stats.total_requests,
+        "errors": stats.total_errors,
+        "requests_per_second": round(stats.total_requests / max(elapsed, 1e-6), 1),
+        "endpoints": stats.summary(),
+        "log_lines": {
+            "produced": sum(a.produced for a in accounts),
+            "acknowledged": sum(a.acknowledged for a in accounts),
+            "buffered": sum(a.buffered for a in accounts),
+            "lost": sum(a.lost for a in accounts),
+            "duplicated": sum(a.duplicated for a in accounts),
+            "checked_against_server": server is not None,
+        },
+        "distributed": {
+            "reads": sum(h.engine.counters["distributed_reads"] for h in hosts),
+            "writes_acknowledged": sum(h.engine.counters["distributed_writes"] for h in hosts),
+        },
+    }
+
+
+def load_main(argv: Sequence[str]) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    summary = asyncio.run(run_load(options))
+    print(json.dumps(summary, indent=2))
+    lines = summary["log_lines"]
+    assert isinstance(lines, dict)
+    return 0 if lines["lost"] == 0 and lines["duplicated"] == 0 else 1
