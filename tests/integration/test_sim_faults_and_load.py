@@ -1,0 +1,144 @@
+"""osqueryd-sim's fault knobs (for testing orbit's supervision) and its load mode."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.sim_process import SIM, SimProcess, orbit_style_args, wait_for
+from tests.support.stub_server import GLOBAL_SECRET, RunningStub
+
+
+def _sim(tmp_path: Path, stub: RunningStub, *extra: str) -> SimProcess:
+    root = tmp_path / "sim"
+    root.mkdir(exist_ok=True)
+    args = orbit_style_args(root, stub.url, stub.ca_path, f"--sim_uuid={uuid.uuid4()}", *extra)
+    return SimProcess(args, secret=GLOBAL_SECRET, log_path=root / "sim.log")
+
+
+def _enrolled(stub: RunningStub) -> bool:
+    with stub.admin() as admin:
+        return bool(admin.get("/api/latest/fleet/hosts").json()["hosts"])
+
+
+def test_sigterm_stops_gracefully(tmp_path: Path, stub: RunningStub) -> None:
+    sim = _sim(tmp_path, stub)
+    wait_for(lambda: _enrolled(stub))
+    wait_for((tmp_path / "sim" / "orbit-osquery.em").exists)
+    assert sim.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "sim" / "osquery.pid").exists()
+
+
+def test_crash_after_exits_with_the_given_code_and_leaves_the_pidfile(tmp_path: Path, stub: RunningStub) -> None:
+    sim = _sim(tmp_path, stub, "--sim_crash_after=1", "--sim_exit_code=3")
+    assert sim.proc.wait(30) == 3
+    assert (tmp_path / "sim" / "osquery.pid").exists()  # a crash does not clean up; the next start uses --force
+
+
+def test_ignore_sigterm_needs_sigkill(tmp_path: Path, stub: RunningStub) -> None:
+    sim = _sim(tmp_path, stub, "--sim_ignore_sigterm")
+    wait_for(lambda: _enrolled(stub))
+    sim.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        sim.proc.wait(2)
+    assert sim.stop(signal.SIGINT) == 0  # SIGINT is still honoured
+
+
+def test_hang_ignores_every_polite_signal(tmp_path: Path, stub: RunningStub) -> None:
+    sim = _sim(tmp_path, stub, "--sim_hang_after=0.5")
+    time.sleep(1.5)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        sim.proc.send_signal(sig)
+    with pytest.raises(subprocess.TimeoutExpired):
+        sim.proc.wait(2)
+    assert sim.stop(signal.SIGKILL) == -signal.SIGKILL
+
+
+def test_slow_start_delays_enrollment(tmp_path: Path, stub: RunningStub) -> None:
+    started = time.monotonic()
+    sim = _sim(tmp_path, stub, "--sim_slow_start=2")
+    try:
+        time.sleep(1)
+        assert not _enrolled(stub)
+        wait_for(lambda: _enrolled(stub))
+        assert time.monotonic() - started >= 2
+    finally:
+        sim.stop()
+
+
+def test_memory_growth(tmp_path: Path, stub: RunningStub) -> None:
+    sim = _sim(tmp_path, stub, "--sim_memory_growth_mb_per_min=1200")
+    try:
+        process = psutil.Process(sim.proc.pid)
+        wait_for(lambda: _enrolled(stub))
+        before = process.memory_info().rss
+        time.sleep(3)
+        assert process.memory_info().rss - before > 30 * 1024 * 1024
+    finally:
+        sim.stop()
+
+
+def test_unknown_flag_fails_start_like_osquery(tmp_path: Path) -> None:
+    result = subprocess.run([*SIM, "--no_such_flag=1"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "ERROR: unknown command line flag 'no_such_flag'" in result.stderr
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    version = subprocess.run([*SIM, "--version"], capture_output=True, text=True, timeout=60, check=True)
+    assert version.stdout.strip() == "osqueryd version 5.14.1+sim"
+    usage = subprocess.run([*SIM, "--help"], capture_output=True, text=True, timeout=60, check=True)
+    assert "--tls_hostname" in usage.stdout and "simulator" in usage.stdout
+
+
+def test_load_mode_with_orbit_reports_no_loss(stub: RunningStub) -> None:
+    result = subprocess.run(
+        [
+            *SIM,
+            "load",
+            "--hosts",
+            "25",
+            "--tls_hostname",
+            stub.url.removeprefix("https://"),
+            "--tls_server_certs",
+            str(stub.ca_path),
+            "--enroll_secret",
+            GLOBAL_SECRET,
+            "--duration",
+            "6",
+            "--with-orbit",
+            "--ramp",
+            "1",
+            "--admin_token",
+            stub.admin_token,
+            "--progress_interval",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["enrolled"] == 25
+    assert summary["errors"] == 0
+    lines = summary["log_lines"]
+    assert lines["checked_against_server"] is True
+    assert lines["lost"] == 0 and lines["duplicated"] == 0 and lines["acknowledged"] >= 25
+    endpoints = summary["endpoints"]
+    assert endpoints["/api/v1/osquery/enroll"]["requests"] == 25
+    assert endpoints["/api/fleet/orbit/enroll"]["requests"] == 25
+    assert endpoints["/api/fleet/orbit/device_token"]["requests"] == 25
+    assert "enrolled=25/25" in result.stderr
+    with stub.admin() as admin:
+        hosts = admin.get("/api/latest/fleet/hosts").json()["hosts"]
+    assert len(hosts) == 25  # orbit and osquery traffic of one simulated host land on one record
+    assert len({h["hostname"] for h in hosts}) == 25
