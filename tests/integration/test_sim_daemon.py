@@ -187,3 +187,27 @@ def test_shell_reports_the_same_instance_id_as_the_database(tmp_path: Path) -> N
     assert first == again and len(first) == 1
     assert first[0]["version"] == "5.14.1+sim"
     uuid.UUID(first[0]["instance_id"])
+
+
+def test_node_key_and_instance_survive_a_restart_and_secret_file_works(tmp_path: Path, fast_stub: RunningStub) -> None:
+    root = tmp_path / "sim"
+    root.mkdir()
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(f"  {GLOBAL_SECRET}\n")  # osquery trims whitespace
+    base = orbit_style_args(root, fast_stub.url, fast_stub.ca_path, f"--sim_uuid={uuid.uuid4()}")
+    args = [a for a in base if a not in ("--enroll_secret_env", "ENROLL_SECRET")]
+    args.insert(0, f"--enroll_secret_path={secret_file}")
+    with fast_stub.admin() as admin:
+        first = SimProcess(args, secret=None, log_path=root / "first.log")
+        hosts = wait_for(lambda: _hosts(admin))
+        assert isinstance(hosts, list)
+        enrolled_at = hosts[0]["last_enrolled_at"]
+        assert first.stop() == 0
+        second = SimProcess(args, secret=None, log_path=root / "second.log")
+        try:
+            wait_for(lambda: b"config_applied" in (root / "second.log").read_bytes())
+            assert b"event=enrolled" not in (root / "second.log").read_bytes()  # the cached key was reused
+            again = _hosts(admin)
+            assert len(again) == 1 and again[0]["last_enrolled_at"] == enrolled_at
+        finally:
+            assert second.stop() == 0
