@@ -4,3 +4,5 @@ Owns the installer builders (deb, rpm, pkg, msi), the staged filesystem layout s
 service/launchd/MSI templates, and the TUF repository tooling (``packager/updates/``). It uses ``orbit.update``
 (client side) to fetch binaries and never imports ``server_stub``.
 """
+
+__version__ = "0.1.0"

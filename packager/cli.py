@@ -1,0 +1,29 @@
+"""``orbitctl``: the admin tool (``orbitctl updates …`` for the TUF repository; installers come with ``package``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from packager import __version__
+from packager.updates import cli as updates_cli
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="orbitctl", description="Build agent installers and manage their updates.")
+    top.add_argument("--version", action="version", version=f"orbitctl {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+    updates_cli.add_parser(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "updates":
+        return updates_cli.run(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
