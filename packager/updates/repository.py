@@ -89,6 +89,7 @@ class Publication:
     target_files: list[tuple[Path, Path]] = field(default_factory=list)  # (source, destination)
     metadata: list[tuple[str, bytes]] = field(default_factory=list)  # versioned files, then copies
     timestamp: bytes | None = None
+    plain_files: list[tuple[Path, Path]] = field(default_factory=list)  # Fleet-layout copies, written last
 
 
 def _serialize(metadata: Metadata[Root] | Metadata[Targets] | Metadata[Snapshot] | Metadata[Timestamp]) -> bytes:
@@ -170,6 +171,8 @@ def publish(paths: RepoPaths, publication: Publication) -> None:
         write_file(paths.repository / name, data)
     if publication.timestamp is not None:
         write_file(paths.repository / "timestamp.json", publication.timestamp)
+    for source, destination in publication.plain_files:
+        _place_target(source, destination)
 
 
 def _stage_copy(source: Path, directory: Path) -> Path:
@@ -350,7 +353,7 @@ def add(
             directory, file_name = path.rsplit("/", 1)
             for digest in hashes.values():
                 publication.target_files.append((staged, paths.targets / directory / f"{digest}.{file_name}"))
-            publication.target_files.append((staged, paths.targets / path))
+            publication.plain_files.append((staged, paths.targets / path))
         _chain_from_targets(state, keys, now, expiries, publication)
         publish(paths, publication)
     finally:
