@@ -1,0 +1,226 @@
+"""Generic child supervision: osqueryd and fleet-desktop are two ``ChildSpec``s of one mechanism.
+
+Each child runs in its own process group (so a stop reaches its whole tree), is restarted by ``RestartTracker``
+when it exits, and is stopped gracefully (SIGTERM to the group, ``stop_timeout`` seconds, then SIGKILL). A stale
+instance recorded in the child's pidfile (left by a crashed orbit) is killed before the first start. The argv
+and environment are rebuilt at every start, so new flags or a new binary take effect on restart. Unlike Fleet's
+orbit, a child's exit never ends the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import psutil
+
+from orbit.restart_policy import BreakerState, RestartPolicy, RestartTracker
+
+log = logging.getLogger(__name__)
+
+
+class ChildState(Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKING_OFF = "backing_off"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    argv: Callable[[], list[str]]
+    env: Callable[[], dict[str, str]] = dict
+    cwd: Path | None = None
+    stop_timeout: float = 10.0
+    pidfile: Path | None = None
+    stale_name: str | None = None  # a live process in the pidfile whose name contains this is killed at start
+    log_path: Path | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+
+
+@dataclass(frozen=True)
+class ChildStatus:
+    name: str
+    state: ChildState
+    pid: int | None
+    restarts: int
+    consecutive_failures: int
+    breaker: BreakerState
+    last_exit_code: int | None
+    next_start_in: float | None
+
+
+def kill_stale(pidfile: Path, name_fragment: str, timeout: float = 5.0) -> int | None:
+    """Kill a leftover process recorded in ``pidfile`` when its name matches; returns its pid."""
+    try:
+        text = pidfile.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit() or int(text) == os.getpid():
+        return None
+    try:
+        process = psutil.Process(int(text))
+        if name_fragment not in " ".join([process.name(), *process.cmdline()[:3]]):
+            return None
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    except psutil.Error:
+        return None
+    log.warning("event=stale_child_killed pid=%s pidfile=%s", text, pidfile)
+    return int(text)
+
+
+class Supervisor:
+    def __init__(self, spec: ChildSpec, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self.tracker = RestartTracker(spec.policy)
+        self._clock = clock
+        self._process: asyncio.subprocess.Process | None = None
+        self._state = ChildState.STOPPED
+        self._last_exit: int | None = None
+        self._next_start_at: float | None = None
+        self._restart_requested = asyncio.Event()
+        self._restart_reason = ""
+        self.started = asyncio.Event()
+
+    def status(self) -> ChildStatus:
+        next_in = None if self._next_start_at is None else max(0.0, self._next_start_at - self._clock())
+        return ChildStatus(
+            name=self.spec.name,
+            state=self._state,
+            pid=self._process.pid if self._process and self._process.returncode is None else None,
+            restarts=self.tracker.total_restarts,
+            consecutive_failures=self.tracker.consecutive_failures,
+            breaker=self.tracker.breaker,
+            last_exit_code=self._last_exit,
+            next_start_in=next_in,
+        )
+
+    def restart(self, reason: str) -> None:
+        """Stop the child and start it again at once (not counted as a failure)."""
+        self._restart_reason = reason
+        self._restart_requested.set()
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        argv = self.spec.argv()
+        stdout: int | None = None
+        handle = None
+        if self.spec.log_path is not None:
+            self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.spec.log_path.open("ab")
+            stdout = handle.fileno()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=self.spec.env(),
+                cwd=self.spec.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=asyncio.subprocess.STDOUT if stdout is not None else None,
+                start_new_session=True,
+            )
+        finally:
+            if handle is not None:
+                handle.close()
+        log.info("event=child_started name=%s pid=%d", self.spec.name, process.pid)
+        return process
+
+    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.spec.stop_timeout)
+        except TimeoutError:
+            log.warning("event=child_kill name=%s pid=%d reason=stop_timeout", self.spec.name, process.pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # anything the child left behind in its group
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.spec.pidfile is not None and self.spec.stale_name:
+            await asyncio.to_thread(kill_stale, self.spec.pidfile, self.spec.stale_name)
+        delay = 0.0
+        while not stop.is_set():
+            if delay > 0:
+                self._state = ChildState.BACKING_OFF
+                self._next_start_at = self._clock() + delay
+                if await _wait_any(stop, self._restart_requested, delay) is stop:
+                    break
+            self._next_start_at = None
+            self._restart_requested.clear()
+            self._state = ChildState.STARTING
+            try:
+                process = await self._start()
+            except OSError as exc:
+                log.error("event=child_start_failed name=%s error=%s", self.spec.name, exc)
+                delay = self.tracker.record_exit(0.0)
+                continue
+            self._process = process
+            self._state = ChildState.RUNNING
+            self.started.set()
+            began = self._clock()
+            exited = asyncio.ensure_future(process.wait())
+            woke = await _wait_any(stop, self._restart_requested, None, exited)
+            if woke is not exited:
+                await self._stop(process)
+            exited.cancel()
+            code = process.returncode
+            self._last_exit = code
+            ran_for = self._clock() - began
+            if stop.is_set():
+                break
+            intentional = woke is self._restart_requested
+            delay = self.tracker.record_exit(ran_for, intentional=intentional)
+            if intentional:
+                log.info("event=child_restart name=%s reason=%r", self.spec.name, self._restart_reason)
+            else:
+                log.warning(
+                    "event=child_exited name=%s code=%s ran_for=%.1f restart_in=%.2f failures=%d breaker=%s",
+                    self.spec.name,
+                    code,
+                    ran_for,
+                    delay,
+                    self.tracker.consecutive_failures,
+                    self.tracker.breaker.value,
+                )
+        self._state = ChildState.STOPPED
+        if self._process is not None:
+            await self._stop(self._process)
+
+
+async def _wait_any(
+    stop: asyncio.Event, restart: asyncio.Event, timeout: float | None, extra: asyncio.Future[int] | None = None
+) -> object:
+    """Wait for the first of stop / restart / ``extra``; returns which (or None on timeout)."""
+    waiters: dict[asyncio.Future[object], object] = {
+        asyncio.ensure_future(stop.wait()): stop,
+        asyncio.ensure_future(restart.wait()): restart,
+    }
+    if extra is not None:
+        waiters[extra] = extra  # type: ignore[index]
+    done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for future in waiters:
+        if future is not extra:
+            future.cancel()
+    if stop.is_set():
+        return stop
+    for future in done:
+        return waiters[future]
+    return None

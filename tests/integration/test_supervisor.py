@@ -1,0 +1,152 @@
+"""The generic supervisor driving real processes (osqueryd-sim and small scripts)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from orbit.restart_policy import BreakerState, RestartPolicy
+from orbit.supervisor import ChildSpec, ChildState, Supervisor, kill_stale
+
+PY = sys.executable
+
+
+def _spec(tmp_path: Path, code: str, **kwargs: object) -> ChildSpec:
+    script = tmp_path / "child.py"
+    script.write_text(code)
+    return ChildSpec(
+        name="child",
+        argv=lambda: [PY, str(script)],
+        env=lambda: {"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "child.log",
+        **kwargs,
+    )  # type: ignore[arg-type]
+
+
+async def _until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_kill_9_is_followed_by_a_new_child_within_a_second(tmp_path: Path) -> None:
+    async def scenario() -> float:
+        supervisor = Supervisor(_spec(tmp_path, "import time\ntime.sleep(600)\n"))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: supervisor.status().pid)
+        first = supervisor.status().pid
+        assert first is not None
+        killed_at = time.monotonic()
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: supervisor.status().pid not in (None, first))
+        elapsed = time.monotonic() - killed_at
+        stop.set()
+        await runner
+        return elapsed
+
+    assert asyncio.run(scenario()) <= 1.5
+
+
+def test_crash_loop_backs_off_and_opens_the_breaker(tmp_path: Path) -> None:
+    policy = RestartPolicy(first_delay=0.05, max_delay=0.4, breaker_threshold=4, stable_after=5.0)
+
+    async def scenario() -> list[float]:
+        supervisor = Supervisor(_spec(tmp_path, "raise SystemExit(3)\n", policy=policy))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: supervisor.tracker.consecutive_failures >= 6, timeout=20)
+        status = supervisor.status()
+        stop.set()
+        await runner
+        assert status.breaker is BreakerState.OPEN and status.last_exit_code == 3
+        return [supervisor.tracker.delay_for(n) for n in range(1, 7)]
+
+    delays = asyncio.run(scenario())
+    assert delays[0] < delays[2] < delays[3] and max(delays) <= 0.4
+
+
+def test_requested_restart_is_immediate_and_rebuilds_argv(tmp_path: Path) -> None:
+    versions = iter(["one", "two", "three"])
+    marker = tmp_path / "started"
+    script = tmp_path / "child.py"
+    script.write_text("import sys, time\nopen(sys.argv[2], 'a').write(sys.argv[1] + '\\n')\ntime.sleep(600)\n")
+    spec = ChildSpec(name="c", argv=lambda: [PY, str(script), next(versions), str(marker)])
+
+    async def scenario() -> None:
+        supervisor = Supervisor(spec)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: marker.exists() and marker.read_text() == "one\n")
+        supervisor.restart("osquery flags updated")
+        await _until(lambda: marker.read_text() == "one\ntwo\n")
+        assert supervisor.tracker.consecutive_failures == 0
+        stop.set()
+        await runner
+
+    asyncio.run(scenario())
+
+
+def test_graceful_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(600)\n"
+    )
+
+    async def scenario() -> float:
+        supervisor = Supervisor(_spec(tmp_path, code, stop_timeout=0.5))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: (tmp_path / "child.log").exists() and b"ready" in (tmp_path / "child.log").read_bytes())
+        pid = supervisor.status().pid
+        began = time.monotonic()
+        stop.set()
+        await runner
+        assert pid is not None and not psutil.pid_exists(pid)
+        assert supervisor.status().state is ChildState.STOPPED
+        return time.monotonic() - began
+
+    assert 0.4 <= asyncio.run(scenario()) < 5
+
+
+def test_the_whole_process_group_is_stopped(tmp_path: Path) -> None:
+    code = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(tmp_path / 'grandchild')!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(600)\n"
+    )
+
+    async def scenario() -> int:
+        supervisor = Supervisor(_spec(tmp_path, code, stop_timeout=2))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: (tmp_path / "grandchild").exists() and (tmp_path / "grandchild").read_text())
+        grandchild = int((tmp_path / "grandchild").read_text())
+        stop.set()
+        await runner
+        return grandchild
+
+    grandchild = asyncio.run(scenario())
+    time.sleep(0.2)
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def test_stale_child_from_the_pidfile_is_killed(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+
+    stale = subprocess.Popen([PY, "-c", "import time; time.sleep(600)  # osqueryd-stale"])
+    pidfile = tmp_path / "osquery.pid"
+    pidfile.write_text(f"{stale.pid}\n")
+    assert kill_stale(pidfile, "no-such-name") is None and stale.poll() is None
+    assert kill_stale(pidfile, "osqueryd-stale") == stale.pid
+    assert stale.wait(5) is not None
