@@ -1,15 +1,17 @@
 """``make demo``: start the embedded fleet-stub and show it answering like Fleet does.
 
-At this stage of the project the demo exercises the server on its own: it starts ``fleet-stub serve`` on a free
-port with a fresh data directory under ``.demo/``, enrolls a host through the osquery TLS API (as osqueryd would)
-and through the orbit API (as orbit would), shows that both land on one host record, answers a policy, registers a
-Fleet Desktop token and fetches the device summary, then stops the server cleanly and prints where to look next.
-Later issues extend it with osqueryd-sim, orbit, TUF updates, the tray and the installers.
+It starts ``fleet-stub serve`` on a free port with a fresh data directory under ``.demo/``, enrolls a host through
+the osquery TLS API (as osqueryd would) and through the orbit API (as orbit would), shows that both land on one
+host record, answers a policy, registers a Fleet Desktop token and fetches the device summary; then it runs
+osqueryd-sim with the command line orbit builds, answers a live query through it, and runs a few hundred
+simulated hosts with ``osqueryd-sim load``; finally it stops everything it started and prints where to look next.
+Later issues add orbit itself, TUF updates, the tray and the installers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import ssl
@@ -22,6 +24,8 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from osquery_bin_manager.launch_args import FleetConnection, LaunchSpec, build_args, child_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".demo"
@@ -63,6 +67,94 @@ def start_stub(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
 
 def step(title: str) -> None:
     console.print(f"[bold cyan]▶ {title}[/]")
+
+
+def simulate_hosts(client: httpx.Client, info: dict[str, str], admin_headers: dict[str, str]) -> None:
+    """osqueryd-sim as orbit would launch it, a live query answered by it, then a few hundred simulated hosts."""
+    step("osqueryd-sim: started with the command line orbit builds (Fleet's flags, secret only in the environment)")
+    client.patch(
+        "/api/latest/fleet/config",
+        headers=admin_headers,
+        json={
+            "agent_options": {
+                "config": {
+                    "options": {"distributed_interval": 2, "logger_tls_period": 2},
+                    "schedule": {"uptime": {"query": "SELECT * FROM uptime", "interval": 2}},
+                }
+            }
+        },
+    )
+    root = DEMO_DIR / "sim"
+    root.mkdir(parents=True, exist_ok=True)
+    spec = LaunchSpec(
+        root_dir=root,
+        fleet=FleetConnection(url=info["url"], certificate=Path(info["ca_cert"])),
+        passthrough=("--sim_hostname=demo-sim", f"--sim_uuid={uuid.uuid4()}"),
+    )
+    env = {**child_environment(SECRET, "linux"), "PATH": os.environ.get("PATH", "")}
+    with (root / "osqueryd.log").open("wb") as sim_log:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "osquery_sim", *build_args(spec)], env=env, stdout=sim_log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        host: dict[str, object] | None = None
+        while time.monotonic() < deadline and host is None:
+            hosts = client.get("/api/latest/fleet/hosts", headers=admin_headers).json()["hosts"]
+            host = next((h for h in hosts if h["hostname"] == "demo-sim"), None)
+            time.sleep(0.2)
+        if host is None:
+            console.print("  [red]osqueryd-sim did not enroll[/]")
+            return
+        console.print(f"  enrolled as host {host['id']} ({host['osquery_version']})")
+        step("admin: live query on osqueryd-sim — SELECT name, version, platform FROM os_version")
+        answer = client.post(
+            f"/api/latest/fleet/hosts/{host['id']}/query",
+            headers=admin_headers,
+            json={"query": "SELECT name, version, platform FROM os_version"},
+        ).json()
+        console.print(f"  status={answer['status']} rows={answer['rows']}")
+        step("osqueryd-sim load: 300 simulated hosts with orbit traffic for 8 s")
+        load = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "osquery_sim",
+                "load",
+                "--hosts",
+                "300",
+                "--tls_hostname",
+                info["url"].removeprefix("https://"),
+                "--tls_server_certs",
+                info["ca_cert"],
+                "--duration",
+                "8",
+                "--with-orbit",
+                "--ramp",
+                "2",
+                "--admin_token",
+                info["admin_token"],
+                "--progress_interval",
+                "4",
+            ],
+            env={**os.environ, "ENROLL_SECRET": SECRET},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        summary = json.loads(load.stdout) if load.stdout.strip() else {}
+        lines = summary.get("log_lines", {})
+        console.print(
+            f"  {summary.get('enrolled')} hosts enrolled, {summary.get('requests')} requests "
+            f"({summary.get('requests_per_second')} req/s), errors {summary.get('errors')}, log lines acknowledged "
+            f"{lines.get('acknowledged')}, lost {lines.get('lost')}, duplicated {lines.get('duplicated')}"
+        )
+        total = len(client.get("/api/latest/fleet/hosts", headers=admin_headers).json()["hosts"])
+        console.print(f"  fleet-stub now knows {total} hosts")
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(30)
 
 
 def run_demo() -> int:
@@ -139,6 +231,7 @@ def run_demo() -> int:
                 )
             console.print(table)
             console.print(f"  My device page: {info['url']}/device/{token}")
+            simulate_hosts(client, info, admin_headers)
     finally:
         step("stopping fleet-stub (SIGTERM, graceful)")
         proc.send_signal(signal.SIGTERM)
