@@ -1,0 +1,266 @@
+"""The verified view of the update repository: python-tuf's ``Updater`` with the root pinned by the package.
+
+Every check builds a NEW ``Updater`` (python-tuf allows one refresh per instance) bootstrapped from the pinned root,
+so trust always chains from what the installer shipped through the cached ``root_history``. The metadata directory
+is locked against other processes for the duration of a check (``with client:``) or of each call.
+
+Clock: python-tuf judges expiry by the local clock with no slack, and we keep it that way (accepting expired
+metadata would widen a freeze attack). Instead each response's ``Date`` header is compared with the local clock;
+beyond ``skew_threshold`` a warning is logged and an expiry error carries the measured skew, so an operator can
+tell a frozen repository from a wrong host clock.
+
+Errors surface as ``orbit.update.errors.UpdateError`` subclasses; nothing here ever deletes trusted metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from tuf.api.exceptions import LengthOrHashMismatchError
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import Updater, UpdaterConfig
+
+from orbit.update.directory_lock import DirectoryLock
+from orbit.update.errors import UpdateError, storage_error, translate
+from orbit.update.fetcher import DeadlinePolicy, HttpxFetcher, ServerDate
+from orbit.update.targets import target_spec
+
+logger = logging.getLogger(__name__)
+
+PREFERRED_HASHES = ("sha512", "sha256")  # Fleet's order: sha512 when published, else sha256
+DEFAULT_SKEW_THRESHOLD = timedelta(minutes=5)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """A target as signed by the repository: path, length, hashes and ``custom.version``."""
+
+    path: str
+    length: int
+    hashes: Mapping[str, str] = field(hash=False)
+    version: str | None = None
+
+    @classmethod
+    def from_tuf(cls, target: TargetFile) -> TargetInfo:
+        custom: object = target.custom
+        version = custom.get("version") if isinstance(custom, dict) else None
+        return cls(
+            path=target.path,
+            length=target.length,
+            hashes=MappingProxyType(dict(target.hashes)),
+            version=version if isinstance(version, str) else None,
+        )
+
+    @property
+    def file_name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def preferred_hash(self) -> tuple[str, str]:
+        """``(algorithm, hex digest)``: sha512 if published, else sha256, else the first listed."""
+        for algorithm in PREFERRED_HASHES:
+            if algorithm in self.hashes:
+                return algorithm, self.hashes[algorithm]
+        algorithm = next(iter(self.hashes))
+        return algorithm, self.hashes[algorithm]
+
+    def to_tuf(self) -> TargetFile:
+        return TargetFile(self.length, dict(self.hashes), self.path)
+
+
+def clock_skew_seconds(sample: ServerDate | None) -> float | None:
+    """Local minus server time in seconds (positive: the local clock is ahead), from one response."""
+    if sample is None:
+        return None
+    return (sample.received_local - sample.server).total_seconds()
+
+
+def role_of_url(url: str | None) -> str | None:
+    """Which metadata role (or "target") a fetched URL was, for error messages and stale-mirror detection."""
+    if url is None:
+        return None
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    if not name.endswith(".json"):
+        return "target"
+    stem = name.removesuffix(".json")
+    head, _, rest = stem.partition(".")
+    return rest if head.isdigit() and rest else stem
+
+
+class UpdateClient:
+    """Refresh, look up and download verified targets from the repository at ``base_url``.
+
+    ``base_url`` is the repository root (e.g. ``https://fleet.example/tuf``): metadata at ``<base>/<role>.json``,
+    targets at ``<base>/targets/<path>`` unless ``target_base_url`` says otherwise. ``bootstrap_root`` is the
+    trusted root shipped with the package; ``None`` explicitly trusts ``metadata_dir/root.json`` instead (the
+    conformance CLI's contract).
+    """
+
+    def __init__(
+        self,
+        metadata_dir: Path,
+        base_url: str,
+        *,
+        bootstrap_root: bytes | None,
+        http: httpx.Client,
+        clock: Callable[[], datetime] = utc_now,
+        target_base_url: str | None = None,
+        deadline_policy: DeadlinePolicy | None = None,
+        read_timeout: float = 30.0,
+        lock_timeout: float = 10.0,
+        skew_threshold: timedelta = DEFAULT_SKEW_THRESHOLD,
+        config: UpdaterConfig | None = None,
+    ) -> None:
+        self.metadata_dir = metadata_dir
+        base = base_url.rstrip("/")
+        self._metadata_url = f"{base}/"
+        self._target_url = target_base_url.rstrip("/") + "/" if target_base_url else f"{base}/targets/"
+        self._bootstrap = bootstrap_root
+        self._clock = clock
+        self._skew_threshold = skew_threshold
+        self._config = config or UpdaterConfig()
+        self.fetcher = HttpxFetcher(http, read_timeout=read_timeout, policy=deadline_policy, wall_clock=clock)
+        self._lock = DirectoryLock(metadata_dir, timeout=lock_timeout)
+        self._updater: Updater | None = None
+
+    # -- locking -------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> UpdateClient:
+        self._lock.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+
+    # -- clock ---------------------------------------------------------------------------------------------
+
+    def clock_skew(self) -> float | None:
+        """Local minus server time (seconds) measured on the last response with a ``Date`` header."""
+        return clock_skew_seconds(self.fetcher.last_server_date)
+
+    def _check_skew(self) -> float | None:
+        skew = self.clock_skew()
+        if skew is not None and abs(skew) > self._skew_threshold.total_seconds():
+            direction = "ahead of" if skew > 0 else "behind"
+            logger.warning(
+                "clock skew suspected: local clock %s the update server by %.0f s (threshold %.0f s); "
+                "metadata expiry is judged by the local clock",
+                direction,
+                abs(skew),
+                self._skew_threshold.total_seconds(),
+            )
+        return skew
+
+    def _fail(self, exc: BaseException) -> UpdateError:
+        error = translate(exc, role=role_of_url(self.fetcher.last_url), clock_skew=self._check_skew())
+        logger.debug("update repository operation failed kind=%s error=%s", error.kind, error)  # callers report it
+        return error
+
+    # -- operations ----------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Load a fresh ``Updater`` from the pinned root and update root → timestamp → snapshot → targets."""
+        with self._lock:
+            self._updater = None
+            self.fetcher.last_server_date = None  # measure the skew of this check, not of an earlier one
+            try:
+                self.metadata_dir.mkdir(parents=True, exist_ok=True)
+                updater = Updater(
+                    str(self.metadata_dir),
+                    self._metadata_url,
+                    target_base_url=self._target_url,
+                    fetcher=self.fetcher,
+                    config=self._config,
+                    bootstrap=self._bootstrap,
+                )
+                updater.refresh()
+            except Exception as exc:
+                raise self._fail(exc) from exc
+            self._check_skew()
+            self._updater = updater
+
+    def _refreshed(self) -> Updater:
+        if self._updater is None:
+            self.refresh()
+        assert self._updater is not None
+        return self._updater
+
+    def lookup_path(self, target_path: str) -> TargetInfo | None:
+        """The signed info of ``target_path`` (following delegations), or ``None`` when it is not published."""
+        with self._lock:
+            updater = self._refreshed()
+            try:
+                found = updater.get_targetinfo(target_path)
+            except Exception as exc:
+                raise self._fail(exc) from exc
+        return TargetInfo.from_tuf(found) if found is not None else None
+
+    def lookup(self, name: str, platform: str, channel: str) -> TargetInfo | None:
+        """The signed info of Fleet's ``<name>/<platform>/<channel>/<file>``; bad names raise ``ValueError``."""
+        return self.lookup_path(target_spec(name, platform, channel).path)
+
+    def download(self, target: TargetInfo, staging_dir: Path) -> Path:
+        """Download ``target`` into ``staging_dir/<file>``, verified against its signed length and hashes.
+
+        The bytes go to a hidden partial file first and are renamed into place only once verified and synced, so
+        an interrupted or failed download never leaves a file behind.
+        """
+        return self.download_to(target, staging_dir / target.file_name)
+
+    def download_to(self, target: TargetInfo, destination: Path) -> Path:
+        with self._lock:
+            updater = self._refreshed()
+            partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
+            try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                for stale in destination.parent.glob(f".{destination.name}.*.part"):  # left by a killed process
+                    _remove_quietly(stale)
+                self.fetcher.spool_dir = destination.parent
+                updater.download_target(target.to_tuf(), filepath=str(partial))
+                _fsync_file(partial)
+                os.replace(partial, destination)
+            except OSError as exc:
+                _remove_quietly(partial)
+                raise storage_error(exc, f"writing {target.path} to {destination.parent}") from exc
+            except Exception as exc:
+                _remove_quietly(partial)
+                raise self._fail(exc) from exc
+            finally:
+                self.fetcher.spool_dir = None
+        logger.info("downloaded target=%s version=%s bytes=%d", target.path, target.version, target.length)
+        return destination
+
+    @staticmethod
+    def is_cached(target: TargetInfo, path: Path) -> bool:
+        """Whether ``path`` holds exactly the signed bytes of ``target``."""
+        try:
+            with path.open("rb") as existing:
+                target.to_tuf().verify_length_and_hashes(existing)
+        except (OSError, LengthOrHashMismatchError):
+            return False
+        return True
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

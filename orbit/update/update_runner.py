@@ -1,0 +1,288 @@
+"""The update runner: one check (refresh, compare hashes, download, install) and its schedule as an async loop.
+
+A check never touches an installed binary unless a verified new version is fully installed beside it: any
+repository or network error is logged and reported, and the installed binaries keep running (freeze safety).
+Schedule (Fleet's): an early check at start-up, the first periodic tick after the interval plus a uniform jitter in
+[0, min(interval, 10 min)), then every interval. Blocking TUF and file work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from orbit.update.errors import FailureKind, UpdateError
+from orbit.update.install_record import InstalledVersion
+from orbit.update.installer import InstallResult
+from orbit.update.repository_client import TargetInfo
+from orbit.update.retry_limiter import RetryDecision, RetryLimiter
+from orbit.update.targets import TargetSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 15 * 60.0
+DEFAULT_MAX_JITTER = 10 * 60.0
+
+
+class Repository(Protocol):
+    """What the runner needs of ``repository_client.UpdateClient`` (a seam for tests)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def refresh(self) -> None: ...
+
+    def lookup_path(self, target_path: str) -> TargetInfo | None: ...
+
+    def download(self, target: TargetInfo, staging_dir: Path) -> Path: ...
+
+    def clock_skew(self) -> float | None: ...
+
+
+class Installer(Protocol):
+    """What the runner needs of ``installer.TargetInstaller`` (a seam for tests)."""
+
+    @property
+    def staging_dir(self) -> Path: ...
+
+    def executable_path(self, spec: TargetSpec) -> Path: ...
+
+    def is_installed(self, spec: TargetSpec) -> bool: ...
+
+    def installed(self, spec: TargetSpec) -> InstalledVersion | None: ...
+
+    def installed_hash(self, spec: TargetSpec, algorithm: str) -> str | None: ...
+
+    def install(self, spec: TargetSpec, target: TargetInfo, downloaded: Path) -> InstallResult: ...
+
+    def recover(self, spec: TargetSpec) -> None: ...
+
+
+class TargetOutcome(StrEnum):
+    UP_TO_DATE = "up_to_date"
+    INSTALLED = "installed"
+    NOT_FOUND = "not_found"
+    COOLING_DOWN = "cooling_down"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the metadata refresh failed: nothing was looked at, nothing was touched
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    spec: TargetSpec
+    outcome: TargetOutcome
+    version: str | None = None  # custom.version of the repository's target (or of the installed one if skipped)
+    digest: str | None = None
+    previous_version: str | None = None
+    error: str | None = None
+    error_kind: FailureKind | None = None
+    executable: Path | None = None
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    started_at: datetime
+    finished_at: datetime
+    targets: tuple[TargetReport, ...]
+    refresh_error: str | None = None
+    refresh_error_kind: FailureKind | None = None
+    clock_skew: float | None = None
+
+    @property
+    def installed(self) -> tuple[TargetReport, ...]:
+        return tuple(report for report in self.targets if report.outcome is TargetOutcome.INSTALLED)
+
+    @property
+    def ok(self) -> bool:
+        failed = (TargetOutcome.FAILED, TargetOutcome.SKIPPED, TargetOutcome.NOT_FOUND)
+        return self.refresh_error is None and all(report.outcome not in failed for report in self.targets)
+
+
+@dataclass(frozen=True)
+class UpdateSchedule:
+    interval: float = DEFAULT_INTERVAL
+    max_jitter: float = DEFAULT_MAX_JITTER
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        """Seconds to wait after each check: the early start-up check is followed by interval + jitter once."""
+        yield self.interval + rng.uniform(0.0, min(self.interval, self.max_jitter))
+        while True:
+            yield self.interval
+
+
+OnInstalled = Callable[[str, TargetReport], Awaitable[None] | None]
+OnReport = Callable[[CheckReport], Awaitable[None] | None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UpdateRunner:
+    """Keeps ``targets`` current from the repository behind ``client``, installing with ``installer``."""
+
+    def __init__(
+        self,
+        client: Repository,
+        installer: Installer,
+        targets: Sequence[TargetSpec],
+        *,
+        limiter: RetryLimiter | None = None,
+        schedule: UpdateSchedule | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        on_installed: OnInstalled | None = None,
+        on_report: OnReport | None = None,
+    ) -> None:
+        self._client = client
+        self._installer = installer
+        self._targets = tuple(targets)
+        self._limiter = limiter or RetryLimiter()
+        self._schedule = schedule or UpdateSchedule()
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._on_installed = on_installed
+        self._on_report = on_report
+        self._last_refresh_error: str | None = None
+
+    @property
+    def targets(self) -> tuple[TargetSpec, ...]:
+        return self._targets
+
+    def set_targets(self, targets: Sequence[TargetSpec]) -> None:
+        """Track other targets from the next check on (e.g. a channel switch pinned by the server)."""
+        self._targets = tuple(targets)
+
+    def installed_executable(self, spec: TargetSpec) -> Path | None:
+        """The installed executable of ``spec``, found without any network (start-up with no network works)."""
+        return self._installer.executable_path(spec) if self._installer.is_installed(spec) else None
+
+    # -- one check -----------------------------------------------------------------------------------------
+
+    def check_once(self) -> CheckReport:
+        started = self._clock()
+        targets = self._targets
+        try:
+            with self._client:
+                self._client.refresh()
+                reports = tuple(self._check_target(spec) for spec in targets)
+        except UpdateError as exc:
+            return self._refresh_failed(started, targets, exc)
+        self._last_refresh_error = None
+        report = CheckReport(started, self._clock(), reports, clock_skew=self._client.clock_skew())
+        logger.info(
+            "update check done targets=%d installed=%d ok=%s",
+            len(reports),
+            len(report.installed),
+            report.ok,
+        )
+        return report
+
+    def _refresh_failed(self, started: datetime, targets: tuple[TargetSpec, ...], exc: UpdateError) -> CheckReport:
+        message = str(exc)
+        # a lagging mirror answers the same stale timestamp every tick: say so once, not every 15 minutes
+        level = logging.DEBUG if message == self._last_refresh_error else logging.WARNING
+        logger.log(level, "update check failed, keeping the installed binaries kind=%s error=%s", exc.kind, message)
+        self._last_refresh_error = message
+        skipped = tuple(
+            TargetReport(
+                spec,
+                TargetOutcome.SKIPPED,
+                version=(record.version if (record := self._installer.installed(spec)) is not None else None),
+                error=message,
+                error_kind=exc.kind,
+                executable=self.installed_executable(spec),
+            )
+            for spec in targets
+        )
+        return CheckReport(started, self._clock(), skipped, message, exc.kind, clock_skew=self._client.clock_skew())
+
+    def _check_target(self, spec: TargetSpec) -> TargetReport:
+        try:
+            target = self._client.lookup_path(spec.path)
+        except UpdateError as exc:
+            return TargetReport(spec, TargetOutcome.FAILED, error=str(exc), error_kind=exc.kind)
+        if target is None:
+            logger.warning("target not in the repository target=%s", spec)
+            return TargetReport(spec, TargetOutcome.NOT_FOUND, executable=self.installed_executable(spec))
+        algorithm, digest = target.preferred_hash()
+        if self._installer.installed_hash(spec, algorithm) == digest:
+            return TargetReport(
+                spec, TargetOutcome.UP_TO_DATE, target.version, digest, executable=self.installed_executable(spec)
+            )
+        now = self._clock().timestamp()
+        if self._limiter.decide(spec.path, digest, now) is RetryDecision.COOLING_DOWN:
+            remaining = self._limiter.cooldown_remaining(spec.path, digest, now)
+            logger.info("update cooling down target=%s digest=%s remaining_s=%.0f", spec, digest[:16], remaining)
+            return TargetReport(spec, TargetOutcome.COOLING_DOWN, target.version, digest)
+        try:
+            staged = self._client.download(target, self._installer.staging_dir)
+            result = self._installer.install(spec, target, staged)
+        except UpdateError as exc:
+            failures = self._limiter.record_failure(spec.path, digest, now)
+            logger.warning(
+                "update of target=%s to version=%s failed (%d in a row) kind=%s error=%s",
+                spec,
+                target.version,
+                failures,
+                exc.kind,
+                exc,
+            )
+            return TargetReport(spec, TargetOutcome.FAILED, target.version, digest, error=str(exc), error_kind=exc.kind)
+        self._limiter.record_success(spec.path)
+        previous = result.previous.version if result.previous is not None else None
+        return TargetReport(
+            spec,
+            TargetOutcome.INSTALLED,
+            target.version,
+            digest,
+            previous_version=previous,
+            executable=result.executable,
+        )
+
+    # -- the schedule --------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check now, then on the schedule, until ``stop`` is set; callbacks run on the event loop."""
+        for spec in self._targets:
+            try:
+                await asyncio.to_thread(self._installer.recover, spec)
+            except UpdateError as exc:
+                logger.warning("cannot tidy the install directory target=%s error=%s", spec, exc)
+        for delay in self._schedule.delays(self._rng):
+            if stop.is_set():
+                return
+            try:
+                report = await asyncio.to_thread(self.check_once)
+                await self._deliver(report)
+            except Exception:
+                logger.exception("update check crashed; the installed binaries keep running")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                continue
+            return
+
+    async def _deliver(self, report: CheckReport) -> None:
+        if self._on_report is not None:
+            await _maybe_await(self._on_report(report))
+        if self._on_installed is not None:
+            for installed in report.installed:
+                await _maybe_await(self._on_installed(str(installed.spec.name), installed))
+
+
+async def _maybe_await(result: Awaitable[None] | None) -> None:
+    if inspect.isawaitable(result):
+        await result
