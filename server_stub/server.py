@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SERVER_JSON = "server.json"
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
 LOG_FILE = "fleet-stub.log"
+IDLE_ABORT_AFTER = 0.5
 
 
 class StartupError(RuntimeError):
@@ -132,6 +133,7 @@ class StubServer(uvicorn.Server):
         super().__init__(config)
         self._state = state
         self._on_ready = on_ready
+        self._reaper: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -156,6 +158,23 @@ class StubServer(uvicorn.Server):
             self.force_exit = True
         self.should_exit = True
         self._state.live.close()
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._abort_idle_connections())
+
+    async def _abort_idle_connections(self) -> None:
+        """Close keep-alive connections that sit idle after shutdown began.
+
+        uvicorn asks idle connections to close, but over TLS a close waits for the client's close_notify, which an
+        idle keep-alive client never sends: without this, one agent holding a connection open would keep the
+        server from exiting. Connections still answering a request are left to finish.
+        """
+        while True:
+            await asyncio.sleep(IDLE_ABORT_AFTER)
+            for connection in list(self.server_state.connections):
+                cycle = getattr(connection, "cycle", None)
+                transport = getattr(connection, "transport", None)
+                if transport is not None and (cycle is None or getattr(cycle, "response_complete", True)):
+                    transport.abort()
 
     def reload(self) -> None:
         try:

@@ -9,6 +9,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -223,3 +224,16 @@ def test_tuf_repo_is_announced_in_server_json(tmp_path: Path) -> None:
             assert client.get("/tuf/timestamp.json").text == '{"signed": {}}'
     finally:
         assert stub.stop() == 0
+
+
+def test_sigterm_does_not_wait_for_idle_keep_alive_clients(tmp_path: Path) -> None:
+    stub = StubProcess(tmp_path / "data")
+    info = stub.wait_ready()
+    client = _client(info)  # left open on purpose, like an agent between polls
+    try:
+        assert client.head("/api/fleet/orbit/ping").status_code == 200
+        began = time.monotonic()
+        assert stub.stop(signal.SIGTERM, timeout=15) == 0
+        assert time.monotonic() - began < 10
+    finally:
+        client.close()
