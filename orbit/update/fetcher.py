@@ -91,6 +91,10 @@ class HttpxFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         return self._open(url, self._policy.deadline(UNKNOWN_LENGTH))
 
+    def open_target(self, url: str, max_length: int) -> Generator[bytes, None, None]:
+        """The raw chunks of a target, with the deadline sized to its signed length (for one-pass verification)."""
+        return self._open(url, self._policy.deadline(max_length))
+
     def _open(self, url: str, budget: float) -> Generator[bytes, None, None]:
         """Send the request eagerly, so connection errors and HTTP statuses surface before the first chunk."""
         deadline = self._monotonic() + budget

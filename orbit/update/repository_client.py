@@ -15,19 +15,25 @@ Errors surface as ``orbit.update.errors.UpdateError`` subclasses; nothing here e
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from tuf.api import exceptions as tuf_exceptions
 from tuf.api.exceptions import LengthOrHashMismatchError
-from tuf.api.metadata import TargetFile
+from tuf.api.exceptions import RepositoryError as RepositoryError_
+from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
 from orbit.update.directory_lock import DirectoryLock
@@ -222,16 +228,63 @@ class UpdateClient:
         """
         return self.download_to(target, staging_dir / target.file_name)
 
+    def _url_for_target(self, target: TargetInfo) -> str:
+        """Where the repository serves ``target``: hash-prefixed file name under consistent snapshots."""
+        root = Metadata[Root].from_file(str(self.metadata_dir / "root.json"))  # trusted: just refreshed
+        directory, slash, name = target.path.rpartition("/")
+        if root.signed.consistent_snapshot and self._config.prefix_targets_with_hash:
+            name = f"{next(iter(target.hashes.values()))}.{name}"
+        return f"{self._target_url}{directory}{slash}{name}"
+
+    def _stream_verified(self, target: TargetInfo, partial: Path) -> None:
+        """One pass: write the bytes and hash them (in a second thread, so hashing overlaps the network), then
+        compare length and every signed hash before the caller may use the file."""
+        hashers = {name: hashlib.new(name) for name in target.hashes}
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
+
+        def hash_all() -> None:
+            while (chunk := chunks.get()) is not None:
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+
+        worker = threading.Thread(target=hash_all, name="target-hash", daemon=True)
+        worker.start()
+        received = 0
+        try:
+            with (
+                _open_for_write(partial) as out,
+                contextlib.closing(self.fetcher.open_target(self._url_for_target(target), target.length)) as stream,
+            ):
+                for chunk in stream:
+                    received += len(chunk)
+                    if received > target.length:
+                        raise tuf_exceptions.DownloadLengthMismatchError(
+                            f"Downloaded {received} bytes exceeding the maximum allowed length of {target.length}"
+                        )
+                    out.write(chunk)
+                    chunks.put(chunk)
+        finally:
+            chunks.put(None)
+            worker.join()
+        if received != target.length:
+            raise LengthOrHashMismatchError(f"Length mismatch, observed {received}, expected {target.length}")
+        for name, hasher in hashers.items():
+            if hasher.hexdigest() != target.hashes[name]:
+                raise LengthOrHashMismatchError(
+                    f"Observed hash {hasher.hexdigest()} does not match expected hash {target.hashes[name]}"
+                )
+
     def download_to(self, target: TargetInfo, destination: Path) -> Path:
         with self._lock:
-            updater = self._refreshed()
+            self._refreshed()
             partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
             try:
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 for stale in destination.parent.glob(f".{destination.name}.*.part"):  # left by a killed process
                     _remove_quietly(stale)
-                self.fetcher.spool_dir = destination.parent
-                updater.download_target(target.to_tuf(), filepath=str(partial))
+                if not target.hashes or not set(target.hashes) <= hashlib.algorithms_available:
+                    raise RepositoryError_(f"{target.path} has no hash this client can verify")
+                self._stream_verified(target, partial)
                 _fsync_file(partial)
                 os.replace(partial, destination)
             except OSError as exc:
@@ -240,8 +293,6 @@ class UpdateClient:
             except Exception as exc:
                 _remove_quietly(partial)
                 raise self._fail(exc) from exc
-            finally:
-                self.fetcher.spool_dir = None
         logger.info("downloaded target=%s version=%s bytes=%d", target.path, target.version, target.length)
         return destination
 
@@ -254,6 +305,11 @@ class UpdateClient:
         except (OSError, LengthOrHashMismatchError):
             return False
         return True
+
+
+def _open_for_write(path: Path) -> BinaryIO:
+    """The partial file of a download (a seam for disk-full tests)."""
+    return path.open("wb")
 
 
 def _fsync_file(path: Path) -> None:

@@ -28,19 +28,18 @@ from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import tuf.ngclient.updater
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tuf.api.metadata import MetaFile
 
+from orbit.update import repository_client
 from orbit.update.errors import DirectoryLockedError, FailureKind, NetworkError
 from orbit.update.fetcher import DeadlinePolicy
 from orbit.update.http_client import TlsOptions, build_http_client
@@ -504,12 +503,24 @@ def test_disk_full_during_download_is_a_clean_error(
     agent, content = installed_agent
     publish(repo, OSQUERYD, "5.2.0")
 
-    def full(source: io.BufferedReader, destination: io.BufferedWriter, length: int = 0) -> None:
-        destination.write(source.read(10))
-        destination.flush()
-        raise OSError(errno.ENOSPC, "No space left on device")
+    class FullDisk:
+        """The partial file on a disk that fills up after the first 10 bytes."""
 
-    monkeypatch.setattr(tuf.ngclient.updater, "shutil", SimpleNamespace(copyfileobj=full))
+        def __init__(self, path: Path) -> None:
+            self.real = path.open("wb")
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            self.real.close()
+
+        def write(self, data: bytes) -> int:
+            self.real.write(data[:10])
+            self.real.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(repository_client, "_open_for_write", FullDisk)
     report = agent.check()
     _assert_frozen(agent, report, FailureKind.DISK_FULL, content)
     assert "disk full" in (report.targets[0].error or "")
