@@ -37,7 +37,7 @@ from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSet
 from osquery_sim.sim_store import SimStore
 from osquery_sim.table_rows import SimRuntime
 from osquery_sim.tables import SimDatabase
-from osquery_sim.tls_transport import TlsSettings, TlsTransport
+from osquery_sim.tls_transport import KEEPALIVE_SECONDS, TlsSettings, TlsTransport
 from osquery_sim.version import SIM_VERSION
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class SimulatedHost:
             TlsSettings(hostname=options.tls_hostname, user_agent=f"osquery/{SIM_VERSION}"),
             ssl_context=context,
             observe=stats.observe,
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=KEEPALIVE_SECONDS),
         )
         details = self.tables.first_rows()
         self.client = RemoteClient(

@@ -18,6 +18,7 @@ import httpx
 CONFIG_INTERVAL = 30.0
 PING_INTERVAL = 300.0
 TOKEN_ROTATION = 3600.0
+ORBIT_KEEPALIVE_SECONDS = 55 * 60.0  # Fleet's orbit keeps idle connections for 55 min
 
 Observe = Callable[[str, float, bool], None]
 
@@ -39,7 +40,9 @@ class OrbitTraffic:
             timeout=httpx.Timeout(30.0),
             trust_env=False,
             headers={"User-Agent": "orbit-sim", "X-Fleet-Capabilities": "escrow_buddy,setup_experience"},
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            limits=httpx.Limits(
+                max_connections=1, max_keepalive_connections=1, keepalive_expiry=ORBIT_KEEPALIVE_SECONDS
+            ),
         )
         self._secret = secret
         self._facts = facts

@@ -23,6 +23,7 @@ from osquery_sim.remote_answer import RemoteAnswer, judge
 
 REQUEST_TIMEOUT_SECONDS = 16.0
 MAX_REDIRECTS = 10
+KEEPALIVE_SECONDS = 3600.0  # osquery reuses a connection up to --tls_session_timeout (3600 s), not httpx's 5 s
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class TlsTransport:
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
             trust_env=False,
-            limits=limits or httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            limits=limits
+            or httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     async def post(
