@@ -203,10 +203,16 @@ class SimulatedHost:
         tasks = []
         if self.orbit is not None:
             tasks.append(asyncio.create_task(self.orbit.run(stop)))
-        try:
-            await self.client.ensure_node_key()
-        except EnrollmentFailed as exc:  # max_attempts=0 retries forever; only a stop ends it
-            log.debug("event=enroll_gave_up error=%s", exc)
+        enrolling = asyncio.ensure_future(self.client.ensure_node_key())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({enrolling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not enrolling.done():  # max_attempts=0 retries forever; only a stop ends it
+            enrolling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await enrolling
+        elif isinstance(enrolling.exception(), EnrollmentFailed):
+            log.debug("event=enroll_gave_up error=%s", enrolling.exception())
         if not stop.is_set():
             self.engine.status(f"osqueryd-sim load host {self.identity.hostname} started")
             await self.engine.run(stop)
@@ -260,7 +266,13 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
         loop.add_signal_handler(sig, stop.set)
     ramp = options.ramp if options.ramp is not None else min(60.0, options.hosts / 200.0)
     started = time.monotonic()
-    runners = [asyncio.create_task(h.run(stop, ramp * i / options.hosts)) for i, h in enumerate(hosts)]
+    # One stop event per host: a cancelled wait is removed from its event's waiter list by a linear scan, so
+    # thousands of hosts waiting on one shared event would make every wait cost O(hosts).
+    host_stops = [asyncio.Event() for _ in hosts]
+    runners = [
+        asyncio.create_task(h.run(host_stop, ramp * i / options.hosts))
+        for i, (h, host_stop) in enumerate(zip(hosts, host_stops, strict=True))
+    ]
 
     async def progress() -> None:
         last_requests, last_time = 0, started
@@ -286,6 +298,8 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
         stop.set()
     else:
         await stop.wait()
+    for host_stop in host_stops:
+        host_stop.set()
     await asyncio.gather(*runners, return_exceptions=True)
     await reporter
     elapsed = time.monotonic() - started

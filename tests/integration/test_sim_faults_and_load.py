@@ -142,3 +142,36 @@ def test_load_mode_with_orbit_reports_no_loss(stub: RunningStub) -> None:
         hosts = admin.get("/api/latest/fleet/hosts").json()["hosts"]
     assert len(hosts) == 25  # orbit and osquery traffic of one simulated host land on one record
     assert len({h["hostname"] for h in hosts}) == 25
+
+
+def test_load_mode_against_a_dead_server_ends_on_time_and_reports_errors(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens once closed
+    began = time.monotonic()
+    result = subprocess.run(
+        [
+            *SIM,
+            "load",
+            "--hosts",
+            "20",
+            "--tls_hostname",
+            f"127.0.0.1:{port}",
+            "--enroll_secret",
+            "x",
+            "--duration",
+            "3",
+            "--ramp",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert time.monotonic() - began < 30
+    summary = json.loads(result.stdout)
+    assert summary["enrolled"] == 0 and summary["errors"] > 0
+    assert summary["log_lines"]["lost"] == 0  # nothing was produced that could be lost
