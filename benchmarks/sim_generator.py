@@ -40,7 +40,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -48,21 +47,20 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 import httpx
 import psutil
-import uvicorn
+from bench_support import cpu_affinity, event_loop_factory, forward_sigterm, json_safe, serve_tls_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server_stub.tls_material import ensure_self_signed, server_ssl_context
+from server_stub.tls_material import ensure_self_signed
 
 OSQUERY = "/api/v1/osquery"
 OSQUERY_ENROLL, OSQUERY_CONFIG, OSQUERY_LOG = f"{OSQUERY}/enroll", f"{OSQUERY}/config", f"{OSQUERY}/log"
@@ -168,20 +166,6 @@ class Report:
 
 
 # --- processes ----------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def cpu_affinity(cpus: frozenset[int] | None) -> Iterator[None]:
-    """Run the block pinned to ``cpus`` (children forked meanwhile inherit the mask), then restore the mask."""
-    if cpus is None:
-        yield
-        return
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
 
 
 class Child:
@@ -323,44 +307,6 @@ def trivial_app(distributed_interval: int, logger_tls_period: int, context: ssl.
     )
 
 
-class TrivialServer(uvicorn.Server):
-    """uvicorn that exits 0 on SIGTERM/SIGINT and writes a ready file once listening."""
-
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_ready = on_ready
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    def _request_stop(self) -> None:
-        if self.should_exit:
-            self.force_exit = True
-        self.should_exit = True
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            self._on_ready()
-
-
-def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator, as in server_stub.server.run_loop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
@@ -369,45 +315,13 @@ def raise_fd_limit() -> None:
 
 def serve_trivial(ready_file: Path, tls_dir: Path, distributed_interval: int, logger_tls_period: int) -> int:
     raise_fd_limit()  # thousands of hosts, each with an osquery and an orbit connection
-    cert, key = tls_dir / "server.pem", tls_dir / "server-key.pem"
-    context = server_ssl_context(cert, key)
-
-    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        return context
-
-    config = uvicorn.Config(
-        trivial_app(distributed_interval, logger_tls_period, context),
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        ssl_context_factory=factory,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=5,
-        timeout_keep_alive=75,
-        server_header=False,
+    return serve_tls_app(
+        lambda context: trivial_app(distributed_interval, logger_tls_period, context),
+        tls_dir,
+        ready_file,
         backlog=4096,
+        graceful_timeout=5,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)
-    sock.setblocking(False)
-    port = int(sock.getsockname()[1])
-
-    def ready() -> None:
-        partial = ready_file.with_suffix(".tmp")
-        partial.write_text(json.dumps({"port": port, "pid": os.getpid()}), encoding="utf-8")
-        partial.replace(ready_file)
-
-    server = TrivialServer(config, ready)
-    try:
-        with asyncio.Runner(loop_factory=uvloop_factory()) as runner:
-            runner.run(server.serve(sockets=[sock]))
-    finally:
-        sock.close()
-    return 0
 
 
 @dataclass(frozen=True)
@@ -906,7 +820,7 @@ def run(options: Options) -> Report:
         server = start_server(work, options, server_cpus, stack)
         for name, client, factory in (
             ("raw asyncio (stdlib loop)", raw_client, None),
-            ("raw asyncio (uvloop)", raw_client, uvloop_factory()),
+            ("raw asyncio (uvloop)", raw_client, event_loop_factory()),
             ("httpx (stdlib loop)", httpx_client, None),
         ):
             progress(f"baseline {name}: {options.baseline_connections} connections, {options.seconds:g} s")
@@ -1120,17 +1034,6 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def json_safe(value: object) -> object:
-    """NaN (a figure with no samples) becomes null, so ``--json`` output is strict JSON."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_safe(item) for item in value]
-    return value
-
-
 def host_counts(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",")]
@@ -1160,22 +1063,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.seconds <= 0 or args.connections < 1 or args.distributed_interval < 1 or args.config_refresh < 1:
         parser.error("--seconds, --connections, --distributed_interval and --config_refresh must be positive")
     return args
-
-
-def forward_sigterm() -> list[int]:
-    """Treat SIGTERM like Ctrl-C: through the current SIGINT handler, so asyncio.Runner cancels its task cleanly."""
-    received: list[int] = []
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return received
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,7 +35,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -44,21 +43,18 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from types import FrameType
 
 import httpx
 import psutil
-import uvicorn
+from bench_support import cpu_affinity, event_loop_factory, forward_sigterm, json_safe, serve_tls_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server_stub.tls_material import server_ssl_context
 
 MIX: tuple[tuple[str, int], ...] = (
     ("/api/v1/osquery/distributed/read", 80),
@@ -187,20 +183,6 @@ class Report:
 
 
 # --- processes ----------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def cpu_affinity(cpus: frozenset[int] | None) -> Iterator[None]:
-    """Run the block (typically a fork) with this thread pinned to ``cpus``; children inherit the mask."""
-    if cpus is None:
-        yield
-        return
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
 
 
 class ServerProcess:
@@ -337,84 +319,9 @@ async def baseline_endpoint(request: Request) -> Response:
     return JSONResponse({"queries": {}})
 
 
-class BaselineServer(uvicorn.Server):
-    """uvicorn as the stub runs it: exit 0 on SIGTERM/SIGINT, and a ready file once listening."""
-
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_ready = on_ready
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    def _request_stop(self) -> None:
-        if self.should_exit:
-            self.force_exit = True
-        self.should_exit = True
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            self._on_ready()
-
-
 def serve_baseline(ready_file: Path, tls_dir: Path) -> int:
-    cert, key = tls_dir / "server.pem", tls_dir / "server-key.pem"
-    context = server_ssl_context(cert, key)
-
-    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        return context
-
     app = Starlette(routes=[Route(path, baseline_endpoint, methods=["POST"]) for path, _ in MIX])
-    config = uvicorn.Config(
-        app,
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        ssl_context_factory=factory,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=30,
-        timeout_keep_alive=75,
-        server_header=False,
-    )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
-    sock.setblocking(False)
-    port = int(sock.getsockname()[1])
-
-    def ready() -> None:
-        partial = ready_file.with_suffix(".tmp")
-        partial.write_text(json.dumps({"port": port, "pid": os.getpid()}), encoding="utf-8")
-        partial.replace(ready_file)
-
-    server = BaselineServer(config, ready)
-    try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(server.serve(sockets=[sock]))
-    finally:
-        sock.close()
-    return 0
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator, as in server_stub.server.run_loop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    return serve_tls_app(lambda _context: app, tls_dir, ready_file, backlog=2048, graceful_timeout=30)
 
 
 # --- hosts and the request mix -------------------------------------------------------------------------------------
@@ -929,17 +836,6 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def json_safe(value: object) -> object:
-    """NaN (a figure with no samples) becomes null, so ``--json`` output is strict JSON."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_safe(item) for item in value]
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=int, default=10, help="seconds per measurement (default 10)")
@@ -957,22 +853,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.seconds < 1 or args.warmup < 0 or args.connections < 1 or args.hosts < 1:
         parser.error("--seconds, --connections and --hosts must be at least 1, --warmup at least 0")
     return args
-
-
-def forward_sigterm() -> list[int]:
-    """Treat SIGTERM like Ctrl-C: through the current SIGINT handler, so asyncio.Runner cancels its task cleanly."""
-    received: list[int] = []
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return received
 
 
 def main(argv: Sequence[str] | None = None) -> int:

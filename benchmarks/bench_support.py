@@ -1,0 +1,156 @@
+"""What the benchmark scripts share: a baseline ASGI app served over TLS the way fleet-stub is served, CPU pinning,
+SIGTERM handling and strict JSON output.
+
+The scripts run as plain files (``.venv/bin/python benchmarks/<script>.py``), so they import this module by its
+bare name from their own directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from server_stub.tls_material import server_ssl_context
+
+
+class ReadyServer(uvicorn.Server):
+    """uvicorn as the stub runs it: exit 0 on SIGTERM/SIGINT, and a callback once listening."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _request_stop(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_ready()
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator, as in server_stub.server.run_loop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def serve_tls_app(
+    make_app: Callable[[ssl.SSLContext], ASGIApp],
+    tls_dir: Path,
+    ready_file: Path,
+    *,
+    backlog: int = 2048,
+    graceful_timeout: int = 30,
+) -> int:
+    """Serve ``make_app(tls_context)`` on 127.0.0.1 with the stub's certificate and TLS settings.
+
+    Writes ``{"port", "pid"}`` to ``ready_file`` (atomically) once listening; returns when stopped by SIGTERM/SIGINT.
+    """
+    cert, key = tls_dir / "server.pem", tls_dir / "server-key.pem"
+    context = server_ssl_context(cert, key)
+
+    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return context
+
+    config = uvicorn.Config(
+        make_app(context),
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        ssl_context_factory=factory,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=graceful_timeout,
+        timeout_keep_alive=75,
+        server_header=False,
+        backlog=backlog,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    port = int(sock.getsockname()[1])
+
+    def ready() -> None:
+        partial = ready_file.with_suffix(".tmp")
+        partial.write_text(json.dumps({"port": port, "pid": os.getpid()}), encoding="utf-8")
+        partial.replace(ready_file)
+
+    server = ReadyServer(config, ready)
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+    return 0
+
+
+@contextlib.contextmanager
+def cpu_affinity(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Run the block (typically a fork) with this thread pinned to ``cpus``; children inherit the mask."""
+    if cpus is None:
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def json_safe(value: object) -> object:
+    """NaN (a figure with no samples) becomes null, so ``--json`` output is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def forward_sigterm() -> list[int]:
+    """Treat SIGTERM like Ctrl-C: through the current SIGINT handler, so asyncio.Runner cancels its task cleanly."""
+    received: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return received
