@@ -5,6 +5,12 @@ when it exits, and is stopped gracefully (SIGTERM to the group, ``stop_timeout``
 instance recorded in the child's pidfile (left by a crashed orbit) is killed before the first start. The argv
 and environment are rebuilt at every start, so new flags or a new binary take effect on restart. Unlike Fleet's
 orbit, a child's exit never ends the agent.
+
+A spec may instead give a ``launch`` callable, run in a thread before every start, that returns the whole
+``ChildLaunch`` (argv, env, cwd and the user/group to run as) or None when the child cannot start yet (fleet-desktop
+without a logged-in GUI user): the supervisor then waits ``not_ready_retry`` seconds (or a ``restart()`` request)
+and asks again, without counting a failure. With ``write_pidfile`` the supervisor records the child's pid in
+``pidfile`` itself (for children that write none) and removes it when it stops the child.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from orbit.restart_policy import BreakerState, RestartPolicy, RestartTracker
+from orbit.secure_files import PUBLIC_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +38,30 @@ class ChildState(Enum):
     STARTING = "starting"
     RUNNING = "running"
     BACKING_OFF = "backing_off"
+    WAITING = "waiting"  # ``launch`` said the child cannot start yet (e.g. no GUI session)
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ChildLaunch:
+    """Everything one start needs; ``user``/``group``/``extra_groups`` go to ``create_subprocess_exec`` (POSIX)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path | None = None
+    user: str | int | None = None
+    group: str | int | None = None
+    extra_groups: tuple[str | int, ...] | None = None  # set them when dropping from root, or root's groups stay
+
+
+def _no_argv() -> list[str]:
+    raise RuntimeError("this ChildSpec is started through its launch callable")
 
 
 @dataclass(frozen=True)
 class ChildSpec:
     name: str
-    argv: Callable[[], list[str]]
+    argv: Callable[[], list[str]] = _no_argv
     env: Callable[[], dict[str, str]] = dict
     cwd: Path | None = None
     stop_timeout: float = 10.0
@@ -45,6 +69,15 @@ class ChildSpec:
     stale_name: str | None = None  # a live process in the pidfile whose name contains this is killed at start
     log_path: Path | None = None
     policy: RestartPolicy = field(default_factory=RestartPolicy)
+    user: str | int | None = None
+    group: str | int | None = None
+    extra_groups: tuple[str | int, ...] | None = None
+    launch: Callable[[], ChildLaunch | None] | None = None  # replaces argv/env/cwd/user/group when given
+    not_ready_retry: float = 30.0  # seconds between ``launch`` calls while it returns None
+    write_pidfile: bool = False  # the supervisor writes the child's pid to ``pidfile``
+
+    def static_launch(self) -> ChildLaunch:
+        return ChildLaunch(self.argv(), self.env(), self.cwd, self.user, self.group, self.extra_groups)
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,7 @@ class ChildStatus:
     breaker: BreakerState
     last_exit_code: int | None
     next_start_in: float | None
+    uptime: float | None = None  # seconds the current process has been running
 
 
 def kill_stale(pidfile: Path, name_fragment: str, timeout: float = 5.0) -> int | None:
@@ -92,6 +126,7 @@ class Supervisor:
         self._state = ChildState.STOPPED
         self._last_exit: int | None = None
         self._next_start_at: float | None = None
+        self._began: float | None = None
         self._restart_requested = asyncio.Event()
         self._restart_reason = ""
         self.started = asyncio.Event()
@@ -107,6 +142,9 @@ class Supervisor:
             breaker=self.tracker.breaker,
             last_exit_code=self._last_exit,
             next_start_in=next_in,
+            uptime=self._clock() - self._began
+            if self._began is not None and self._state is ChildState.RUNNING
+            else None,
         )
 
     def restart(self, reason: str) -> None:
@@ -114,8 +152,12 @@ class Supervisor:
         self._restart_reason = reason
         self._restart_requested.set()
 
-    async def _start(self) -> asyncio.subprocess.Process:
-        argv = self.spec.argv()
+    async def _resolve_launch(self) -> ChildLaunch | None:
+        if self.spec.launch is None:
+            return self.spec.static_launch()
+        return await asyncio.to_thread(self.spec.launch)
+
+    async def _start(self, launch: ChildLaunch) -> asyncio.subprocess.Process:
         stdout: int | None = None
         handle = None
         if self.spec.log_path is not None:
@@ -124,19 +166,35 @@ class Supervisor:
             stdout = handle.fileno()
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv,
-                env=self.spec.env(),
-                cwd=self.spec.cwd,
+                *launch.argv,
+                env=launch.env,
+                cwd=launch.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=asyncio.subprocess.STDOUT if stdout is not None else None,
                 start_new_session=True,
+                user=launch.user,
+                group=launch.group,
+                extra_groups=launch.extra_groups,
             )
         finally:
             if handle is not None:
                 handle.close()
         log.info("event=child_started name=%s pid=%d", self.spec.name, process.pid)
+        if self.spec.write_pidfile and self.spec.pidfile is not None:
+            try:
+                write_atomic(self.spec.pidfile, f"{process.pid}\n", PUBLIC_MODE)
+            except OSError as exc:
+                log.warning("event=pidfile_write_failed name=%s error=%s", self.spec.name, exc)
         return process
+
+    def _remove_pidfile(self, pid: int) -> None:
+        pidfile = self.spec.pidfile
+        if not self.spec.write_pidfile or pidfile is None:
+            return
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if pidfile.read_text(encoding="ascii").strip() == str(pid):
+                pidfile.unlink()
 
     async def _stop(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is not None:
@@ -166,9 +224,17 @@ class Supervisor:
             self._next_start_at = None
             self._restart_requested.clear()
             self._state = ChildState.STARTING
+            delay = 0.0
             try:
-                process = await self._start()
-            except OSError as exc:
+                launch = await self._resolve_launch()
+                if launch is None:
+                    self._state = ChildState.WAITING
+                    self._next_start_at = self._clock() + self.spec.not_ready_retry
+                    if await _wait_any(stop, self._restart_requested, self.spec.not_ready_retry) is stop:
+                        break
+                    continue
+                process = await self._start(launch)
+            except Exception as exc:  # an OSError from exec, or a failing launch callable
                 log.error("event=child_start_failed name=%s error=%s", self.spec.name, exc)
                 delay = self.tracker.record_exit(0.0)
                 continue
@@ -176,6 +242,7 @@ class Supervisor:
             self._state = ChildState.RUNNING
             self.started.set()
             began = self._clock()
+            self._began = began
             exited = asyncio.ensure_future(process.wait())
             woke = await _wait_any(stop, self._restart_requested, None, exited)
             if woke is not exited:
@@ -201,8 +268,10 @@ class Supervisor:
                     self.tracker.breaker.value,
                 )
         self._state = ChildState.STOPPED
+        self._next_start_at = None
         if self._process is not None:
             await self._stop(self._process)
+            self._remove_pidfile(self._process.pid)
 
 
 async def _wait_any(

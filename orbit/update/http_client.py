@@ -121,3 +121,38 @@ def build_http_client(
         max_redirects=5,
         trust_env=False,
     )
+
+
+def build_async_http_client(
+    tls: TlsOptions,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    user_agent: str,
+    connect_retries: int = DEFAULT_CONNECT_RETRIES,
+    trust_env: bool = True,
+    environ: Mapping[str, str] | None = None,
+    base_url: str = "",
+) -> httpx.AsyncClient:
+    """The asyncio twin of ``build_http_client`` (same TLS, proxies and retries) for the Fleet API client."""
+    context = ssl_context(tls)
+    direct = httpx.AsyncHTTPTransport(verify=context, retries=connect_retries)
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    if trust_env:
+        for pattern, proxy in environment_proxies(os.environ if environ is None else environ).items():
+            mounts[pattern] = (
+                None
+                if proxy is None
+                else httpx.AsyncHTTPTransport(verify=context, retries=connect_retries, proxy=proxy)
+            )
+    return httpx.AsyncClient(
+        base_url=base_url,
+        verify=context,
+        transport=direct,
+        mounts=mounts,
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        headers={"User-Agent": user_agent},
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=55 * 60.0),
+    )

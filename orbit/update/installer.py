@@ -232,6 +232,74 @@ class TargetInstaller:
         )
         return InstallResult(spec, record, current, self.executable_path(spec))
 
+    # -- staged installs (orbit's own trial boot) ---------------------------------------------------------
+
+    def stage(self, spec: TargetSpec, target: TargetInfo, downloaded: Path) -> Path:
+        """Build and check ``.versions/<digest>`` for ``target`` without switching to it; returns its executable.
+
+        orbit updates itself this way: the new version runs from here on trial and is ``promote``d only once it
+        has proved healthy, so a version that cannot even start never becomes what the service manager runs.
+        """
+        if target.path != spec.path:
+            raise ValueError(f"target {target.path} is not {spec.path}")
+        try:
+            with self._lock(spec):
+                self._recover_unlocked(spec)
+                versions = self.channel_dir(spec) / VERSIONS_DIR
+                versions.mkdir(parents=True, exist_ok=True)
+                digest_id = target.preferred_hash()[1][:_DIGEST_NAME_LENGTH]
+                version_dir = versions / digest_id
+                if read_record(version_dir) is None or not (version_dir / spec.executable).is_file():
+                    record = InstalledVersion(
+                        digest_id=digest_id,
+                        hashes=target.hashes,
+                        length=target.length,
+                        version=target.version,
+                        installed_at=self._clock().isoformat(),
+                    )
+                    self._build_version(spec, downloaded, version_dir, record)
+                self._adopt_current(spec)
+                logger.info("staged target=%s version=%s", spec, target.version)
+                return version_dir / spec.executable
+        except OSError as exc:
+            raise storage_error(exc, f"staging {spec}") from exc
+        finally:
+            remove(downloaded)
+
+    def staged_record(self, spec: TargetSpec, digest_id: str) -> InstalledVersion | None:
+        return read_record(self.channel_dir(spec) / VERSIONS_DIR / digest_id)
+
+    def promote(self, spec: TargetSpec, digest_id: str) -> InstallResult:
+        """Make the staged version ``digest_id`` current (the current one becomes ``.previous``)."""
+        try:
+            with self._lock(spec):
+                self._recover_unlocked(spec)
+                version_dir = self.channel_dir(spec) / VERSIONS_DIR / digest_id
+                record = read_record(version_dir)
+                if record is None or not (version_dir / spec.executable).is_file():
+                    raise InstallError(f"{spec}: no staged version {digest_id}")
+                current = self._adopt_current(spec)
+                if current is not None and current.digest_id == digest_id:
+                    return InstallResult(spec, current, self.previous(spec), self.executable_path(spec))
+                if current is not None:
+                    self._link(spec, version_dir.parent / current.digest_id, self._previous_pointer(spec))
+                self._link(spec, version_dir, self._pointer(spec))
+                self._tidy(spec)
+        except OSError as exc:
+            raise storage_error(exc, f"promoting {spec}") from exc
+        logger.info("promoted target=%s version=%s", spec, record.version)
+        return InstallResult(spec, record, current, self.executable_path(spec))
+
+    def discard_staged(self, spec: TargetSpec, digest_id: str) -> None:
+        """Remove a staged version that failed its trial (never the current or previous one)."""
+        keep = {
+            version_dir.name
+            for pointer in (self._pointer(spec), self._previous_pointer(spec))
+            if (version_dir := self._version_dir_of(spec, pointer)) is not None
+        }
+        if digest_id not in keep:
+            remove(self.channel_dir(spec) / VERSIONS_DIR / digest_id)
+
     def _build_version(self, spec: TargetSpec, downloaded: Path, version_dir: Path, record: InstalledVersion) -> None:
         incoming = hidden_temp(version_dir.parent, version_dir.name)
         incoming.mkdir(mode=0o755)

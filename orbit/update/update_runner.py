@@ -67,6 +67,8 @@ class Installer(Protocol):
 
     def install(self, spec: TargetSpec, target: TargetInfo, downloaded: Path) -> InstallResult: ...
 
+    def stage(self, spec: TargetSpec, target: TargetInfo, downloaded: Path) -> Path: ...
+
     def recover(self, spec: TargetSpec) -> None: ...
 
 
@@ -77,6 +79,9 @@ class TargetOutcome(StrEnum):
     COOLING_DOWN = "cooling_down"
     FAILED = "failed"
     SKIPPED = "skipped"  # the metadata refresh failed: nothing was looked at, nothing was touched
+    STAGED = "staged"  # a deferred target (orbit itself) is ready beside the current one, not switched to
+    QUARANTINED = "quarantined"  # this exact hash failed a trial boot before; waiting for a newer target
+    PAUSED = "paused"  # a trial of this target is in progress
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,10 @@ class CheckReport:
         return tuple(report for report in self.targets if report.outcome is TargetOutcome.INSTALLED)
 
     @property
+    def staged(self) -> tuple[TargetReport, ...]:
+        return tuple(report for report in self.targets if report.outcome is TargetOutcome.STAGED)
+
+    @property
     def ok(self) -> bool:
         failed = (TargetOutcome.FAILED, TargetOutcome.SKIPPED, TargetOutcome.NOT_FOUND)
         return self.refresh_error is None and all(report.outcome not in failed for report in self.targets)
@@ -123,6 +132,8 @@ class UpdateSchedule:
 
 
 OnInstalled = Callable[[str, TargetReport], Awaitable[None] | None]
+TargetPredicate = Callable[[TargetSpec], bool]
+DigestPredicate = Callable[[TargetSpec, str], bool]
 OnReport = Callable[[CheckReport], Awaitable[None] | None]
 
 
@@ -145,6 +156,9 @@ class UpdateRunner:
         rng: random.Random | None = None,
         on_installed: OnInstalled | None = None,
         on_report: OnReport | None = None,
+        deferred: TargetPredicate | None = None,
+        quarantined: DigestPredicate | None = None,
+        paused: TargetPredicate | None = None,
     ) -> None:
         self._client = client
         self._installer = installer
@@ -156,6 +170,16 @@ class UpdateRunner:
         self._on_installed = on_installed
         self._on_report = on_report
         self._last_refresh_error: str | None = None
+        self._deferred = deferred or (lambda _spec: False)
+        self._quarantined = quarantined or (lambda _spec, _digest: False)
+        self._paused = paused or (lambda _spec: False)
+        self._wake: asyncio.Event | None = None
+        self.last_report: CheckReport | None = None
+
+    def check_soon(self) -> None:
+        """Run the next check now instead of at its scheduled time (e.g. after a channel switch)."""
+        if self._wake is not None:
+            self._wake.set()
 
     @property
     def targets(self) -> tuple[TargetSpec, ...]:
@@ -210,6 +234,8 @@ class UpdateRunner:
         return CheckReport(started, self._clock(), skipped, message, exc.kind, clock_skew=self._client.clock_skew())
 
     def _check_target(self, spec: TargetSpec) -> TargetReport:
+        if self._paused(spec):
+            return TargetReport(spec, TargetOutcome.PAUSED, executable=self.installed_executable(spec))
         try:
             target = self._client.lookup_path(spec.path)
         except UpdateError as exc:
@@ -222,7 +248,12 @@ class UpdateRunner:
             return TargetReport(
                 spec, TargetOutcome.UP_TO_DATE, target.version, digest, executable=self.installed_executable(spec)
             )
+        if self._quarantined(spec, digest):
+            logger.info("update skipped: this version failed its trial target=%s digest=%s", spec, digest[:16])
+            return TargetReport(spec, TargetOutcome.QUARANTINED, target.version, digest)
         now = self._clock().timestamp()
+        if self._deferred(spec):
+            return self._stage_target(spec, target, digest, now)
         if self._limiter.decide(spec.path, digest, now) is RetryDecision.COOLING_DOWN:
             remaining = self._limiter.cooldown_remaining(spec.path, digest, now)
             logger.info("update cooling down target=%s digest=%s remaining_s=%.0f", spec, digest[:16], remaining)
@@ -252,35 +283,68 @@ class UpdateRunner:
             executable=result.executable,
         )
 
+    def _stage_target(self, spec: TargetSpec, target: TargetInfo, digest: str, now: float) -> TargetReport:
+        if self._limiter.decide(spec.path, digest, now) is RetryDecision.COOLING_DOWN:
+            return TargetReport(spec, TargetOutcome.COOLING_DOWN, target.version, digest)
+        try:
+            staged = self._installer.stage(spec, target, self._client.download(target, self._installer.staging_dir))
+        except UpdateError as exc:
+            self._limiter.record_failure(spec.path, digest, now)
+            logger.warning("staging target=%s version=%s failed kind=%s error=%s", spec, target.version, exc.kind, exc)
+            return TargetReport(spec, TargetOutcome.FAILED, target.version, digest, error=str(exc), error_kind=exc.kind)
+        self._limiter.record_success(spec.path)
+        installed = self._installer.installed(spec)
+        return TargetReport(
+            spec,
+            TargetOutcome.STAGED,
+            target.version,
+            digest,
+            previous_version=installed.version if installed is not None else None,
+            executable=staged,
+        )
+
     # -- the schedule --------------------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Check now, then on the schedule, until ``stop`` is set; callbacks run on the event loop."""
+    async def run(self, stop: asyncio.Event, *, initial_delay: float = 0.0) -> None:
+        """Check (after ``initial_delay``), then on the schedule, until ``stop`` is set; callbacks run on the loop."""
         for spec in self._targets:
             try:
                 await asyncio.to_thread(self._installer.recover, spec)
             except UpdateError as exc:
                 logger.warning("cannot tidy the install directory target=%s error=%s", spec, exc)
+        self._wake = wake = asyncio.Event()
+        if initial_delay > 0 and await _stopped_within(stop, wake, initial_delay):
+            return
         for delay in self._schedule.delays(self._rng):
             if stop.is_set():
                 return
+            wake.clear()
             try:
                 report = await asyncio.to_thread(self.check_once)
+                self.last_report = report
                 await self._deliver(report)
             except Exception:
                 logger.exception("update check crashed; the installed binaries keep running")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                continue
-            return
+            if await _stopped_within(stop, wake, delay):
+                return
 
     async def _deliver(self, report: CheckReport) -> None:
         if self._on_report is not None:
             await _maybe_await(self._on_report(report))
         if self._on_installed is not None:
-            for installed in report.installed:
+            for installed in (*report.installed, *report.staged):
                 await _maybe_await(self._on_installed(str(installed.spec.name), installed))
+
+
+async def _stopped_within(stop: asyncio.Event, wake: asyncio.Event, delay: float) -> bool:
+    """Wait ``delay`` seconds or until ``wake``; True when ``stop`` was set meanwhile."""
+    stopping = asyncio.ensure_future(stop.wait())
+    woken = asyncio.ensure_future(wake.wait())
+    await asyncio.wait((stopping, woken), timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    woken.cancel()
+    wake.clear()
+    return stop.is_set()
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:

@@ -1,0 +1,88 @@
+"""``orbit`` (run, the default), ``orbit version``, ``orbit doctor [--json]``.
+
+Exit codes: 0 after a graceful stop, 1 when the agent cannot start (bad secret source, another instance running,
+unusable root dir), 2 for invalid options. A self-update (or its rollback) replaces this process with the other
+orbit (``execve``), keeping the pid that systemd or launchd supervises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orbit.agent import Agent, AgentExit, AgentStartError
+from orbit.options import Options, OptionsError, parse_options
+from orbit.root_layout import InstanceLock, InstanceLockError, RootLayout
+from orbit.timings import timings_from_env
+from orbit.version import version_text
+
+log = logging.getLogger("orbit")
+
+
+def host_os() -> str:
+    if sys.platform == "win32":
+        return "windows"
+    if sys.platform == "darwin":
+        return "macos"
+    return "linux"
+
+
+def _run(options: Options, argv: Sequence[str]) -> int:
+    from orbit.logging_setup import configure_logging  # noqa: PLC0415
+
+    layout = RootLayout(Path(options.root_dir))
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        lock = InstanceLock(layout.instance_lock)
+        lock.acquire()
+    except (OSError, InstanceLockError) as exc:
+        print(f"orbit: {exc}", file=sys.stderr)
+        return 1
+    configure_logging(debug=options.debug, log_file=Path(options.log_file) if options.log_file else None)
+    agent = Agent(options, argv, os.environ, platform=host_os(), timings=timings_from_env(os.environ))
+    try:
+        result = asyncio.run(agent.run())
+    except AgentStartError as exc:
+        log.error("event=start_failed error=%s", exc)
+        print(f"orbit: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+    return _finish(result)
+
+
+def _finish(result: AgentExit) -> int:
+    logging.getLogger("orbit").info("event=exiting reason=%r", result.reason)
+    if result.exec_argv:
+        logging.shutdown()
+        try:
+            os.execve(result.exec_argv[0], list(result.exec_argv), dict(result.exec_env or os.environ))  # noqa: S606
+        except OSError as exc:
+            print(f"orbit: cannot start {result.exec_argv[0]}: {exc}", file=sys.stderr)
+            return 1
+    return result.code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options = parse_options(args, os.environ, platform=host_os())
+    except OptionsError as exc:
+        print(f"orbit: {exc}", file=sys.stderr)
+        return 2
+    if options.command == "version":
+        sys.stdout.write(version_text())
+        return 0
+    if options.command == "doctor":
+        from orbit.doctor import run_doctor  # noqa: PLC0415
+
+        return run_doctor(options, os.environ)
+    return _run(options, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Long-running agent tasks ("actors") kept alive: one that returns or raises is logged and started again with
+backoff; only the agent's stop event ends them (unlike Fleet's run group, where the first actor to finish ends all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from orbit.restart_policy import RestartPolicy, RestartTracker
+
+log = logging.getLogger(__name__)
+
+
+async def keep_running(
+    name: str,
+    factory: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    *,
+    policy: RestartPolicy | None = None,
+) -> None:
+    tracker = RestartTracker(policy or RestartPolicy(first_delay=1.0, max_delay=300.0))
+    while not stop.is_set():
+        began = time.monotonic()
+        try:
+            await factory()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=actor_failed actor=%s", name)
+        else:
+            if stop.is_set():
+                return
+            log.warning("event=actor_returned actor=%s", name)
+        delay = tracker.record_exit(time.monotonic() - began)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            continue

@@ -1,0 +1,611 @@
+"""The agent: wires the actors together (DESIGN.md §2) and owns nothing else.
+
+Start-up follows Fleet's order (spec/orbit-behaviour.md §1.3) where it matters — early update check, osqueryd's
+host info, the first config fetch before osqueryd starts (so its flags are already right), the device token —
+then every actor runs in one TaskGroup, each kept alive by ``keep_running``. Only a signal or orbit's own update
+ends the run; ``run`` then returns an ``AgentExit`` telling ``__main__`` whether to exit or exec another orbit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orbit.actors import keep_running
+from orbit.agent_state import AgentState
+from orbit.config_poller import ConfigPoller, Receiver
+from orbit.device_token import DeviceTokenManager
+from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
+from orbit.flagfile import FlagfileReceiver
+from orbit.fleet_client import OrbitClient, OrbitConfig
+from orbit.node_key_store import NodeKeyStore
+from orbit.options import Options
+from orbit.osqueryd_child import osqueryd_child, osqueryd_launch_spec
+from orbit.restart_policy import RestartPolicy
+from orbit.root_layout import RootLayout
+from orbit.scripts_receiver import ScriptsReceiver
+from orbit.server_overrides import (
+    Channels,
+    channels_differ,
+    effective_channels,
+    load_overrides,
+    pinned,
+    save_overrides,
+)
+from orbit.supervisor import ChildState, ChildStatus, Supervisor, kill_stale
+from orbit.timings import Timings
+from orbit.trial_boot import Quarantine, StartKind, TrialMarker, classify_start, clear_marker, read_marker, restart_env
+from orbit.update.errors import UpdateError
+from orbit.update.http_client import TlsOptions, build_async_http_client
+from orbit.update.targets import TargetName, TargetSpec
+from orbit.update.update_runner import TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
+from orbit.update_setup import (
+    TrustRootError,
+    bootstrap_root,
+    make_installer,
+    make_update_client,
+    orbit_link,
+    tracked_targets,
+    update_tls,
+    user_agent,
+)
+from orbit.version import orbit_version
+from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_info
+
+log = logging.getLogger(__name__)
+
+
+class AgentStartError(RuntimeError):
+    """Configuration that cannot work (exit 1 with the message; the service manager will not fix it)."""
+
+
+@dataclass(frozen=True)
+class AgentExit:
+    code: int = 0
+    exec_argv: tuple[str, ...] | None = None
+    exec_env: Mapping[str, str] | None = None
+    reason: str = ""
+
+
+def own_command(layout: RootLayout) -> list[str]:
+    """How to start the installed orbit again: the ``bin/orbit/orbit`` link the service runs, else this Python."""
+    link = orbit_link(layout)
+    if link.exists():
+        return [str(link)]
+    return [sys.executable, "-m", "orbit"]
+
+
+class Agent:
+    def __init__(
+        self,
+        options: Options,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        platform: str,
+        timings: Timings,
+    ) -> None:
+        self.options = options
+        self.argv = tuple(argv)
+        self.env = dict(env)
+        self.platform = platform
+        self.timings = timings
+        self.layout = RootLayout(Path(options.root_dir))
+        self.version = orbit_version()
+        self.stop = asyncio.Event()
+        self.state = AgentState(self.layout, self.version, time.time())
+        self._exit: AgentExit | None = None
+        self.quarantine = Quarantine(self.layout.quarantine)
+        self.overrides = load_overrides(self.layout.server_overrides)
+        cli = Channels(options.orbit_channel, options.osqueryd_channel, options.desktop_channel)
+        self.cli_channels = cli
+        self.channels = effective_channels(cli, self.overrides)
+        self.targets = tracked_targets(
+            self.channels.orbit, self.channels.osqueryd, self.channels.desktop, options.fleet_desktop
+        )
+        self.trial: TrialMarker | None = None
+        self.runner: UpdateRunner | None = None
+        self.installer = make_installer(self.layout)
+        self.client: OrbitClient | None = None
+        self.poller: ConfigPoller | None = None
+        self.osqueryd: Supervisor | None = None
+        self.host: HostInfo | None = None
+        self.secret: str | None = None
+        self.last_config: OrbitConfig | None = None
+        self.token: DeviceTokenManager | None = None
+        self.scripts: ScriptsReceiver | None = None
+        self._background: set[asyncio.Future[None]] = set()
+
+    # -- start-up steps ------------------------------------------------------------------------------------
+
+    def _resolve_secret(self) -> None:
+        options = self.options
+        keystore = default_keystore(self.platform, options.disable_keystore)
+        try:
+            source = resolve_enroll_secret(
+                options.enroll_secret,
+                Path(options.enroll_secret_path) if options.enroll_secret_path else None,
+                keystore=keystore,
+            )
+        except EnrollSecretError as exc:
+            raise AgentStartError(str(exc)) from None
+        self.secret = source.secret
+        self.state.secret_origin = source.origin
+        if options.fleet_url and not self.secret:
+            raise AgentStartError("enroll secret must be specified (--enroll-secret or --enroll-secret-path)")
+
+    def _check_trial(self) -> None:
+        marker = read_marker(self.layout.trial_marker)
+        kind = classify_start(marker, self.env)
+        self.state.start_kind = kind.value
+        if marker is None:
+            return
+        if kind is StartKind.CANDIDATE:
+            self.trial = marker
+            log.info("event=trial_boot version=%s previous=%s", marker.version, marker.previous_version)
+            return
+        reason = "the new orbit exited before it was confirmed healthy"
+        self.quarantine.add(marker.digest, marker.version, reason)
+        clear_marker(self.layout.trial_marker)
+        with contextlib.suppress(OSError, UpdateError):
+            self.installer.discard_staged(self._orbit_spec_for(marker), marker.digest_id)
+        self.state.note_rollback(marker.version, marker.previous_version, reason)
+        log.error(
+            "event=self_update_rolled_back version=%s running=%s reason=%r",
+            marker.version,
+            self.version,
+            reason,
+        )
+
+    def _orbit_spec_for(self, marker: TrialMarker) -> TargetSpec:
+        name, _platform, channel, _ = marker.target_path.split("/", 3)
+        return TargetSpec(TargetName(name), self.targets.orbit.platform, channel)
+
+    def _setup_updates(self) -> None:
+        options = self.options
+        if options.disable_updates:
+            self.state.updates = "disabled"
+            return
+        try:
+            root = bootstrap_root(self.layout, options.update_roots)
+        except TrustRootError as exc:
+            self.state.updates = f"unavailable: {exc}"
+            log.error("event=updates_unavailable error=%s", exc)
+            return
+        tls = update_tls(
+            self.layout,
+            Path(options.update_tls_certificate) if options.update_tls_certificate else None,
+            options.insecure,
+        )
+        client = make_update_client(self.layout, options.update_url, root, tls, self.version)
+        include_orbit = not options.dev_mode
+        self.runner = UpdateRunner(
+            client,
+            self.installer,
+            self.targets.all(include_orbit=include_orbit),
+            schedule=UpdateSchedule(options.update_interval),
+            on_installed=self._on_installed,
+            on_report=self.state.note_update_report,
+            deferred=lambda spec: spec.name is TargetName.ORBIT,
+            quarantined=lambda spec, digest: spec.name is TargetName.ORBIT and self.quarantine.contains(digest),
+            paused=lambda spec: spec.name is TargetName.ORBIT and self.trial is not None,
+        )
+        self.state.updates = "enabled"
+
+    def osqueryd_path(self) -> Path | None:
+        spec = self.targets.osqueryd
+        path = self.installer.executable_path(spec)
+        if path.is_file():
+            return path
+        fallback = self.overrides.fallback_osqueryd_path
+        if fallback and Path(fallback).is_file():
+            return Path(fallback)
+        return None
+
+    async def _early_update_check(self) -> bool:
+        """Fleet's synchronous check at start-up; True when orbit itself was staged (→ exec into it)."""
+        if self.runner is None:
+            return False
+        report = await asyncio.to_thread(self.runner.check_once)
+        self.runner.last_report = report
+        self.state.note_update_report(report)
+        for item in report.staged:
+            if await self._start_self_update(item):
+                return True
+        return False
+
+    async def _wait_for_osqueryd(self) -> Path | None:
+        delay = 5.0
+        while not self.stop.is_set():
+            path = self.osqueryd_path()
+            if path is not None:
+                return path
+            log.error(
+                "event=osqueryd_missing expected=%s retry_in=%.0f",
+                self.installer.executable_path(self.targets.osqueryd),
+                delay,
+            )
+            if await self._sleep(delay):
+                return None
+            if self.runner is not None:
+                report = await asyncio.to_thread(self.runner.check_once)
+                self.state.note_update_report(report)
+            delay = min(delay * 2, 300.0)
+        return None
+
+    async def _read_host_info(self, osqueryd: Path) -> HostInfo | None:
+        await asyncio.to_thread(kill_stale, self.layout.osquery_pidfile, "osqueryd")
+        delay = 2.0
+        while not self.stop.is_set():
+            try:
+                return await asyncio.to_thread(read_host_info, osqueryd, Path(self.options.osquery_db))
+            except HostInfoError as exc:
+                log.error("event=host_info_failed error=%s retry_in=%.0f", exc, delay)
+            if await self._sleep(delay):
+                return None
+            delay = min(delay * 2, 300.0)
+        return None
+
+    def _enroll_body(self) -> Mapping[str, str]:
+        host = self.host
+        assert host is not None and self.secret is not None
+        body = {
+            "enroll_secret": self.secret,
+            "hardware_uuid": host.hardware_uuid,
+            "hardware_serial": host.hardware_serial,
+            "hostname": host.hostname,
+            "platform": host.platform,
+            "platform_like": host.platform_like,
+            "osquery_identifier": host.instance_id if self.options.host_identifier == "instance" else "",
+            "computer_name": host.computer_name,
+            "hardware_model": host.hardware_model,
+        }
+        return body
+
+    def _fleet_tls(self) -> TlsOptions:
+        cert, key = self.layout.fleet_client_cert, self.layout.fleet_client_key
+        has_client = cert.is_file() and key.is_file()
+        ca = self.options.fleet_certificate
+        return TlsOptions(
+            root_ca=Path(ca) if ca else None,
+            client_cert=cert if has_client else None,
+            client_key=key if has_client else None,
+            insecure=self.options.insecure,
+        )
+
+    # -- receivers -----------------------------------------------------------------------------------------
+
+    def _restart_osqueryd(self, reason: str) -> None:
+        if self.osqueryd is not None:
+            log.info("event=osqueryd_restart_requested reason=%r", reason)
+            self.osqueryd.restart(reason)
+
+    def _apply_channels(self, config: OrbitConfig) -> None:
+        remote = config.update_channels
+        if remote is None or self.runner is None:
+            return
+        if not channels_differ(self.channels, remote, desktop_enabled=self.options.fleet_desktop):
+            return
+        osqueryd_path = self.osqueryd_path()
+        self.overrides = pinned(self.overrides, remote, str(osqueryd_path or ""), "")
+        save_overrides(self.layout.server_overrides, self.overrides)
+        old = self.channels
+        self.channels = effective_channels(self.cli_channels, self.overrides)
+        self.targets = tracked_targets(
+            self.channels.orbit, self.channels.osqueryd, self.channels.desktop, self.options.fleet_desktop
+        )
+        self.runner.set_targets(self.targets.all(include_orbit=not self.options.dev_mode))
+        log.info("event=channels_pinned old=%s new=%s", old, self.channels)
+        if old.osqueryd != self.channels.osqueryd and self.installer.is_installed(self.targets.osqueryd):
+            self._restart_osqueryd("osqueryd channel changed")
+        self.runner.check_soon()
+
+    def _on_config(self, config: OrbitConfig) -> None:
+        self.last_config = config
+        self.state.config_digest = config.digest
+
+    def _receivers(self) -> list[Receiver]:
+        flags = FlagfileReceiver(self.layout.osquery_flags, self._restart_osqueryd)
+        receivers = [
+            Receiver("config", self._on_config),
+            Receiver("flags", lambda config: flags.apply(config.startup_flags)),
+        ]
+        if self.runner is not None:
+            receivers.append(Receiver("update channels", self._apply_channels))
+        if self.client is not None:
+            self.scripts = ScriptsReceiver(
+                self.client,
+                enabled=lambda: self.options.enable_scripts,
+                timeout=lambda: self.last_config.script_execution_timeout if self.last_config else None,
+                keep_tempdir=bool(self.env.get("FLEET_PREVENT_SCRIPT_TEMPDIR_DELETION")),
+            )
+            receivers.append(Receiver("scripts", self._start_scripts, on_change_only=False))
+        return receivers
+
+    def _start_scripts(self, config: OrbitConfig) -> None:
+        """Scripts can run for minutes: a batch runs as its own task so config polling goes on meanwhile."""
+        scripts = self.scripts
+        if scripts is None or not config.pending_script_execution_ids or scripts.busy:
+            return
+        task = asyncio.ensure_future(scripts.handle(config.pending_script_execution_ids))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- updates -------------------------------------------------------------------------------------------
+
+    async def _on_installed(self, name: str, report: TargetReport) -> None:
+        if report.outcome is TargetOutcome.STAGED:
+            await self._start_self_update(report)
+        elif name == TargetName.OSQUERYD:
+            self._restart_osqueryd(f"osqueryd updated to {report.version}")
+
+    async def _start_self_update(self, report: TargetReport) -> bool:
+        if self.options.dev_mode or report.executable is None or report.digest is None:
+            return False
+        from orbit.trial_boot import write_marker  # noqa: PLC0415 - keeps the import list of this module short
+
+        marker = TrialMarker(
+            digest_id=report.executable.parent.name,
+            digest=report.digest,
+            version=report.version,
+            previous_version=self.version,
+            candidate=str(report.executable),
+            target_path=report.spec.path,
+            started_at=time.time(),
+            deadline=self.timings.trial_deadline,
+        )
+        write_marker(self.layout.trial_marker, marker)
+        log.info("event=self_update_start version=%s from=%s", report.version, self.version)
+        self._request_exit(
+            AgentExit(
+                0,
+                (str(report.executable), *self.argv),
+                restart_env(os.environ, marker.digest_id),
+                f"self-update to {report.version}",
+            )
+        )
+        return True
+
+    async def _trial_monitor(self) -> None:
+        """Candidate only: confirm once healthy for a stable period, or revert at the deadline."""
+        marker = self.trial
+        assert marker is not None
+        began = time.monotonic()
+        while not self.stop.is_set():
+            if self._healthy_for() >= self.timings.trial_healthy_period:
+                spec = self._orbit_spec_for(marker)
+                await asyncio.to_thread(self.installer.promote, spec, marker.digest_id)
+                await asyncio.to_thread(_point_link, orbit_link(self.layout), self.installer.executable_path(spec))
+                clear_marker(self.layout.trial_marker)
+                self.trial = None
+                self.state.start_kind = "confirmed"
+                log.info("event=self_update_confirmed version=%s", self.version)
+                return
+            if time.monotonic() - began > marker.deadline:
+                reason = f"not healthy within {marker.deadline:.0f}s ({self.state.health_summary()})"
+                self.quarantine.add(marker.digest, marker.version, reason)
+                clear_marker(self.layout.trial_marker)
+                log.error("event=self_update_reverting version=%s reason=%r", self.version, reason)
+                self._request_exit(
+                    AgentExit(0, (*own_command(self.layout), *self.argv), restart_env(os.environ, None), reason)
+                )
+                return
+            await self._sleep(1.0)
+
+    def _healthy_for(self) -> float:
+        """How long orbit has been healthy: osqueryd running (and, with a server, a successful config poll)."""
+        if self.options.fleet_url and (self.client is None or not self.client.enrolled):
+            return 0.0
+        if self.osqueryd is None:
+            return 0.0
+        status = self.osqueryd.status()
+        if status.state is not ChildState.RUNNING or status.uptime is None:
+            return 0.0
+        return float(status.uptime)
+
+    # -- run -----------------------------------------------------------------------------------------------
+
+    def _request_exit(self, result: AgentExit) -> None:
+        if self._exit is None:
+            self._exit = result
+        self.stop.set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True when the agent is stopping."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_exit, AgentExit(0, reason=f"signal {sig.name}"))
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _reload(self) -> None:
+        log.info("event=reload reason=SIGHUP")
+        if self.runner is not None:
+            self.runner.check_soon()
+        if self.poller is not None:
+            self._poll_now.set()
+
+    async def run(self) -> AgentExit:
+        self._poll_now = asyncio.Event()
+        self._install_signals()
+        self.layout.ensure()
+        self.layout.remove_old_files()
+        self._resolve_secret()
+        self._check_trial()
+        self._setup_updates()
+        log.info(
+            "event=starting version=%s root=%s channels=%s/%s/%s updates=%s",
+            self.version,
+            self.layout.root,
+            self.channels.orbit,
+            self.channels.osqueryd,
+            self.channels.desktop,
+            self.state.updates,
+        )
+        try:
+            if await self._early_update_check():
+                log.info("event=exiting_for_early_update")
+                return self._result()
+            osqueryd = await self._wait_for_osqueryd()
+            if osqueryd is None:
+                return self._result()
+            self.host = await self._read_host_info(osqueryd)
+            if self.host is None:
+                return self._result()
+            self.state.host_uuid = self.host.hardware_uuid
+            await self._run_actors()
+        finally:
+            await self.state.write_now(self)
+        return self._result()
+
+    def _result(self) -> AgentExit:
+        return self._exit or AgentExit(0, reason="stopped")
+
+    async def _run_actors(self) -> None:
+        options = self.options
+        timings = self.timings
+        http = None
+        if options.fleet_url:
+            http = build_async_http_client(self._fleet_tls(), user_agent=user_agent(self.version))
+            self.client = OrbitClient(
+                http,
+                options.fleet_url,
+                NodeKeyStore(self.layout.node_key),
+                self._enroll_body,
+                enroll_retry_interval=timings.enroll_retry_interval,
+                enroll_attempts=timings.enroll_attempts,
+                reenroll_debounce=timings.reenroll_debounce,
+                config_cache_ttl=timings.config_cache_ttl,
+            )
+            self.poller = ConfigPoller(
+                self.client.get_config,
+                self._receivers(),
+                interval=timings.config_interval,
+                max_backoff=timings.config_max_backoff,
+            )
+        policy = RestartPolicy(stable_after=timings.stable_reset)
+        self.osqueryd = Supervisor(
+            osqueryd_child(
+                self.layout,
+                self.osqueryd_path,
+                lambda: osqueryd_launch_spec(
+                    self.layout,
+                    platform=self.platform,
+                    fleet_url=options.fleet_url,
+                    fleet_certificate=Path(options.fleet_certificate) if options.fleet_certificate else None,
+                    debug=options.debug,
+                    host_identifier=options.host_identifier,
+                    database_path=Path(options.osquery_db),
+                    passthrough=options.osquery_args,
+                ),
+                self.secret,
+                platform=self.platform,
+                policy=policy,
+            )
+        )
+        try:
+            reachable = False
+            if self.client is not None and self.poller is not None:
+                reachable = await self.client.ping()
+                self.state.server_reachable = reachable
+                if reachable:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.poller.poll_once(), timeout=60.0)
+                if options.fleet_desktop:
+                    self.token = DeviceTokenManager(self.layout.device_token, self.client)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.token.ensure(reachable), timeout=60.0)
+            await self._run_group(reachable)
+        finally:
+            if http is not None:
+                await http.aclose()
+
+    async def _run_group(self, reachable: bool) -> None:
+        stop = self.stop
+        async with asyncio.TaskGroup() as group:
+            assert self.osqueryd is not None
+            group.create_task(keep_running("osqueryd supervisor", lambda: self.osqueryd.run(stop), stop))  # type: ignore[union-attr]
+            if self.poller is not None:
+                group.create_task(keep_running("config receivers", self._poll_loop, stop))
+            if self.runner is not None:
+                runner = self.runner
+                group.create_task(
+                    keep_running(
+                        "update runner", lambda: runner.run(stop, initial_delay=runner_first_delay(self)), stop
+                    )
+                )
+            if self.trial is not None:
+                group.create_task(keep_running("trial boot", self._trial_monitor, stop))
+            group.create_task(keep_running("status", lambda: self.state.run(self, stop), stop))
+            for name, factory in self.extra_actors(reachable):
+                group.create_task(keep_running(name, factory, stop))
+
+    def extra_actors(self, reachable: bool) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+        """Actors of optional features (device token, desktop, osquery extension)."""
+        actors: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.token is not None:
+            token = self.token
+            actors.append(("device token", lambda: token.run(self.stop)))
+        return actors
+
+    def extra_children(self) -> dict[str, ChildStatus]:
+        return {}
+
+    async def _poll_loop(self) -> None:
+        poller = self.poller
+        assert poller is not None
+        while not self.stop.is_set():
+            self._poll_now.clear()
+            waiter = asyncio.ensure_future(self._poll_now.wait())
+            stopper = asyncio.ensure_future(self.stop.wait())
+            delay = poller_delay(poller, self.timings)
+            await asyncio.wait((waiter, stopper), timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self.stop.is_set():
+                return
+            await poller.poll_once()
+
+
+def poller_delay(poller: ConfigPoller, timings: Timings) -> float:
+    from orbit.config_poller import next_delay  # noqa: PLC0415
+
+    return next_delay(timings.config_interval, timings.config_max_backoff, poller.failures, poller_rng)
+
+
+def runner_first_delay(agent: Agent) -> float:
+    """The early check already ran: the loop's first check waits one interval plus Fleet's jitter."""
+    interval = agent.options.update_interval
+    return interval + poller_rng.uniform(0.0, min(interval, 600.0))
+
+
+poller_rng = random.Random()  # noqa: S311 - jitter
+
+
+def _point_link(link: Path, target: Path) -> None:
+    """Point ``bin/orbit/orbit`` at ``target`` (relative), atomically."""
+    relative = os.path.relpath(target, link.parent)
+    if link.is_symlink() and os.readlink(link) == relative:
+        return
+    temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    os.symlink(relative, temp)
+    os.replace(temp, link)
+
+
+__all__ = ["Agent", "AgentExit", "AgentStartError", "own_command"]

@@ -1,0 +1,210 @@
+"""Names and modes of everything in orbit's root directory (spec/orbit-behaviour.md §9.2), in one place.
+
+Existing Fleet tooling and admin runbooks look for these exact names, so they are constants, not choices. Files
+that are ours alone (not Fleet's) are marked as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT_DIR_MODE = 0o755
+
+
+class InstanceLockError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RootLayout:
+    root: Path
+
+    # Fleet's files
+    @property
+    def node_key(self) -> Path:
+        return self.root / "secret-orbit-node-key.txt"
+
+    @property
+    def device_token(self) -> Path:
+        return self.root / "identifier"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.root / "secret.txt"
+
+    @property
+    def osquery_flags(self) -> Path:
+        return self.root / "osquery.flags"
+
+    @property
+    def server_overrides(self) -> Path:
+        return self.root / "server-overrides.json"
+
+    @property
+    def extensions_load(self) -> Path:
+        return self.root / "extensions.load"
+
+    @property
+    def certs_bundle(self) -> Path:
+        return self.root / "certs.pem"
+
+    @property
+    def fleet_client_cert(self) -> Path:
+        return self.root / "fleet_client.crt"
+
+    @property
+    def fleet_client_key(self) -> Path:
+        return self.root / "fleet_client.key"
+
+    @property
+    def update_client_cert(self) -> Path:
+        return self.root / "update_client.crt"
+
+    @property
+    def update_client_key(self) -> Path:
+        return self.root / "update_client.key"
+
+    @property
+    def osquery_pidfile(self) -> Path:
+        return self.root / "osquery.pid"
+
+    @property
+    def extension_socket(self) -> Path:
+        return self.root / "orbit-osquery.em"
+
+    @property
+    def osquery_log_dir(self) -> Path:
+        return self.root / "osquery_log"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def update_metadata_file(self) -> Path:
+        """Fleet's single-file TUF store (``updates-metadata.json``); imported into ``tuf/`` when present."""
+        return self.root / "updates-metadata.json"
+
+    @property
+    def legacy_update_metadata_file(self) -> Path:
+        return self.root / "tuf-metadata.json"
+
+    @property
+    def hardware_uuid(self) -> Path:
+        return self.root / "hardware-uuid.txt"
+
+    # ours
+    @property
+    def tuf_dir(self) -> Path:
+        """python-tuf's metadata directory (root.json, timestamp.json, … and root history)."""
+        return self.root / "tuf"
+
+    @property
+    def instance_lock(self) -> Path:
+        return self.root / "orbit.lock"
+
+    @property
+    def state_dir(self) -> Path:
+        """orbit's own bookkeeping (trial boots, quarantine, status for ``orbit doctor``)."""
+        return self.root / "state"
+
+    @property
+    def trial_marker(self) -> Path:
+        return self.state_dir / "trial-boot.json"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.state_dir / "quarantined-updates.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.state_dir / "status.json"
+
+    @property
+    def desktop_pidfile(self) -> Path:
+        return self.root / "fleet-desktop.pid"
+
+    @property
+    def osqueryd_log(self) -> Path:
+        return self.root / "osquery_log" / "osqueryd.stderr.log"
+
+    def ensure(self) -> None:
+        """Create the root (0755) and the directories orbit writes into."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=ROOT_DIR_MODE)
+        for directory in (self.state_dir, self.tuf_dir, self.staging, self.osquery_log_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=ROOT_DIR_MODE)
+        self.state_dir.chmod(0o700)
+        self.tuf_dir.chmod(0o700)
+
+    def remove_old_files(self) -> int:
+        """Delete ``*.old`` leftovers of Windows binary swaps and of orbit's link switch (Fleet's start-up step)."""
+        removed = 0
+        for path in self.root.rglob("*.old"):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    continue
+                path.unlink()
+                removed += 1
+        return removed
+
+
+class InstanceLock:
+    """One orbit per root directory: an exclusive ``flock`` on ``orbit.lock`` held for the life of the process.
+
+    Fleet relies on the service manager alone; a second orbit (an admin running it by hand, a stuck unit) would
+    fight the first over osqueryd's database. The lock dies with the process (no stale-lock clean-up needed), and
+    the holder's pid is written into the file for the error message.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise InstanceLockError(
+                f"another orbit (pid {holder or 'unknown'}) is already running with root dir {self.path.parent}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+    def holder_pid(self) -> int | None:
+        """The pid of a running holder, or None (used by ``orbit doctor``)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)

@@ -1,0 +1,54 @@
+"""The agent's intervals and limits (spec/orbit-behaviour.md §14), with the few knobs Fleet itself reads from the
+environment, plus ``ORBIT_DEV_*`` knobs that tests and the demo use to compress minutes into seconds.
+
+The ``ORBIT_DEV_*`` variables are not part of the product's interface: packages never set them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from orbit.durations import DurationError, parse_duration
+
+
+@dataclass(frozen=True)
+class Timings:
+    config_interval: float = 30.0
+    config_max_backoff: float = 300.0
+    config_cache_ttl: float = 3.0
+    enroll_retry_interval: float = 10.0  # FLEETD_ENROLL_RETRY_INTERVAL
+    enroll_attempts: int = 6
+    reenroll_debounce: float = 45.0
+    capabilities_interval: float = 300.0
+    token_local_check: float = 30.0
+    token_remote_check: float = 300.0
+    trial_healthy_period: float = 30.0  # osqueryd up and config polled this long → the new orbit is confirmed
+    trial_deadline: float = 300.0  # not healthy by then → revert to the previous orbit
+    desktop_session_retry: float = 30.0
+    stable_reset: float = 60.0  # a child that ran this long has its backoff reset
+    status_interval: float = 5.0
+
+
+_DEV_PREFIX = "ORBIT_DEV_"
+
+
+def timings_from_env(env: Mapping[str, str]) -> Timings:
+    """Defaults, ``FLEETD_ENROLL_RETRY_INTERVAL`` (a Go duration, as Fleet), and ``ORBIT_DEV_<FIELD>`` overrides."""
+    values: dict[str, float | int] = {}
+    retry = env.get("FLEETD_ENROLL_RETRY_INTERVAL", "").strip()
+    if retry:
+        with contextlib.suppress(DurationError):  # Fleet ignores a bad value too
+            values["enroll_retry_interval"] = parse_duration(retry)
+    for field in fields(Timings):
+        raw = env.get(_DEV_PREFIX + field.name.upper(), "").strip()
+        if not raw:
+            continue
+        try:
+            number = float(raw)
+        except ValueError:
+            continue
+        if number > 0:
+            values[field.name] = int(number) if field.type == "int" else number
+    return Timings(**values)  # type: ignore[arg-type]
