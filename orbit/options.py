@@ -151,6 +151,8 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str], *, platform: str 
     try:
         args = _parser().parse_args(own)
     except SystemExit as exc:
+        if exc.code == 0:  # --help was printed
+            raise
         raise OptionsError("invalid command line (see orbit --help)") from exc
     values: dict[str, str | bool | None] = {}
     for flag in FLAGS:
