@@ -54,12 +54,11 @@ ENV_INSECURE = "FLEET_DESKTOP_INSECURE"
 ARGV_FORBIDDEN_KEYS = frozenset({ENV_DEVICE_URL, ENV_CLIENT_KEY, ENV_CLIENT_CERT})
 
 
+_PLATFORMS: dict[str, Platform] = {"win32": "windows", "darwin": "macos"}
+
+
 def current_platform() -> Platform:
-    if sys.platform == "win32":
-        return "windows"
-    if sys.platform == "darwin":
-        return "macos"
-    return "linux"
+    return _PLATFORMS.get(sys.platform, "linux")
 
 
 def proxy_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -306,6 +305,7 @@ if sys.platform == "win32":  # pragma: no cover - exercised by the Windows CI ru
             advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)
             userenv = ctypes.WinDLL("userenv", use_last_error=True)
             kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+            kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
             if plan.session_id is None:
                 raise OSError("no session to start fleet-desktop in")
             token = wintypes.HANDLE()

@@ -103,14 +103,23 @@ def list_user_processes(uid: int) -> list[int]:
     return [pid for _, pid in sorted(found)]
 
 
-def lookup_user(name_or_uid: str) -> UserRecord | None:
-    import pwd  # noqa: PLC0415 (Unix only)
+if sys.platform != "win32":
 
-    try:
-        entry = pwd.getpwuid(int(name_or_uid)) if name_or_uid.isdigit() else pwd.getpwnam(name_or_uid)
-    except (KeyError, ValueError, OverflowError):
+    def lookup_user(name_or_uid: str) -> UserRecord | None:
+        """The user database entry, by name or by a numeric uid given as text."""
+        import pwd  # noqa: PLC0415 (Unix only)
+
+        try:
+            entry = pwd.getpwuid(int(name_or_uid)) if name_or_uid.isdigit() else pwd.getpwnam(name_or_uid)
+        except (KeyError, ValueError, OverflowError):
+            return None
+        return UserRecord(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+else:
+
+    def lookup_user(name_or_uid: str) -> UserRecord | None:
+        """No Unix user database on Windows."""
         return None
-    return UserRecord(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
 
 def _list_dir(path: str) -> list[str]:

@@ -212,6 +212,18 @@ class Supervisor:
             os.killpg(process.pid, signal.SIGKILL)  # anything the child left behind in its group
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Keep the child running until ``stop``; a cancelled ``run`` still stops the child before it ends."""
+        try:
+            await self._run(stop)
+        except asyncio.CancelledError:
+            process = self._process
+            if process is not None and process.returncode is None:
+                await asyncio.shield(self._stop(process))
+                self._remove_pidfile(process.pid)
+            self._state = ChildState.STOPPED
+            raise
+
+    async def _run(self, stop: asyncio.Event) -> None:
         if self.spec.pidfile is not None and self.spec.stale_name:
             await asyncio.to_thread(kill_stale, self.spec.pidfile, self.spec.stale_name)
         delay = 0.0

@@ -105,7 +105,7 @@ class ServiceHost:
         self._pending_interval = pending_interval
         self._main_failed_code = main_failed_code
         self._restart_code = restart_code
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # SCM may call the handler while a status is being reported
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stop_requested = False

@@ -189,7 +189,7 @@ class ExtensionServer:
                 await self._deregister(uuid)
 
     async def _watch_manager(self, uuid: int, manager_identity: tuple[int, int] | None) -> None:
-        next_check = time.monotonic() + self.ping_interval
+        last_check = time.monotonic()
         while not self._stop.is_set():
             if self._lost.is_set():
                 log.info("event=extension_manager_shutdown uuid=%d", uuid)
@@ -197,7 +197,7 @@ class ExtensionServer:
             if _socket_identity(self.socket_path) != manager_identity:
                 log.info("event=extension_manager_gone reason=socket_replaced_or_removed uuid=%d", uuid)
                 return
-            if time.monotonic() >= next_check:
+            if time.monotonic() - last_check >= self.ping_interval:
                 try:
                     listed = await self._unless_stopped(self.manager.extensions())
                 except (ThriftTransportError, ApplicationError) as exc:
@@ -206,7 +206,7 @@ class ExtensionServer:
                 if listed is not None and uuid not in listed:
                     log.info("event=extension_manager_gone reason=not_registered uuid=%d", uuid)
                     return
-                next_check = time.monotonic() + self.ping_interval
+                last_check = time.monotonic()
             await self._sleep(self.poll, self._lost)
 
     async def _deregister(self, uuid: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import time
 
 FLEETD_LOG_COLUMNS: tuple[str, ...] = ("time", "level", "message", "error", "payload")
@@ -30,8 +31,10 @@ _LEVEL_NAMES = {
 
 def utc_timestamp(epoch_seconds: float) -> str:
     """``2026-01-02 03:04:05.123456789`` (nanosecond digits, as Go's time formatting prints them)."""
-    nanoseconds = round(epoch_seconds * 1_000_000_000)
-    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
+    seconds = math.floor(epoch_seconds)
+    fraction = round((epoch_seconds - seconds) * 1_000_000_000)  # the subtraction is exact; only the fraction rounds
+    if fraction >= 1_000_000_000:
+        seconds, fraction = seconds + 1, fraction - 1_000_000_000
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}"
 
 

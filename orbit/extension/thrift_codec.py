@@ -1,9 +1,10 @@
 """Thrift's binary protocol as osquery's extension API speaks it: bytes in, typed values out (no sockets here).
 
 osquery uses ``TBinaryProtocol`` over ``TBufferedTransport`` on a Unix socket, so messages are *not* framed: a
-reader only learns where a message ends by decoding it. ``decode_message`` therefore works on a growing buffer and
-raises ``Incomplete`` while bytes are missing, and ``ThriftProtocolError`` when the bytes can never become a valid
-message (bad version word, negative or oversized length, unknown type, nesting too deep). Both sides of a
+reader only learns where a message ends by decoding it. ``MessageDecoder`` is fed bytes as they arrive and returns
+completed messages; ``decode_message`` decodes a complete buffer and raises ``Incomplete`` when bytes are missing.
+Both raise ``ThriftProtocolError`` as soon as the bytes can never become a valid message (bad version word,
+negative or oversized length, unknown type, nesting too deep), before anything big is allocated. Both sides of a
 connection write strict messages (version word ``0x8001``); old non-strict headers are accepted on read.
 
 Everything is big-endian. A struct is a run of ``type:i8 id:i16 value`` fields ended by a STOP byte; a map is
@@ -14,10 +15,10 @@ then UTF-8 bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 VERSION_1 = 0x80010000
 VERSION_MASK = 0xFFFF0000
@@ -26,6 +27,8 @@ TYPE_MASK = 0x000000FF
 MAX_STRING_BYTES = 16 * 1024 * 1024
 MAX_CONTAINER_ITEMS = 1_000_000
 MAX_DEPTH = 32
+
+_T = TypeVar("_T")
 
 
 class TType(IntEnum):
@@ -154,126 +157,157 @@ def _signed32(value: int) -> int:
 
 
 # --- decoding ---------------------------------------------------------------------------------------------------
+#
+# The parser is resumable: every read is a generator step that yields the buffer length it needs and resumes once
+# the buffer is that long, so bytes arriving in pieces are parsed once (no re-decoding from the start per read).
+
+_Step = Generator[int, None, _T]
 
 
-class Reader:
-    """Reads binary-protocol values from ``data`` starting at ``offset``; ``Incomplete`` when it runs out."""
+class _Parser:
+    def __init__(self, buffer: bytearray | bytes) -> None:
+        self._buffer = buffer
+        self.offset = 0
 
-    def __init__(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
-        self._data = memoryview(data)
-        self.offset = offset
-
-    def _take(self, size: int) -> memoryview:
+    def _take(self, size: int) -> _Step[bytes]:
         end = self.offset + size
-        if end > len(self._data):
-            raise Incomplete(f"need {end - len(self._data)} more bytes")
-        chunk = self._data[self.offset : end]
+        while len(self._buffer) < end:
+            yield end
+        chunk = bytes(self._buffer[self.offset : end])
         self.offset = end
         return chunk
 
-    def _unpack(self, fmt: str, size: int) -> int:
-        value: int = struct.unpack(fmt, self._take(size))[0]
+    def _int(self, fmt: str, size: int) -> _Step[int]:
+        value: int = struct.unpack(fmt, (yield from self._take(size)))[0]
         return value
 
-    def byte(self) -> int:
-        return self._unpack(">b", 1)
-
-    def i16(self) -> int:
-        return self._unpack(">h", 2)
-
-    def i32(self) -> int:
-        return self._unpack(">i", 4)
-
-    def i64(self) -> int:
-        return self._unpack(">q", 8)
-
-    def double(self) -> float:
-        value: float = struct.unpack(">d", self._take(8))[0]
-        return value
-
-    def raw_string(self) -> bytes:
-        size = self.i32()
+    def _string(self) -> _Step[str]:
+        size = yield from self._int(">i", 4)
         if size < 0:
             raise ThriftProtocolError(f"negative string length {size}")
         if size > MAX_STRING_BYTES:
             raise ThriftProtocolError(f"string length {size} exceeds the limit of {MAX_STRING_BYTES} bytes")
-        return bytes(self._take(size))
+        raw = yield from self._take(size)
+        return raw.decode("utf-8", errors="replace")
 
-    def string(self) -> str:
-        return self.raw_string().decode("utf-8", errors="replace")
-
-    def message_begin(self) -> tuple[str, MessageType, int]:
-        first = self.i32()
-        if first < 0:
-            version = (first & 0xFFFFFFFF) & VERSION_MASK
-            if version != VERSION_1:
-                raise ThriftProtocolError(f"bad protocol version word 0x{first & 0xFFFFFFFF:08x}")
-            raw_type = first & TYPE_MASK
-            name = self.string()
-        else:
-            if first > MAX_STRING_BYTES:
-                raise ThriftProtocolError(f"method name length {first} exceeds the limit")
-            name = bytes(self._take(first)).decode("utf-8", errors="replace")
-            raw_type = self.byte()
-        seqid = self.i32()
-        try:
-            message_type = MessageType(raw_type)
-        except ValueError:
-            raise ThriftProtocolError(f"unknown message type {raw_type}") from None
-        return name, message_type, seqid
-
-    def value(self, ttype: int, depth: int = 0) -> Value:
-        if depth > MAX_DEPTH:
-            raise ThriftProtocolError(f"values nested deeper than {MAX_DEPTH} levels")
-        if ttype == TType.BOOL:
-            return self.byte() != 0
-        if ttype == TType.BYTE:
-            return self.byte()
-        if ttype == TType.I16:
-            return self.i16()
-        if ttype == TType.I32:
-            return self.i32()
-        if ttype == TType.I64:
-            return self.i64()
-        if ttype == TType.DOUBLE:
-            return self.double()
-        if ttype == TType.STRING:
-            return self.string()
-        if ttype == TType.STRUCT:
-            return self.struct(depth + 1)
-        if ttype == TType.MAP:
-            key_type, value_type, size = self.byte(), self.byte(), self._size()
-            pairs = tuple((self.value(key_type, depth + 1), self.value(value_type, depth + 1)) for _ in range(size))
-            return MapValue(pairs)
-        if ttype in (TType.LIST, TType.SET):
-            element_type, size = self.byte(), self._size()
-            return tuple(self.value(element_type, depth + 1) for _ in range(size))
-        raise ThriftProtocolError(f"unknown field type {ttype}")
-
-    def _size(self) -> int:
-        size = self.i32()
+    def _size(self) -> _Step[int]:
+        size = yield from self._int(">i", 4)
         if size < 0:
             raise ThriftProtocolError(f"negative container size {size}")
         if size > MAX_CONTAINER_ITEMS:
             raise ThriftProtocolError(f"container size {size} exceeds the limit of {MAX_CONTAINER_ITEMS}")
         return size
 
-    def struct(self, depth: int = 0) -> Struct:
+    def value(self, ttype: int, depth: int) -> _Step[Value]:
+        if depth > MAX_DEPTH:
+            raise ThriftProtocolError(f"values nested deeper than {MAX_DEPTH} levels")
+        if ttype in _INTEGER_FORMATS:
+            fmt, size = _INTEGER_FORMATS[ttype]
+            return (yield from self._int(fmt, size))
+        if ttype == TType.STRING:
+            return (yield from self._string())
+        if ttype == TType.BOOL:
+            return (yield from self._take(1)) != b"\x00"
+        if ttype == TType.DOUBLE:
+            number: float = struct.unpack(">d", (yield from self._take(8)))[0]
+            return number
+        if ttype == TType.STRUCT:
+            return (yield from self.struct(depth + 1))
+        if ttype == TType.MAP:
+            key_type = yield from self._int(">b", 1)
+            value_type = yield from self._int(">b", 1)
+            pairs: list[tuple[Value, Value]] = []
+            for _ in range((yield from self._size())):
+                key = yield from self.value(key_type, depth + 1)
+                pairs.append((key, (yield from self.value(value_type, depth + 1))))
+            return MapValue(tuple(pairs))
+        if ttype in (TType.LIST, TType.SET):
+            element_type = yield from self._int(">b", 1)
+            elements: list[Value] = []
+            for _ in range((yield from self._size())):
+                elements.append((yield from self.value(element_type, depth + 1)))
+            return tuple(elements)
+        raise ThriftProtocolError(f"unknown field type {ttype}")
+
+    def struct(self, depth: int = 0) -> _Step[Struct]:
         fields: dict[int, Value] = {}
         while True:
-            ttype = self.byte()
+            ttype = yield from self._int(">b", 1)
             if ttype == TType.STOP:
                 return Struct(fields)
-            field_id = self.i16()
-            fields[field_id] = self.value(ttype, depth)
+            field_id = yield from self._int(">h", 2)
+            fields[field_id] = yield from self.value(ttype, depth)
+
+    def message(self) -> _Step[Message]:
+        first = yield from self._int(">i", 4)
+        if first < 0:
+            if (first & 0xFFFFFFFF) & VERSION_MASK != VERSION_1:
+                raise ThriftProtocolError(f"bad protocol version word 0x{first & 0xFFFFFFFF:08x}")
+            raw_type = first & TYPE_MASK
+            name = yield from self._string()
+        else:
+            if first > MAX_STRING_BYTES:
+                raise ThriftProtocolError(f"method name length {first} exceeds the limit")
+            name = (yield from self._take(first)).decode("utf-8", errors="replace")
+            raw_type = yield from self._int(">b", 1)
+        seqid = yield from self._int(">i", 4)
+        try:
+            message_type = MessageType(raw_type)
+        except ValueError:
+            raise ThriftProtocolError(f"unknown message type {raw_type}") from None
+        body = yield from self.struct()
+        return Message(name, message_type, seqid, body)
 
 
-def decode_message(data: bytes | bytearray | memoryview) -> tuple[Message, int]:
-    """The first message in ``data`` and the number of bytes it used."""
-    reader = Reader(data)
-    name, message_type, seqid = reader.message_begin()
-    body = reader.struct()
-    return Message(name, message_type, seqid, body), reader.offset
+_INTEGER_FORMATS: dict[int, tuple[str, int]] = {
+    TType.BYTE: (">b", 1),
+    TType.I16: (">h", 2),
+    TType.I32: (">i", 4),
+    TType.I64: (">q", 8),
+}
+
+
+def decode_message(data: bytes | bytearray) -> tuple[Message, int]:
+    """The first message in the complete buffer ``data`` and the number of bytes it used."""
+    parser = _Parser(data)
+    steps = parser.message()
+    try:
+        needed = next(steps)
+    except StopIteration as done:
+        message: Message = done.value
+        return message, parser.offset
+    steps.close()
+    raise Incomplete(f"need {needed - len(data)} more bytes")
+
+
+class MessageDecoder:
+    """Turns bytes arriving in arbitrary pieces into messages; each byte is parsed once."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._parser: _Parser | None = None
+        self._steps: _Step[Message] | None = None
+        self._needed = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Add ``data``; returns the messages it completed (raises ThriftProtocolError for garbage)."""
+        self._buffer += data
+        messages: list[Message] = []
+        while self._buffer and len(self._buffer) >= self._needed:
+            if self._steps is None or self._parser is None:
+                self._parser = _Parser(self._buffer)
+                self._steps = self._parser.message()
+            try:
+                self._needed = next(self._steps)
+            except StopIteration as done:
+                messages.append(done.value)
+                del self._buffer[: self._parser.offset]
+                self._parser, self._steps, self._needed = None, None, 0
+        return messages
 
 
 def encode_message(name: str, message_type: MessageType, seqid: int, body: Writer) -> bytes:

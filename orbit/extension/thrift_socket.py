@@ -1,7 +1,7 @@
 """Thrift messages over a Unix stream socket with asyncio, as osquery's ``TBufferedTransport`` sends them.
 
-There is no framing: a message ends where its encoding ends, so ``MessageStream.read`` decodes the buffered bytes
-after every read and keeps reading while they are ``Incomplete``. A message may not grow beyond
+There is no framing: a message ends where its encoding ends, so ``MessageStream.read`` feeds what arrives to a
+resumable ``MessageDecoder`` until a message is complete. A message may not grow beyond
 ``MAX_MESSAGE_BYTES`` (a peer announcing more is cut off), and a connection closed inside a message is a protocol
 error, not a hang. ``call`` is one client round trip on a fresh connection, as osquery's clients do.
 """
@@ -9,19 +9,19 @@ error, not a hang. ``call`` is one client round trip on a fresh connection, as o
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 from pathlib import Path
 
 from orbit.extension.thrift_codec import (
     ApplicationError,
-    Incomplete,
     Message,
+    MessageDecoder,
     MessageType,
     ThriftProtocolError,
     Value,
     Writer,
-    decode_message,
     encode_message,
 )
 
@@ -41,27 +41,23 @@ class MessageStream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._buffer = bytearray()
+        self._decoder = MessageDecoder()
+        self._ready: collections.deque[Message] = collections.deque()
 
     async def read(self) -> Message | None:
         """The next message, or None when the peer closed the connection between messages."""
-        while True:
-            if self._buffer:
-                try:
-                    message, used = decode_message(self._buffer)
-                except Incomplete:
-                    pass
-                else:
-                    del self._buffer[:used]
-                    return message
-            if len(self._buffer) >= MAX_MESSAGE_BYTES:
+        while not self._ready:
+            if self._decoder.buffered >= MAX_MESSAGE_BYTES:
                 raise ThriftProtocolError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
             chunk = await self._reader.read(READ_CHUNK)
             if not chunk:
-                if self._buffer:
-                    raise ThriftProtocolError(f"connection closed inside a message after {len(self._buffer)} bytes")
+                if self._decoder.buffered:
+                    raise ThriftProtocolError(
+                        f"connection closed inside a message after {self._decoder.buffered} bytes"
+                    )
                 return None
-            self._buffer += chunk
+            self._ready.extend(self._decoder.feed(chunk))
+        return self._ready.popleft()
 
     async def send(self, data: bytes) -> None:
         self._writer.write(data)

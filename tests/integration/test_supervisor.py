@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -150,3 +151,22 @@ def test_stale_child_from_the_pidfile_is_killed(tmp_path: Path) -> None:
     assert kill_stale(pidfile, "no-such-name") is None and stale.poll() is None
     assert kill_stale(pidfile, "osqueryd-stale") == stale.pid
     assert stale.wait(5) is not None
+
+
+def test_a_cancelled_supervisor_still_stops_its_child(tmp_path: Path) -> None:
+    """A TaskGroup tearing down cancels ``run``: the child must not be left behind."""
+
+    async def scenario() -> int:
+        supervisor = Supervisor(_spec(tmp_path, "import time\ntime.sleep(600)\n"))
+        runner = asyncio.create_task(supervisor.run(asyncio.Event()))
+        await _until(lambda: supervisor.status().pid)
+        pid = supervisor.status().pid
+        assert pid is not None
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        assert supervisor.status().state is ChildState.STOPPED
+        return pid
+
+    pid = asyncio.run(scenario())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

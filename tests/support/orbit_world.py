@@ -29,7 +29,7 @@ import httpx
 import orbit
 from tests.support.stub_process import StubProcess, clean_env
 
-SECRET = "e2e-enroll-secret-0123456789"  # noqa: S105 - test fixture
+SECRET = "e2e-enroll-secret-0123456789"
 ORBITCTL = [sys.executable, "-m", "packager"]
 PASSPHRASES = {
     "ORBITCTL_ROOT_PASSPHRASE": "root-passphrase",
