@@ -23,6 +23,7 @@ from pathlib import Path
 from orbit.actors import keep_running
 from orbit.agent_state import AgentState
 from orbit.config_poller import ConfigPoller, Receiver
+from orbit.desktop_child import desktop_child
 from orbit.device_token import DeviceTokenManager
 from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
 from orbit.flagfile import FlagfileReceiver
@@ -122,6 +123,7 @@ class Agent:
         self.secret: str | None = None
         self.last_config: OrbitConfig | None = None
         self.token: DeviceTokenManager | None = None
+        self.desktop: Supervisor | None = None
         self.scripts: ScriptsReceiver | None = None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -211,6 +213,13 @@ class Agent:
             return Path(fallback)
         return None
 
+    def desktop_path(self) -> Path | None:
+        spec = self.targets.desktop
+        if spec is not None and (path := self.installer.executable_path(spec)).is_file():
+            return path
+        fallback = self.overrides.fallback_desktop_path
+        return Path(fallback) if fallback and Path(fallback).is_file() else None
+
     async def _early_update_check(self) -> bool:
         """Fleet's synchronous check at start-up; True when orbit itself was staged (→ exec into it)."""
         if self.runner is None:
@@ -296,7 +305,8 @@ class Agent:
         if not channels_differ(self.channels, remote, desktop_enabled=self.options.fleet_desktop):
             return
         osqueryd_path = self.osqueryd_path()
-        self.overrides = pinned(self.overrides, remote, str(osqueryd_path or ""), "")
+        desktop_path = self.desktop_path()
+        self.overrides = pinned(self.overrides, remote, str(osqueryd_path or ""), str(desktop_path or ""))
         save_overrides(self.layout.server_overrides, self.overrides)
         old = self.channels
         self.channels = effective_channels(self.cli_channels, self.overrides)
@@ -307,6 +317,14 @@ class Agent:
         log.info("event=channels_pinned old=%s new=%s", old, self.channels)
         if old.osqueryd != self.channels.osqueryd and self.installer.is_installed(self.targets.osqueryd):
             self._restart_osqueryd("osqueryd channel changed")
+        desktop_spec = self.targets.desktop
+        if (
+            old.desktop != self.channels.desktop
+            and desktop_spec is not None
+            and self.desktop is not None
+            and self.installer.is_installed(desktop_spec)
+        ):
+            self.desktop.restart("desktop channel changed")
         self.runner.check_soon()
 
     def _on_config(self, config: OrbitConfig) -> None:
@@ -347,6 +365,8 @@ class Agent:
             await self._start_self_update(report)
         elif name == TargetName.OSQUERYD:
             self._restart_osqueryd(f"osqueryd updated to {report.version}")
+        elif name == TargetName.DESKTOP and self.desktop is not None:
+            self.desktop.restart(f"fleet-desktop updated to {report.version}")
 
     async def _start_self_update(self, report: TargetReport) -> bool:
         if self.options.dev_mode or report.executable is None or report.digest is None:
@@ -561,10 +581,25 @@ class Agent:
         if self.token is not None:
             token = self.token
             actors.append(("device token", lambda: token.run(self.stop)))
+        if self.options.fleet_desktop and self.options.fleet_url:
+            _launcher, spec = desktop_child(
+                self.layout,
+                self.desktop_path,
+                platform=self.platform,
+                environ=self.env,
+                fleet_url=self.options.fleet_url,
+                fleet_certificate=Path(self.options.fleet_certificate) if self.options.fleet_certificate else None,
+                insecure=self.options.insecure,
+                alternative_browser_host=self.options.fleet_desktop_alternative_browser_host,
+                retry_interval=self.timings.desktop_session_retry,
+                policy=RestartPolicy(stable_after=self.timings.stable_reset),
+            )
+            desktop = self.desktop = Supervisor(spec)
+            actors.append(("desktop supervisor", lambda: desktop.run(self.stop)))
         return actors
 
     def extra_children(self) -> dict[str, ChildStatus]:
-        return {}
+        return {"fleet-desktop": self.desktop.status()} if self.desktop is not None else {}
 
     async def _poll_loop(self) -> None:
         poller = self.poller

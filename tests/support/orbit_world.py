@@ -182,6 +182,9 @@ class OrbitWorld:
             self.stub.stop()
             self.stub = None
 
+    def ca_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
     def admin(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.url,
@@ -199,8 +202,8 @@ class OrbitWorld:
 
     # -- publishing ----------------------------------------------------------------------------------------
 
-    def publish(self, name: str, file: Path, version: str, *channels: str) -> None:
-        args = ["add", "--path", str(self.repo), "--target", str(file), "--name", name]
+    def publish(self, name: str, file: Path, version: str, *channels: str, extra: tuple[str, ...] = ()) -> None:
+        args = ["add", "--path", str(self.repo), "--target", str(file), "--name", name, *extra]
         args += ["--platform", "linux", "--version", version]
         for channel in channels or ("stable",):
             args += ["-t", channel]
@@ -212,9 +215,9 @@ class OrbitWorld:
     def orbit_build(self, version: str, *, body: str | None = None) -> Path:
         return write_launcher(self.base / "builds" / f"orbit-{version}" / "orbit", "orbit", version=version, body=body)
 
-    def publish_osqueryd(self, version: str, *channels: str) -> Path:
+    def publish_osqueryd(self, version: str, *channels: str, extra: tuple[str, ...] = ()) -> Path:
         build = self.osqueryd_build(version)
-        self.publish("osqueryd", build, version, *channels)
+        self.publish("osqueryd", build, version, *channels, extra=extra)
         return build
 
     def publish_orbit(self, version: str, *channels: str, body: str | None = None) -> Path:
