@@ -1,7 +1,8 @@
 """osqueryd-sim as a daemon: pidfile, database path, extensions socket, signals, faults, and the engine.
 
 Start-up follows osqueryd: refuse a pidfile held by a live process (unless ``--force``), open the database
-(node key, instance id, buffered logs), create the extensions socket, enroll when a TLS plugin needs a node key —
+(node key, instance id, buffered logs), start the extension manager on ``--extensions_socket`` (``extensions.py``;
+its extensions' tables join the query database), enroll when a TLS plugin needs a node key —
 and exit with osquery's EXIT_CATASTROPHIC (78) when enrollment finally fails and the TLS logger cannot start.
 SIGTERM/SIGINT stop gracefully (one last log flush; unsent lines stay buffered on disk).
 """
@@ -9,17 +10,19 @@ SIGTERM/SIGINT stop gracefully (one last log flush; unsent lines stay buffered o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from osquery_sim import faults as fault_knobs
 from osquery_sim import pidfile
 from osquery_sim.engine import Endpoints, Engine, EngineSettings
+from osquery_sim.extension_registry import ExtensionRegistry
+from osquery_sim.extensions import ExtensionManager, ManagerSettings
+from osquery_sim.flag_specs import FlagKind
 from osquery_sim.gflags import Flags
 from osquery_sim.host_facts import HostFacts, build_host_facts
 from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
@@ -114,20 +117,53 @@ def read_faults(flags: Flags) -> fault_knobs.Faults:
     )
 
 
-async def _serve_extensions_socket(path: Path) -> asyncio.AbstractServer | None:
-    """A listening socket where osquery's extension manager would be (extensions cannot register with the sim)."""
-
-    async def refuse(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
+def _seconds(text: str, default: float) -> float:
+    """``--extensions_interval``/``--extensions_timeout`` are string flags holding seconds (fractions allowed here)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return await asyncio.start_unix_server(refuse, path=str(path))
-    except OSError as exc:
-        log.warning("event=extensions_socket_failed path=%s error=%s", path, exc.strerror)
+        value = float(text)
+    except ValueError:
+        return default
+    return max(value, 0.1)
+
+
+def _flag_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def option_listing(flags: Flags) -> dict[str, tuple[str, str, str]]:
+    """What ``ExtensionManager.options()`` returns: osquery's flags with value, default and type."""
+    return {
+        name: (_flag_text(flags.values.get(name, spec.default)), _flag_text(spec.default), str(spec.type))
+        for name, spec in flags.table.flags.items()
+        if spec.kind is not FlagKind.SIM
+    }
+
+
+def start_extension_manager(flags: Flags, facts: HostFacts) -> ExtensionManager | None:
+    """osquery's extension manager on ``--extensions_socket`` (unless ``--disable_extensions``), its tables attached."""
+    if flags.boolean("disable_extensions"):
         return None
+    settings = ManagerSettings(
+        socket_path=Path(flags.string("extensions_socket")),
+        interval=_seconds(flags.string("extensions_interval"), 3.0),
+        timeout=_seconds(flags.string("extensions_timeout"), 3.0),
+    )
+    manager = ExtensionManager(
+        settings,
+        ExtensionRegistry(facts.database.tables()),
+        query=facts.database.query,
+        options=lambda: option_listing(flags),
+    )
+    try:
+        manager.start()
+    except OSError as exc:
+        log.warning("event=extensions_socket_failed path=%s error=%s", settings.socket_path, exc.strerror or exc)
+        return None
+    facts.database.attach_external_tables(manager)
+    facts.database.update_runtime(replace(facts.runtime, extensions="active"))
+    return manager
 
 
 class Daemon:
@@ -159,8 +195,7 @@ class Daemon:
         facts = build_host_facts(flags, store, self.version)
         settings = engine_settings(flags, self.version)
         needs_tls = settings.config_tls or settings.logger_tls or settings.distributed_tls
-        socket_path = Path(flags.string("extensions_socket")) if not flags.boolean("disable_extensions") else None
-        server = await _serve_extensions_socket(socket_path) if socket_path else None
+        manager = start_extension_manager(flags, facts)
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
         background = self._start_faults()
@@ -222,11 +257,9 @@ class Daemon:
                 task.cancel()
             if transport is not None:
                 await transport.close()
-            if server is not None:
-                server.close()
-            if socket_path is not None:
-                with contextlib.suppress(OSError):
-                    socket_path.unlink()
+            if manager is not None:
+                facts.database.attach_external_tables(None)
+                await asyncio.to_thread(manager.close)
             store.close()
 
     def _identifier(self, facts: HostFacts) -> str:

@@ -40,6 +40,7 @@ class HostFacts:
     identity: SimIdentity
     instance_id: str
     database: SimDatabase
+    runtime: SimRuntime
 
     def host_details(self) -> dict[str, dict[str, str]]:
         """The first row of each host-details table, as osqueryd sends them when enrolling."""
@@ -59,4 +60,6 @@ def build_host_facts(flags: Flags, store: SimStore, version: str) -> HostFacts:
     identity = machine_identity(identity_overrides(flags))
     instance_id = flags.string("sim_instance_id") or store.instance_id()
     runtime = SimRuntime(version=version, instance_id=instance_id, pid=os.getpid(), start_time=int(time.time()))
-    return HostFacts(identity=identity, instance_id=instance_id, database=SimDatabase(identity, runtime))
+    return HostFacts(
+        identity=identity, instance_id=instance_id, database=SimDatabase(identity, runtime), runtime=runtime
+    )

@@ -72,6 +72,7 @@ class RegistryPlugin:
     name: str
     active: bool = True
     internal: bool = False
+    owner_uuid: int = 0  # the extension providing it (0: osquery core)
 
 
 DEFAULT_PLUGINS: tuple[RegistryPlugin, ...] = (
@@ -228,7 +229,7 @@ def registry_rows(table_names: Iterable[str], plugins: Iterable[RegistryPlugin])
         {
             "registry": plugin.registry,
             "name": plugin.name,
-            "owner_uuid": "0",
+            "owner_uuid": str(plugin.owner_uuid),
             "internal": _flag(plugin.internal),
             "active": _flag(plugin.active),
         }

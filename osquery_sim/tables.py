@@ -7,10 +7,17 @@ query that names them. Queries pass an authorizer modelled on osquery's allow-li
 (osquery lets users create tables and views; the sim does not), so nothing a query does can change the tables.
 Errors raise ``QueryError`` carrying SQLite's message ("no such table: x", "near \\"x\\": syntax error", ...) and the
 SQLite result code osquery's shell exits with.
+
+Extension tables come from an attached ``ExternalTableSource`` (the extension manager): before each query the
+database creates the tables registered extensions provide (with the column types of their routes), drops those of
+extensions that went away (so a query on one fails with "no such table", as in osquery), lists them in
+``osquery_registry`` with their extension's uuid, and fills the ones the query names with the extension's rows. An
+extension that fails to answer contributes no rows to that query.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
@@ -19,8 +26,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from osquery_sim import live_rows
+from osquery_sim.extension_registry import ExternalTable
 from osquery_sim.identity import SimIdentity
 from osquery_sim.table_rows import (
     DEFAULT_PLUGINS,
@@ -38,13 +47,14 @@ from osquery_sim.table_rows import (
     time_rows,
     uptime_rows,
 )
-from osquery_sim.table_schemas import TableSchema, osquery_schemas
-from osquery_sim.table_values import SqlValue, cast_to_column, render_value
+from osquery_sim.table_schemas import ColumnSpec, TableSchema, osquery_schemas
+from osquery_sim.table_values import RawValue, SqlValue, cast_to_column, render_value
 
 __all__ = [
     "DEFAULT_PLUGINS",
     "SQLITE_AUTH",
     "SQLITE_ERROR",
+    "ExternalTableSource",
     "OsqueryFlag",
     "QueryError",
     "QueryOutcome",
@@ -54,6 +64,8 @@ __all__ = [
     "StatementResult",
     "split_statements",
 ]
+
+log = logging.getLogger(__name__)
 
 SQLITE_ERROR = 1
 SQLITE_AUTH = 23
@@ -87,6 +99,27 @@ _ALLOWED_ACTIONS = frozenset(
 # osquery's kAllowedSQLitePragmas that only read.
 _ALLOWED_PRAGMAS = frozenset({"table_info", "table_xinfo", "function_list", "collation_list"})
 _DATA_CHANGES = frozenset({sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE})
+
+
+class ExternalTableSource(Protocol):
+    """Where extension tables come from (the extension manager)."""
+
+    def external_tables(self) -> Mapping[str, ExternalTable]: ...
+
+    def generate(self, table: ExternalTable) -> list[dict[str, str]]: ...
+
+
+def external_schema(table: ExternalTable) -> TableSchema:
+    """An extension table's schema in osquery's type names (``UNSIGNED BIGINT`` → ``UNSIGNED_BIGINT``)."""
+    columns = tuple(ColumnSpec(c.name, c.type.replace(" ", "_"), "") for c in table.columns)
+    return TableSchema(table.name, columns, "extension")
+
+
+_SQL_LITERALS = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?(?:\*/|$)", re.DOTALL)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class QueryError(Exception):
@@ -147,6 +180,11 @@ class SimDatabase:
         self._trusted = False
         self._denial: tuple[str, int] | None = None
         self._mentions = {name: re.compile(rf"\b{name}\b", re.IGNORECASE) for name in SIM_TABLES}
+        self._plugins = tuple(plugins)
+        self._external_source: ExternalTableSource | None = None
+        self._external: dict[str, ExternalTable] = {}
+        self._external_schemas: dict[str, TableSchema] = {}
+        self._external_mentions: dict[str, re.Pattern[str]] = {}
         # No statement cache: every statement is prepared (and authorized) afresh, so a query can never reuse a
         # statement prepared while the sim itself was refilling a table.
         self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False, cached_statements=0)
@@ -159,7 +197,7 @@ class SimDatabase:
             self._fill("os_version", os_version_rows(identity))
             self._fill("kernel_info", kernel_info_rows(identity))
             self._fill("platform_info", platform_info_rows(identity))
-            self._fill("osquery_registry", registry_rows(sorted(SIM_TABLES), plugins))
+            self._fill("osquery_registry", registry_rows(sorted(SIM_TABLES), self._plugins))
             self._fill("osquery_flags", flag_rows(flags))
             self.update_runtime(runtime)
 
@@ -190,6 +228,11 @@ class SimDatabase:
     def identity(self) -> SimIdentity:
         return self._identity
 
+    def attach_external_tables(self, source: ExternalTableSource | None) -> None:
+        """Serve extension tables from ``source`` from the next query on (None detaches them all)."""
+        with self._lock:
+            self._external_source = source
+
     def set_flags(self, flags: Iterable[OsqueryFlag]) -> None:
         with self._lock:
             self._fill("osquery_flags", flag_rows(flags))
@@ -199,6 +242,7 @@ class SimDatabase:
         sql = sql.split("\x00", 1)[0]  # osquery hands SQLite a C string
         results: list[StatementResult] = []
         with self._lock:
+            self._sync_external(sql)
             self._refresh_live(sql)
             for statement in split_statements(sql):
                 try:
@@ -270,7 +314,12 @@ class SimDatabase:
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA and arg1 is not None and arg1.lower() in _ALLOWED_PRAGMAS:
             return sqlite3.SQLITE_OK
-        if self._denial is None and action in _DATA_CHANGES and arg1 is not None and arg1.lower() in self._schemas:
+        if (
+            self._denial is None
+            and action in _DATA_CHANGES
+            and arg1 is not None
+            and (arg1.lower() in self._schemas or arg1 in self._external_schemas)
+        ):
             # What SQLite says for osquery's tables, which are virtual tables without xUpdate.
             self._denial = (f"table {arg1.lower()} may not be modified", SQLITE_ERROR)
         return sqlite3.SQLITE_DENY
@@ -294,8 +343,48 @@ class SimDatabase:
             return live_rows.user_rows(self._root)
         raise KeyError(name)
 
+    def _sync_external(self, sql: str) -> None:
+        source = self._external_source
+        current = dict(source.external_tables()) if source is not None else {}
+        if current != self._external:
+            self._replace_external(current)
+        if source is None or not current:
+            return
+        code = _SQL_LITERALS.sub(" ", sql)  # 'orbit_info' in a WHERE clause does not read the table
+        for name, table in current.items():
+            if not self._external_mentions[name].search(code):
+                continue
+            try:
+                generated = source.generate(table)
+            except Exception as exc:
+                log.warning("event=extension_table_failed table=%s error=%s", name, exc)
+                generated = []
+            self._fill(name, [dict[str, RawValue](row) for row in generated])
+
+    def _replace_external(self, current: dict[str, ExternalTable]) -> None:
+        """Create, drop and re-list extension tables so they match ``current``."""
+        self._trusted = True
+        try:
+            for name, table in self._external.items():
+                if current.get(name) != table:
+                    self._conn.execute(f"DROP TABLE IF EXISTS {_quoted(name)}")
+                    self._external_schemas.pop(name, None)
+                    self._external_mentions.pop(name, None)
+            for name, table in current.items():
+                if self._external.get(name) != table:
+                    schema = external_schema(table)
+                    columns = ", ".join(f"{_quoted(c.name)} {c.sql_type}" for c in schema.columns)
+                    self._conn.execute(f"CREATE TABLE {_quoted(name)} ({columns})")
+                    self._external_schemas[name] = schema
+                    self._external_mentions[name] = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        finally:
+            self._trusted = False
+        self._external = current
+        extension_plugins = [RegistryPlugin("table", t.name, owner_uuid=t.owner_uuid) for t in current.values()]
+        self._fill("osquery_registry", registry_rows(sorted(SIM_TABLES), [*self._plugins, *extension_plugins]))
+
     def _fill(self, name: str, rows: list[RawRow]) -> None:
-        schema = self._schemas[name]
+        schema = self._schemas.get(name) or self._external_schemas[name]
         values = [tuple(cast_to_column(row.get(column.name), column.type) for column in schema.columns) for row in rows]
         marks = ", ".join("?" for _ in schema.columns)
         self._trusted = True

@@ -59,12 +59,14 @@ STOP_DEREGISTER_TIMEOUT = 1.0
 T = TypeVar("T")
 
 
-def _socket_identity(path: Path) -> tuple[int, int] | None:
+def _socket_identity(path: Path) -> tuple[int, int, int] | None:
+    """Which socket file is at ``path``: a restarted osqueryd unlinks and binds anew, often reusing the inode
+    number, so the change time (set when the file is created) is part of the identity."""
     try:
         info = path.stat()
     except OSError:
         return None
-    return (info.st_dev, info.st_ino)
+    return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
 class ExtensionServer:
@@ -188,7 +190,7 @@ class ExtensionServer:
             if self._stop.is_set():
                 await self._deregister(uuid)
 
-    async def _watch_manager(self, uuid: int, manager_identity: tuple[int, int] | None) -> None:
+    async def _watch_manager(self, uuid: int, manager_identity: tuple[int, int, int] | None) -> None:
         last_check = time.monotonic()
         while not self._stop.is_set():
             if self._lost.is_set():

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.orbit_world import OrbitWorld, wait_for
+from tests.support.orbit_world import OrbitWorld, orbitctl, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,7 +68,7 @@ def test_deleted_host_re_enrolls(world: OrbitWorld) -> None:
         assert admin.delete(f"/api/latest/fleet/hosts/{host['id']}").status_code == 200
     wait_for(lambda: key_file.read_text() != old_key, timeout=60, what="a new node key")
     assert key_file.stat().st_mode & 0o777 == 0o600
-    hosts = wait_for(lambda: world.hosts(), timeout=30, what="the host back on the server")
+    hosts = wait_for(world.hosts, timeout=30, what="the host back on the server")
     assert len(hosts) == 1 and hosts[0]["id"] != host["id"]
     status = wait_for(lambda: (s := world.status()).get("enrolled") is True and s, what="enrolled again")
     assert status["reenrollments"] >= 1
@@ -95,8 +95,6 @@ def test_expired_metadata_keeps_the_installed_binaries_running(tmp_path: Path) -
         assert "expired" in status["updates"]["last_check"]["error"].lower()
         assert installed.read_bytes() == before
         # a fresh timestamp (what the publisher's cron does) lets the update through
-        from tests.support.orbit_world import orbitctl
-
         orbitctl("timestamp", "--path", str(world.repo))
         service.signal(signal.SIGHUP)
         wait_for(lambda: installed.read_bytes() != before, timeout=60, what="the update after re-signing")

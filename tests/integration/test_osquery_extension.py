@@ -254,7 +254,7 @@ def test_extension_reregisters_by_itself_after_osqueryd_is_killed_and_restarted(
         server = ExtensionServer(
             socket_path, [OrbitInfoTable(lambda: {"version": "5.5.5"})], ping_interval=3600, poll=0.1
         )
-        with captured_logs("orbit.extension.extension_server") as logs, BackgroundExtension(server):
+        with BackgroundExtension(server):
             wait_for(lambda: server.registered, timeout=30)
             assert sim_query(socket_path, "SELECT version FROM orbit_info").rows == ({"version": "5.5.5"},)
 
@@ -279,8 +279,7 @@ def test_extension_reregisters_by_itself_after_osqueryd_is_killed_and_restarted(
             wait_for(lambda: server.registered, timeout=30)
             assert registered_names(socket_path) == [EXTENSION_NAME]
 
-            assert sim.stop() == 0  # graceful: osqueryd tells its extensions to shut down and removes its socket
-            assert any("extension_shutdown_requested" in m for m in logs)
+            assert sim.stop() == 0  # graceful: osqueryd removes its socket and tells its extensions to shut down
             wait_for(lambda: not server.registered, timeout=10)
             assert not socket_path.exists()
             sim = plain_sim(tmp_path / "sim", socket_path, log_name="fourth.log")
