@@ -42,10 +42,14 @@ def _run(options: Options, argv: Sequence[str]) -> int:
     except (OSError, InstanceLockError) as exc:
         print(f"orbit: {exc}", file=sys.stderr)
         return 1
-    configure_logging(debug=options.debug, log_file=Path(options.log_file) if options.log_file else None)
+    configure_logging(
+        debug=options.debug,
+        log_file=Path(options.log_file) if options.log_file else None,
+        stderr=sys.platform != "win32" or options.log_file is None,  # a Windows service has no usable stderr
+    )
     agent = Agent(options, argv, os.environ, platform=host_os(), timings=timings_from_env(os.environ))
     try:
-        result = asyncio.run(agent.run())
+        result = _run_under_scm(agent) if sys.platform == "win32" else asyncio.run(agent.run())
     except AgentStartError as exc:
         log.error("event=start_failed error=%s", exc)
         print(f"orbit: {exc}", file=sys.stderr)
@@ -53,6 +57,34 @@ def _run(options: Options, argv: Sequence[str]) -> int:
     finally:
         lock.release()
     return _finish(result)
+
+
+def _run_under_scm(agent: Agent) -> AgentExit:
+    """Windows: answer the Service Control Manager's start/stop handshake; from a console, just run."""
+    from orbit.windows_service import (  # noqa: PLC0415 - Windows only
+        ERROR_FAILED_SERVICE_CONTROLLER_CONNECT,
+        ServiceHost,
+        windows_service_control,
+    )
+
+    results: list[AgentExit] = []
+
+    async def service_main(stop: asyncio.Event) -> None:
+        watcher = asyncio.ensure_future(stop.wait())
+        watcher.add_done_callback(lambda _: agent.request_stop("service control manager stop"))
+        try:
+            results.append(await agent.run())
+        finally:
+            watcher.cancel()
+
+    host = ServiceHost(windows_service_control(), service_main)
+    try:
+        host.run()
+    except OSError as exc:
+        if getattr(exc, "winerror", None) != ERROR_FAILED_SERVICE_CONTROLLER_CONNECT:
+            raise
+        return asyncio.run(agent.run())  # started from a console, not by SCM
+    return results[0] if results else AgentExit(1, reason="the service ended without a result")
 
 
 def _finish(result: AgentExit) -> int:

@@ -434,6 +434,9 @@ class Agent:
 
     # -- run -----------------------------------------------------------------------------------------------
 
+    def request_stop(self, reason: str) -> None:
+        self._request_exit(AgentExit(0, reason=reason))
+
     def _request_exit(self, result: AgentExit) -> None:
         if self._exit is None:
             self._exit = result
@@ -448,6 +451,8 @@ class Agent:
         return True
 
     def _install_signals(self) -> None:
+        if sys.platform == "win32":
+            return  # the service control manager's stop arrives through request_stop
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_exit, AgentExit(0, reason=f"signal {sig.name}"))

@@ -7,9 +7,9 @@ that are ours alone (not Fleet's) are marked as such.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,39 +172,69 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd, exclusive=True)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            holder = _read_at_start(fd)
             os.close(fd)
             raise InstanceLockError(
                 f"another orbit (pid {holder or 'unknown'}) is already running with root dir {self.path.parent}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        if sys.platform != "win32":  # the Windows lock covers byte 0: the pid cannot be written there
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                _unlock(self._fd)
                 os.close(self._fd)
             self._fd = None
 
     def holder_pid(self) -> int | None:
         """The pid of a running holder, or None (used by ``orbit doctor``)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return None
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                _lock(fd, exclusive=False)
             except BlockingIOError:
-                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                text = _read_at_start(fd)
                 return int(text) if text.isdigit() else -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            _unlock(fd)
             return None
         finally:
             os.close(fd)
+
+
+def _read_at_start(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 32).decode("ascii", "replace").strip()
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock(fd: int, *, exclusive: bool) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # Windows has no shared mode here: probing takes it briefly
+        except OSError:
+            raise BlockingIOError from None
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(fd: int, *, exclusive: bool) -> None:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

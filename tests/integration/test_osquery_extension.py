@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orbit.extension import ExtensionServer, OrbitInfoTable
+from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.extension.extension_client import ManagerClient
 from orbit.extension.osquery_api import ExtensionInfo as OrbitExtensionInfo
 from orbit.extension.osquery_api import ExtensionResponse, no_args, register_args
@@ -46,7 +46,7 @@ REGISTRY_SQL = "SELECT name, owner_uuid, internal, active FROM osquery_registry 
 CHILD_EXTENSION = """
 import asyncio, sys
 from pathlib import Path
-from orbit.extension import ExtensionServer, OrbitInfoTable
+from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 server = ExtensionServer(Path(sys.argv[1]), [OrbitInfoTable(lambda: {"version": sys.argv[2]})], ping_interval=0.5)
 asyncio.run(server.run(asyncio.Event()))
 """
@@ -204,7 +204,13 @@ def test_orbit_info_reaches_fleet_through_the_sim_and_vanishes_when_orbit_stops(
             before = _live(admin, host_id, "SELECT version FROM orbit_info")
             assert before["error"] == "no such table: orbit_info"
 
-            server = ExtensionServer(socket_path, [OrbitInfoTable(lambda: dict(values))], ping_interval=0.5)
+            ring = RingBufferLogHandler()
+            orbit_log = logging.getLogger("tests.orbit.agent")
+            orbit_log.addHandler(ring)
+            orbit_log.warning("event=update_failed target=osqueryd", extra={"attempt": 3})
+            orbit_log.removeHandler(ring)
+            tables = [OrbitInfoTable(lambda: dict(values)), FleetdLogsTable(ring)]
+            server = ExtensionServer(socket_path, tables, ping_interval=0.5)
             with BackgroundExtension(server) as extension:
                 wait_for(lambda: server.registered, timeout=30)
                 answer = _live(admin, host_id, "SELECT version, enrolled, orbit_channel, uptime FROM orbit_info")
@@ -215,6 +221,17 @@ def test_orbit_info_reaches_fleet_through_the_sim_and_vanishes_when_orbit_stops(
                 listed = _live(admin, host_id, REGISTRY_SQL % "orbit_info")
                 assert listed["rows"] == [
                     {"name": "orbit_info", "owner_uuid": str(server.uuid), "internal": "0", "active": "1"}
+                ]
+
+                logs = _live(admin, host_id, "SELECT level, message, error, payload FROM fleetd_logs")
+                assert logs["error"] is None
+                assert logs["rows"] == [
+                    {
+                        "level": "warn",
+                        "message": "event=update_failed target=osqueryd",
+                        "error": "",
+                        "payload": '{"attempt": 3}',
+                    }
                 ]
 
                 values["version"] = "9.8.8"  # generated per query: the next detail query sees the new value
