@@ -65,6 +65,9 @@ from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_inf
 log = logging.getLogger(__name__)
 
 
+EXIT_RESTART_FOR_UPDATE = 3
+
+
 class AgentStartError(RuntimeError):
     """Configuration that cannot work (exit 1 with the message; the service manager will not fix it)."""
 
@@ -373,6 +376,12 @@ class Agent:
             return False
         from orbit.trial_boot import write_marker  # noqa: PLC0415 - keeps the import list of this module short
 
+        if sys.platform == "win32":
+            # no execve for a service: switch now and let SCM's recovery restart us (Fleet's behaviour, ADR 0005)
+            await asyncio.to_thread(self.installer.promote, report.spec, report.executable.parent.name)
+            self._request_exit(AgentExit(EXIT_RESTART_FOR_UPDATE, reason=f"self-update to {report.version}"))
+            return True
+
         marker = TrialMarker(
             digest_id=report.executable.parent.name,
             digest=report.digest,
@@ -523,7 +532,7 @@ class Agent:
                 interval=timings.config_interval,
                 max_backoff=timings.config_max_backoff,
             )
-        policy = RestartPolicy(stable_after=timings.stable_reset)
+        policy = RestartPolicy(first_delay=0.25, stable_after=timings.stable_reset)
         self.osqueryd = Supervisor(
             osqueryd_child(
                 self.layout,

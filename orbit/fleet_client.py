@@ -28,7 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from orbit.device_token import DeviceTokenConflictError
-from orbit.node_key_store import NodeKeyStore
+from orbit.node_key_store import MAX_NODE_KEY_LENGTH, NodeKeyStore
 from orbit.scripts_receiver import ScriptRequest, ScriptRequestError
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,9 @@ class OrbitClient:
         key = answer.get("orbit_node_key")
         if not isinstance(key, str) or not key:
             raise FleetError("enroll: the answer has no orbit_node_key")
+        if len(key) > MAX_NODE_KEY_LENGTH or not key.isprintable():
+            # NodeKeyStore.save would raise ValueError, which no caller expects (it escaped the config loop)
+            raise FleetError("enroll: the answer's orbit_node_key is unusable (too long or not printable)")
         return key
 
     async def _enroll_with_retries(self) -> str:
