@@ -23,20 +23,25 @@ import psutil
 
 from tests.support.orbit_world import OrbitWorld, wait_for
 
-BASELINE = "import httpx, psutil, tuf.ngclient, orbit.agent, orbit.__main__; import time; time.sleep(3600)"
+BASELINE = "import orbit, orbit.agent, orbit.__main__, httpx, psutil, tuf.ngclient; import time; time.sleep(3600)"
 REAL_TIMINGS = ("ORBIT_DEV_CONFIG_INTERVAL", "ORBIT_DEV_CONFIG_MAX_BACKOFF", "ORBIT_DEV_STATUS_INTERVAL")
 
 
-def sample(process: psutil.Process, seconds: float) -> tuple[float, float, float]:
-    """(max RSS MiB, mean RSS MiB, CPU % of one core) over ``seconds``."""
+def sample(process: psutil.Process, seconds: float) -> tuple[float, float, float, float]:
+    """(max RSS MiB, mean RSS MiB, CPU % of one core, max USS MiB) over ``seconds``.
+
+    USS (memory unique to the process) leaves out shared library pages that RSS counts for every process."""
     cpu_before = sum(process.cpu_times()[:2])
     rss: list[float] = []
+    uss: list[float] = []
     began = time.monotonic()
     while time.monotonic() - began < seconds:
-        rss.append(process.memory_info().rss / 2**20)
+        info = process.memory_full_info()
+        rss.append(info.rss / 2**20)
+        uss.append(info.uss / 2**20)
         time.sleep(1.0)
     cpu = sum(process.cpu_times()[:2]) - cpu_before
-    return max(rss), sum(rss) / len(rss), 100.0 * cpu / (time.monotonic() - began)
+    return max(rss), sum(rss) / len(rss), 100.0 * cpu / (time.monotonic() - began), max(uss)
 
 
 def main() -> int:
@@ -56,12 +61,12 @@ def main() -> int:
             wait_for(lambda: world.status().get("enrolled") and world.osqueryd_pid(), timeout=60)
             time.sleep(5)
             orbit = psutil.Process(service.pid)
-            max_rss, mean_rss, cpu = sample(orbit, seconds)
+            max_rss, mean_rss, cpu, max_uss = sample(orbit, seconds)
             polls = world.status()["config"]["polls"]
             bare = subprocess.Popen([sys.executable, "-c", BASELINE])
             try:
                 time.sleep(3)
-                base_max, _base_mean, base_cpu = sample(psutil.Process(bare.pid), min(seconds, 30))
+                base_max, _base_mean, base_cpu, base_uss = sample(psutil.Process(bare.pid), min(seconds, 30))
             finally:
                 bare.kill()
                 bare.wait()
@@ -71,9 +76,11 @@ def main() -> int:
         "minutes": args.minutes,
         "orbit_rss_max_mib": round(max_rss, 1),
         "orbit_rss_mean_mib": round(mean_rss, 1),
+        "orbit_uss_max_mib": round(max_uss, 1),
         "orbit_cpu_percent": round(cpu, 3),
         "config_polls": polls,
         "baseline_rss_mib": round(base_max, 1),
+        "baseline_uss_mib": round(base_uss, 1),
         "baseline_cpu_percent": round(base_cpu, 3),
         "rss_ratio": round(max_rss / base_max, 2),
     }
@@ -82,10 +89,12 @@ def main() -> int:
     else:
         print(
             f"orbit over {args.minutes:g} min: RSS max {max_rss:.1f} MiB (mean {mean_rss:.1f}; goal ≤ 40 MB), "
+            f"USS max {max_uss:.1f} MiB, "
             f"CPU {cpu:.3f} % of a core (goal ≤ 0.5 %), {polls} config polls"
         )
         print(
-            f"bare interpreter with the same imports: RSS {base_max:.1f} MiB, CPU {base_cpu:.3f} % "
+            f"bare interpreter with the same imports: RSS {base_max:.1f} MiB, USS {base_uss:.1f} MiB, "
+            f"CPU {base_cpu:.3f} % "
             f"→ orbit/baseline RSS {result['rss_ratio']}×"
         )
     return 0
