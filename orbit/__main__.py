@@ -42,12 +42,18 @@ def _run(options: Options, argv: Sequence[str]) -> int:
     except (OSError, InstanceLockError) as exc:
         print(f"orbit: {exc}", file=sys.stderr)
         return 1
+    from orbit.extension import RingBufferLogHandler  # noqa: PLC0415
+
+    log_ring = RingBufferLogHandler()
     configure_logging(
+        extra_handlers=(log_ring,),
         debug=options.debug,
         log_file=Path(options.log_file) if options.log_file else None,
         stderr=sys.platform != "win32" or options.log_file is None,  # a Windows service has no usable stderr
     )
-    agent = Agent(options, argv, os.environ, platform=host_os(), timings=timings_from_env(os.environ))
+    agent = Agent(
+        options, argv, os.environ, platform=host_os(), timings=timings_from_env(os.environ), log_ring=log_ring
+    )
     try:
         result = _run_under_scm(agent) if sys.platform == "win32" else asyncio.run(agent.run())
     except AgentStartError as exc:

@@ -26,6 +26,7 @@ from orbit.config_poller import ConfigPoller, Receiver
 from orbit.desktop_child import desktop_child
 from orbit.device_token import DeviceTokenManager
 from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
+from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.flagfile import FlagfileReceiver
 from orbit.fleet_client import OrbitClient, OrbitConfig
 from orbit.node_key_store import NodeKeyStore
@@ -97,8 +98,10 @@ class Agent:
         *,
         platform: str,
         timings: Timings,
+        log_ring: RingBufferLogHandler | None = None,
     ) -> None:
         self.options = options
+        self.log_ring = log_ring or RingBufferLogHandler()
         self.argv = tuple(argv)
         self.env = dict(env)
         self.platform = platform
@@ -595,6 +598,13 @@ class Agent:
         if self.token is not None:
             token = self.token
             actors.append(("device token", lambda: token.run(self.stop)))
+        if self.platform != "windows":  # Windows: a named pipe transport, not written yet
+            extension = ExtensionServer(
+                self.layout.extension_socket,
+                (OrbitInfoTable(self.orbit_info), FleetdLogsTable(self.log_ring)),
+                version=self.version,
+            )
+            actors.append(("osquery extension", lambda: extension.run(self.stop)))
         if self.options.fleet_desktop and self.options.fleet_url:
             _launcher, spec = desktop_child(
                 self.layout,
@@ -611,6 +621,23 @@ class Agent:
             desktop = self.desktop = Supervisor(spec)
             actors.append(("desktop supervisor", lambda: desktop.run(self.stop)))
         return actors
+
+    def orbit_info(self) -> dict[str, str]:
+        """The ``orbit_info`` row Fleet reads through osquery (its version, token, channels, script status)."""
+        client = self.client
+        return {
+            "version": self.version,
+            "device_auth_token": (self.token.token or "") if self.token is not None else "",
+            "enrolled": "true" if client is not None and client.enrolled else "false",
+            "last_recorded_error": (client.last_error or "") if client is not None else "",
+            "orbit_channel": self.channels.orbit,
+            "osqueryd_channel": self.channels.osqueryd,
+            "desktop_channel": self.channels.desktop,
+            "desktop_version": "",
+            "uptime": str(int(time.time() - self.state.started_at)),
+            "scripts_enabled": "1" if self.options.enable_scripts else "0",
+            "update_url": "" if self.options.disable_updates else self.options.update_url,
+        }
 
     def extra_children(self) -> dict[str, ChildStatus]:
         return {"fleet-desktop": self.desktop.status()} if self.desktop is not None else {}

@@ -7,6 +7,7 @@ The ``ORBIT_DEV_*`` variables are not part of the product's interface: packages 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -40,7 +41,9 @@ def timings_from_env(env: Mapping[str, str]) -> Timings:
     retry = env.get("FLEETD_ENROLL_RETRY_INTERVAL", "").strip()
     if retry:
         with contextlib.suppress(DurationError):  # Fleet ignores a bad value too
-            values["enroll_retry_interval"] = parse_duration(retry)
+            interval = parse_duration(retry)
+            if interval >= 0:  # a negative wait would retry enrollment back to back
+                values["enroll_retry_interval"] = interval
     for field in fields(Timings):
         raw = env.get(_DEV_PREFIX + field.name.upper(), "").strip()
         if not raw:
@@ -49,6 +52,9 @@ def timings_from_env(env: Mapping[str, str]) -> Timings:
             number = float(raw)
         except ValueError:
             continue
-        if number > 0:
-            values[field.name] = int(number) if field.type == "int" else number
+        if not math.isfinite(number):
+            continue  # "inf" crashed int() and is no timing
+        value = int(number) if field.type == "int" else number
+        if value > 0:  # "0.5" attempts would be 0: no enrollment at all
+            values[field.name] = value
     return Timings(**values)  # type: ignore[arg-type]

@@ -258,7 +258,7 @@ class TargetInstaller:
                         installed_at=self._clock().isoformat(),
                     )
                     self._build_version(spec, downloaded, version_dir, record)
-                self._adopt_current(spec)
+                self._link(spec, version_dir, self._pointer(spec))
                 logger.info("staged target=%s version=%s", spec, target.version)
                 return version_dir / spec.executable
         except OSError as exc:
@@ -292,6 +292,8 @@ class TargetInstaller:
 
     def discard_staged(self, spec: TargetSpec, digest_id: str) -> None:
         """Remove a staged version that failed its trial (never the current or previous one)."""
+        if not digest_id or digest_id.startswith(".") or "/" in digest_id or "\\" in digest_id:
+            return  # not a version directory's name (a damaged marker): "" or ".." would remove far more
         keep = {
             version_dir.name
             for pointer in (self._pointer(spec), self._previous_pointer(spec))

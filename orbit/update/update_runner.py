@@ -174,12 +174,15 @@ class UpdateRunner:
         self._quarantined = quarantined or (lambda _spec, _digest: False)
         self._paused = paused or (lambda _spec: False)
         self._wake: asyncio.Event | None = None
+        self._check_requested = False  # check_soon before run started: honoured by run's first wait
         self.last_report: CheckReport | None = None
 
     def check_soon(self) -> None:
         """Run the next check now instead of at its scheduled time (e.g. after a channel switch)."""
         if self._wake is not None:
             self._wake.set()
+        else:
+            self._check_requested = True
 
     @property
     def targets(self) -> tuple[TargetSpec, ...]:
@@ -313,6 +316,9 @@ class UpdateRunner:
             except UpdateError as exc:
                 logger.warning("cannot tidy the install directory target=%s error=%s", spec, exc)
         self._wake = wake = asyncio.Event()
+        if self._check_requested:
+            self._check_requested = False
+            wake.set()
         if initial_delay > 0 and await _stopped_within(stop, wake, initial_delay):
             return
         for delay in self._schedule.delays(self._rng):

@@ -51,10 +51,14 @@ def test_enroll_gives_one_host_with_orbit_and_osquery_data(world: OrbitWorld) ->
     status = running(world)
     assert status["version"] == "1.0.0"
     host = wait_for(
-        lambda: (hosts := world.hosts()) and hosts[0].get("osquery_version") and hosts[0],
-        what="osquery data on the host",
+        lambda: (
+            (hosts := world.hosts()) and hosts[0].get("osquery_version") and hosts[0].get("orbit_version") and hosts[0]
+        ),
+        timeout=60,
+        what="osquery and orbit data on the host (orbit_info served through orbit's osquery extension)",
     )
     assert host["osquery_version"] == "5.14.1+sim"
+    assert host["orbit_version"] == "1.0.0"
     assert len(world.hosts()) == 1  # orbit's and osquery's enrollments are one host record
     key = world.root / "secret-orbit-node-key.txt"
     assert key.stat().st_mode & 0o777 == 0o600

@@ -202,6 +202,8 @@ def test_node_key_and_instance_survive_a_restart_and_secret_file_works(tmp_path:
         hosts = wait_for(lambda: _hosts(admin))
         assert isinstance(hosts, list)
         enrolled_at = hosts[0]["last_enrolled_at"]
+        # the server lists the host as soon as it answered the enroll; the sim stores the key right after that
+        wait_for(lambda: b"config_applied" in (root / "first.log").read_bytes())
         assert first.stop() == 0
         second = SimProcess(args, secret=None, log_path=root / "second.log")
         try:
