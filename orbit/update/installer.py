@@ -258,7 +258,6 @@ class TargetInstaller:
                         installed_at=self._clock().isoformat(),
                     )
                     self._build_version(spec, downloaded, version_dir, record)
-                self._link(spec, version_dir, self._pointer(spec))
                 logger.info("staged target=%s version=%s", spec, target.version)
                 return version_dir / spec.executable
         except OSError as exc:
