@@ -80,7 +80,9 @@ class ConfigPoller:
         self._last_digest = config.digest
         due = [receiver for receiver in self._receivers if changed or not receiver.on_change_only]
         if due:
-            await asyncio.gather(*(self._dispatch(receiver, config) for receiver in due))
+            outcomes = await asyncio.gather(*(self._dispatch(receiver, config) for receiver in due))
+            if not all(outcomes):
+                self._last_digest = None  # a receiver failed (a full disk, say): give it the config again next time
         return True
 
     def _log_failure(self, exc: FleetError) -> None:
@@ -92,13 +94,15 @@ class ConfigPoller:
             self._last_network_log = now
         log.warning("event=config_failed failures=%d error=%s", self.failures, exc)
 
-    async def _dispatch(self, receiver: Receiver, config: OrbitConfig) -> None:
+    async def _dispatch(self, receiver: Receiver, config: OrbitConfig) -> bool:
         try:
             result = receiver.handle(config)
             if inspect.isawaitable(result):
                 await result
         except Exception:
             log.exception("event=receiver_failed receiver=%s", receiver.name)
+            return False
+        return True
 
     async def run(self, stop: asyncio.Event, *, first_delay: float = 0.0) -> None:
         delay = first_delay

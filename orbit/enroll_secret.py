@@ -83,7 +83,7 @@ def resolve_enroll_secret(
     flag_secret: str | None, secret_path: Path | None, *, keystore: Keystore | None
 ) -> SecretSource:
     """The secret to enroll with; ``keystore`` is None on Linux or with ``--disable-keystore``."""
-    if flag_secret:
+    if flag_secret and flag_secret.strip():
         return SecretSource(flag_secret.strip(), "flag-or-env")
     from_file = _read_secret_file(secret_path) if secret_path is not None else None
     if keystore is None:

@@ -258,6 +258,7 @@ class TargetInstaller:
                         installed_at=self._clock().isoformat(),
                     )
                     self._build_version(spec, downloaded, version_dir, record)
+                self._adopt_current(spec)
                 logger.info("staged target=%s version=%s", spec, target.version)
                 return version_dir / spec.executable
         except OSError as exc:
