@@ -1,0 +1,1 @@
+"""One builder per installer format, each ``build(staged: StagedPackage, outfile: Path) -> BuildResult``."""
