@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from packager.package.staged import StagedFile, StagedPackage, StagedSymlink
 
 EPOCH = 1_700_000_000
-SECRET = "package-test-secret-0123"  # noqa: S105 - test fixture
+SECRET = "package-test-secret-0123"
 
 _EXECUTABLES = {
     "linux": ("bin/orbit/linux/stable/orbit", "bin/osqueryd/linux/stable/osqueryd"),
