@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 PLATFORMS = ("linux", "macos", "windows")
 ARCHES = ("amd64", "arm64")
+UNIX_ROOT = PurePosixPath("/opt/orbit")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StagedPackage:
     fleet_desktop: bool
     service: bool  # install and start the service
     source_date_epoch: int  # every timestamp in the output (SOURCE_DATE_EPOCH, else a fixed default)
-    agent_root: PurePosixPath = PurePosixPath("/opt/orbit")  # Unix install root; Windows uses ORBITROOT
+    agent_root: PurePosixPath = UNIX_ROOT  # Unix install root; Windows uses ORBITROOT
     extra: Mapping[str, str] = field(default_factory=dict)  # format-specific knobs (e.g. end_user_email)
 
     def file(self, relative: str) -> StagedFile | None:
