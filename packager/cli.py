@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from packager import __version__
+from packager.package import cli as package_cli
+from packager.package import package_options
 from packager.updates import cli as updates_cli
 
 
@@ -15,6 +17,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"orbitctl {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     updates_cli.add_parser(sub)
+    package_options.add_parser(sub)
     return top
 
 
@@ -22,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "updates":
         return updates_cli.run(args)
+    if args.command == "package":
+        return package_cli.run(args)
     return 2
 
 

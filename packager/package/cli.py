@@ -1,0 +1,65 @@
+"""``orbitctl package --type deb|rpm|pkg|msi …``: validate, fetch through TUF, stage, build, report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from packager.package.fetch import FetchError
+from packager.package.package_options import PackageOptionsError, default_outfile, validate
+from packager.package.stage import stage_package
+from packager.package.staged import BuildResult, StagedPackage
+
+BUILDERS = {
+    "deb": "packager.formats.deb",
+    "rpm": "packager.formats.rpm",
+    "pkg": "packager.formats.pkg",
+    "msi": "packager.formats.msi",
+}
+
+
+def build_with(kind: str, staged: StagedPackage, outfile: Path) -> BuildResult:
+    module = importlib.import_module(BUILDERS[kind])
+    result: BuildResult = module.build(staged, outfile)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, highlight=False)
+    try:
+        options = validate(args, os.environ)
+    except PackageOptionsError as exc:
+        console.print(f"orbitctl package: {exc}")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="orbitctl-package-"))
+    try:
+        with console.status("fetching the agent's binaries through TUF…"):
+            staged = stage_package(
+                options,
+                work,
+                os.environ,
+                progress=lambda name, size: console.print(f"  fetching {name} ({size / 1e6:.1f} MB), verified"),
+            )
+        outfile = options.outfile or default_outfile(options.type, staged.version, options.arch)
+        if not outfile.parent.is_dir() or not os.access(outfile.parent, os.W_OK):
+            raise OSError(f"cannot write {outfile}: {outfile.parent} is not a writable directory")
+        with console.status(f"building {outfile.name}…"):
+            result = build_with(options.type, staged, outfile)
+    except (FetchError, PackageOptionsError, ValueError) as exc:
+        console.print(f"orbitctl package: {exc}")
+        return 1
+    except OSError as exc:
+        console.print(f"orbitctl package: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    console.print(f"built {result.path} ({result.size} bytes, sha256 {result.sha256})")
+    sys.stdout.write(f"{result.path}\n")
+    return 0
