@@ -11,21 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import sys
 from pathlib import Path
+
+from orbit.update.atomic_fs import fsync_dir
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
-
-
-def _fsync_dir(directory: Path) -> None:
-    if sys.platform == "win32":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes | str, mode: int = SECRET_MODE) -> None:
@@ -44,7 +35,7 @@ def write_atomic(path: Path, data: bytes | str, mode: int = SECRET_MODE) -> None
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_text_or_none(path: Path) -> str | None:

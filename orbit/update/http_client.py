@@ -8,11 +8,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+TransportT = TypeVar("TransportT", httpx.HTTPTransport, httpx.AsyncHTTPTransport)
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -87,6 +90,16 @@ def environment_proxies(environ: Mapping[str, str]) -> dict[str, str | None]:
     return mounts
 
 
+def _proxy_mounts(
+    trust_env: bool, environ: Mapping[str, str] | None, transport: Callable[[str], TransportT]
+) -> dict[str, TransportT | None]:
+    """httpx ``mounts``: one transport per proxy pattern from the environment, ``None`` for NO_PROXY hosts."""
+    if not trust_env:
+        return {}
+    proxies = environment_proxies(os.environ if environ is None else environ)
+    return {pattern: None if proxy is None else transport(proxy) for pattern, proxy in proxies.items()}
+
+
 def build_http_client(
     tls: TlsOptions,
     *,
@@ -103,18 +116,16 @@ def build_http_client(
     ``timeout`` bounds each read/write (not a whole download: the fetcher adds a total deadline).
     """
     context = ssl_context(tls)
-    direct = httpx.HTTPTransport(verify=context, retries=connect_retries)
-    mounts: dict[str, httpx.BaseTransport | None] = {}
-    if trust_env:
-        for pattern, proxy in environment_proxies(os.environ if environ is None else environ).items():
-            mounts[pattern] = (
-                None if proxy is None else httpx.HTTPTransport(verify=context, retries=connect_retries, proxy=proxy)
-            )
+    mounts = _proxy_mounts(
+        trust_env,
+        environ,
+        lambda proxy: httpx.HTTPTransport(verify=context, retries=connect_retries, proxy=proxy),
+    )
     return httpx.Client(
         base_url=base_url,
         verify=context,
-        transport=direct,
-        mounts=mounts,
+        transport=httpx.HTTPTransport(verify=context, retries=connect_retries),
+        mounts=dict(mounts),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         headers={"User-Agent": user_agent},
         follow_redirects=True,
@@ -136,20 +147,16 @@ def build_async_http_client(
 ) -> httpx.AsyncClient:
     """The asyncio twin of ``build_http_client`` (same TLS, proxies and retries) for the Fleet API client."""
     context = ssl_context(tls)
-    direct = httpx.AsyncHTTPTransport(verify=context, retries=connect_retries)
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-    if trust_env:
-        for pattern, proxy in environment_proxies(os.environ if environ is None else environ).items():
-            mounts[pattern] = (
-                None
-                if proxy is None
-                else httpx.AsyncHTTPTransport(verify=context, retries=connect_retries, proxy=proxy)
-            )
+    mounts = _proxy_mounts(
+        trust_env,
+        environ,
+        lambda proxy: httpx.AsyncHTTPTransport(verify=context, retries=connect_retries, proxy=proxy),
+    )
     return httpx.AsyncClient(
         base_url=base_url,
         verify=context,
-        transport=direct,
-        mounts=mounts,
+        transport=httpx.AsyncHTTPTransport(verify=context, retries=connect_retries),
+        mounts=dict(mounts),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         headers={"User-Agent": user_agent},
         follow_redirects=False,

@@ -8,36 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.e2e.conftest import running
 from tests.support.orbit_world import OrbitWorld, wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[OrbitWorld]:
-    built = OrbitWorld(tmp_path)
-    built.publish_osqueryd("5.14.1")
-    built.publish_orbit("1.0.0")
-    built.install_package("1.0.0")
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-def running(world: OrbitWorld) -> dict[str, object]:
-    """Wait until orbit runs, is enrolled and osqueryd is up; returns the status."""
-    return wait_for(
-        lambda: (status := world.status()).get("enrolled") is True and world.osqueryd_pid() is not None and status,
-        timeout=60,
-        what="orbit enrolled with osqueryd running",
-    )
 
 
 def one_host(world: OrbitWorld) -> dict[str, object]:

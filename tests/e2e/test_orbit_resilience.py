@@ -10,36 +10,16 @@ import signal
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from tests.e2e.conftest import running
 from tests.support.orbit_world import OrbitWorld, orbitctl, wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[OrbitWorld]:
-    built = OrbitWorld(tmp_path)
-    built.publish_osqueryd("5.14.1")
-    built.publish_orbit("1.0.0")
-    built.install_package("1.0.0")
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-def running(world: OrbitWorld) -> dict[str, object]:
-    return wait_for(
-        lambda: (status := world.status()).get("enrolled") is True and world.osqueryd_pid() is not None and status,
-        timeout=60,
-        what="orbit enrolled with osqueryd running",
-    )
 
 
 def test_server_outage_keeps_everything_running_and_recovers(world: OrbitWorld) -> None:
