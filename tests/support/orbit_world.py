@@ -169,7 +169,9 @@ class OrbitWorld:
         args = ["--enroll-secret", SECRET, "--tuf-repo", str(self.repo / "repository")]
         if self.port is not None:
             args += ["--listen", f"127.0.0.1:{self.port}"]
-        self.stub = StubProcess(self.stub_dir, *args)
+        # host details every 5 s (Fleet's osquery_detail_update_interval, 1 h by default): orbit registers its
+        # extension a moment after osqueryd starts, so the very first detail round can miss orbit_info
+        self.stub = StubProcess(self.stub_dir, *args, env=clean_env(FLEET_STUB_DETAIL_UPDATE_INTERVAL="5"))
         info = self.stub.wait_ready()
         self.url = str(info["url"])
         self.ca = str(info["ca_cert"])
