@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -35,6 +36,7 @@ from orbit.osqueryd_child import osqueryd_child, osqueryd_launch_spec
 from orbit.restart_policy import RestartPolicy
 from orbit.root_layout import RootLayout
 from orbit.scripts_receiver import ScriptsReceiver
+from orbit.secure_files import PUBLIC_MODE, write_atomic
 from orbit.server_overrides import (
     Channels,
     channels_differ,
@@ -269,6 +271,50 @@ class Agent:
                 return None
             delay = min(delay * 2, 300.0)
         return None
+
+    def _check_identity(self, hardware_uuid: str) -> None:
+        """A machine cloned, restored onto other hardware or migrated keeps our files but not its UUID (spec §12.2):
+        then the node key, the device token and osquery's database belong to another host. Start over as a new
+        host instead of overwriting that host's record (Fleet does this on macOS only, and exits; we do it
+        everywhere, in place)."""
+        path = self.layout.hardware_uuid
+        try:
+            recorded = path.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            recorded = None
+        if recorded is not None and recorded != hardware_uuid:
+            log.error(
+                "event=host_identity_changed recorded=%s now=%s action=%r",
+                recorded,
+                hardware_uuid,
+                "re-enrolling as a new host (node key, device token and osquery database discarded)",
+            )
+            for stale in (self.layout.node_key, self.layout.device_token):
+                stale.unlink(missing_ok=True)
+            database = Path(self.options.osquery_db)
+            if database.is_dir():
+                shutil.rmtree(database, ignore_errors=True)
+            else:
+                database.unlink(missing_ok=True)
+            self.state.extra["identity_changed"] = {"from": recorded, "to": hardware_uuid}
+        if recorded != hardware_uuid:
+            write_atomic(path, hardware_uuid, PUBLIC_MODE)
+
+    async def _capabilities_loop(self) -> None:
+        """Fleet's 5-minute ping: notice a server upgrade or downgrade (logged; nothing needs a restart here)."""
+        client = self.client
+        assert client is not None
+        while not await self._sleep(self.timings.capabilities_interval):
+            before = client.server_capabilities
+            await client.ping()
+            if client.server_capabilities != before:
+                log.info(
+                    "event=server_capabilities_changed old=%s new=%s",
+                    ",".join(sorted(before)),
+                    ",".join(sorted(client.server_capabilities)),
+                )
+                if self.token is not None and "token_rotation" in client.server_capabilities - before:
+                    await self.token.ensure(True)
 
     def _enroll_body(self) -> Mapping[str, str]:
         host = self.host
@@ -505,6 +551,7 @@ class Agent:
             if self.host is None:
                 return self._result()
             self.state.host_uuid = self.host.hardware_uuid
+            await asyncio.to_thread(self._check_identity, self.host.hardware_uuid)
             await self._run_actors()
         finally:
             await self.state.write_now(self)
@@ -598,6 +645,8 @@ class Agent:
         if self.token is not None:
             token = self.token
             actors.append(("device token", lambda: token.run(self.stop)))
+        if self.client is not None:
+            actors.append(("capabilities checker", self._capabilities_loop))
         if self.platform != "windows":  # Windows: a named pipe transport, not written yet
             extension = ExtensionServer(
                 self.layout.extension_socket,

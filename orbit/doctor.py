@@ -137,6 +137,7 @@ class Doctor:
                 self.add("enrolled", Verdict.FAIL, f"not enrolled; last error: {status.get('last_error') or 'none'}")
         self._check_children(status)
         self._check_rollbacks(status)
+        self._check_identity(status)
 
     def _check_children(self, status: Mapping[str, object]) -> None:
         children = status.get("children")
@@ -153,6 +154,14 @@ class Doctor:
                 self.add(name, Verdict.WARN if state == "backing_off" else Verdict.FAIL, detail)
             else:
                 self.add(name, Verdict.PASS, detail)
+
+    def _check_identity(self, status: Mapping[str, object]) -> None:
+        changed = status.get("identity_changed")
+        if isinstance(changed, dict):
+            detail = (
+                f"hardware UUID changed from {changed.get('from')} to {changed.get('to')}: re-enrolled as a new host"
+            )
+            self.add("host identity", Verdict.WARN, detail + " (a cloned or restored machine? see --host-identifier)")
 
     def _check_rollbacks(self, status: Mapping[str, object]) -> None:
         quarantined = status.get("quarantined")
