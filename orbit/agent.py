@@ -600,6 +600,8 @@ class Agent:
                 self.secret,
                 platform=self.platform,
                 policy=policy,
+                # with --log-file, osqueryd's output joins orbit's size-capped rotating log (Fleet: same file)
+                output=logging.getLogger("osqueryd").info if options.log_file else None,
             )
         )
         try:

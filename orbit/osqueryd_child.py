@@ -71,6 +71,7 @@ def osqueryd_child(
     platform: str,
     policy: RestartPolicy,
     log_path: Path | None = None,
+    output: Callable[[str], None] | None = None,
 ) -> ChildSpec:
     def argv() -> list[str]:
         path = executable()
@@ -95,4 +96,5 @@ def osqueryd_child(
         stale_name="osqueryd",
         log_path=log_path,
         policy=policy,
+        output=output,
     )

@@ -69,6 +69,7 @@ class ChildSpec:
     stale_name: str | None = None  # a live process in the pidfile whose name contains this is killed at start
     log_path: Path | None = None
     policy: RestartPolicy = field(default_factory=RestartPolicy)
+    output: Callable[[str], None] | None = None  # each line of the child's stdout+stderr (e.g. into orbit's log)
     user: str | int | None = None
     group: str | int | None = None
     extra_groups: tuple[str | int, ...] | None = None
@@ -127,6 +128,7 @@ class Supervisor:
         self._last_exit: int | None = None
         self._next_start_at: float | None = None
         self._began: float | None = None
+        self._pumps: set[asyncio.Future[None]] = set()
         self._restart_requested = asyncio.Event()
         self._restart_reason = ""
         self.started = asyncio.Event()
@@ -160,7 +162,9 @@ class Supervisor:
     async def _start(self, launch: ChildLaunch) -> asyncio.subprocess.Process:
         stdout: int | None = None
         handle = None
-        if self.spec.log_path is not None:
+        if self.spec.output is not None:
+            stdout = asyncio.subprocess.PIPE
+        elif self.spec.log_path is not None:
             self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             handle = self.spec.log_path.open("ab")
             stdout = handle.fileno()
@@ -181,6 +185,10 @@ class Supervisor:
             if handle is not None:
                 handle.close()
         log.info("event=child_started name=%s pid=%d", self.spec.name, process.pid)
+        if self.spec.output is not None and process.stdout is not None:
+            pump = asyncio.ensure_future(_pump_lines(process.stdout, self.spec.output))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
         if self.spec.write_pidfile and self.spec.pidfile is not None:
             try:
                 write_atomic(self.spec.pidfile, f"{process.pid}\n", PUBLIC_MODE)
@@ -284,6 +292,24 @@ class Supervisor:
         if self._process is not None:
             await self._stop(self._process)
             self._remove_pidfile(self._process.pid)
+
+
+MAX_LINE = 16 * 1024
+
+
+async def _pump_lines(stream: asyncio.StreamReader, output: Callable[[str], None]) -> None:
+    """Hand a child's output to ``output`` line by line (long lines cut at 16 KiB) until the pipe closes."""
+    pending = b""
+    while chunk := await stream.read(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > MAX_LINE:
+            lines.append(pending[:MAX_LINE])
+            pending = b""
+        for line in lines:
+            output(line[:MAX_LINE].decode("utf-8", "replace").rstrip("\r"))
+    if pending:
+        output(pending.decode("utf-8", "replace"))
 
 
 async def _wait_any(

@@ -170,3 +170,23 @@ def test_a_cancelled_supervisor_still_stops_its_child(tmp_path: Path) -> None:
 
     pid = asyncio.run(scenario())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_child_output_goes_line_by_line_to_the_output_callback(tmp_path: Path) -> None:
+    """With --log-file, osqueryd's output joins orbit's rotating log: lines arrive whole, long ones are cut."""
+    lines: list[str] = []
+    script = tmp_path / "talker.py"
+    script.write_text("import sys\nprint('first line')\nprint('x' * 40000)\nsys.stderr.write('from stderr\\n')\n")
+    spec = ChildSpec(name="talker", argv=lambda: [PY, str(script)], env=dict, output=lines.append)
+
+    async def scenario() -> None:
+        supervisor = Supervisor(spec)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: "from stderr" in lines)
+        stop.set()
+        await runner
+
+    asyncio.run(scenario())
+    assert lines[0] == "first line"
+    assert lines[1] == "x" * 16384 and "from stderr" in lines
