@@ -1,0 +1,165 @@
+"""xar writer for the macOS product archive (spec/packaging.md §5.3).
+
+File = a 28-byte big-endian header (magic ``xar!``, header size 28, version 1, compressed and uncompressed TOC
+lengths, checksum algorithm 1 = SHA-1), the zlib-compressed TOC XML, then the heap. Heap offset 0 holds the SHA-1
+of the compressed TOC (declared by ``<checksum style="sha1">``), followed by each member's bytes stored
+uncompressed (``application/octet-stream``, like ``xar --compression none``), each with its SHA-1 as both the
+archived and the extracted checksum.
+
+Deterministic: members sorted by path (directories implied by the paths, children nested in the TOC), heap in TOC
+order, one fixed creation time and mtime, fixed owner (uid 0 / gid 80, as the payload), zlib level 9. The caller
+gives each member's size and SHA-1 up front (the TOC precedes the heap) and the streams to copy; nothing else is
+read or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+from xml.sax.saxutils import escape
+
+MAGIC: Final = b"xar!"
+HEADER_SIZE: Final = 28
+VERSION: Final = 1
+CHECKSUM_SHA1: Final = 1
+SHA1_SIZE: Final = 20
+OWNER_UID: Final = 0
+OWNER_GID: Final = 80
+OWNER_USER: Final = "root"
+OWNER_GROUP: Final = "admin"
+_COPY_CHUNK: Final = 1 << 20
+
+
+class Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class XarMember:
+    """A regular file in the archive; ``path`` uses ``/`` (``base.pkg/Payload``)."""
+
+    path: str
+    size: int
+    sha1: bytes
+    mode: int = 0o644
+
+
+@dataclass
+class _Dir:
+    children: dict[str, _Dir | XarMember] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class XarLayout:
+    """What to write: ``head`` (header + compressed TOC + the TOC's SHA-1, i.e. the first heap bytes), then the
+    members' data in ``heap_order``."""
+
+    head: bytes
+    heap_order: tuple[XarMember, ...]
+    toc_xml: bytes
+
+
+def _timestamp(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+
+
+def _tree(members: Sequence[XarMember]) -> _Dir:
+    root = _Dir()
+    for member in members:
+        parts = member.path.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"xar: invalid member path {member.path!r}")
+        if len(member.sha1) != SHA1_SIZE or member.size < 0:
+            raise ValueError(f"xar: {member.path}: need a size and a 20-byte SHA-1")
+        directory = root
+        for part in parts[:-1]:
+            existing = directory.children.setdefault(part, _Dir())
+            if not isinstance(existing, _Dir):
+                raise ValueError(f"xar: {member.path}: {part} is a file")
+            directory = existing
+        if parts[-1] in directory.children:
+            raise ValueError(f"xar: duplicate member {member.path}")
+        directory.children[parts[-1]] = member
+    return root
+
+
+def build_layout(members: Sequence[XarMember], *, mtime: int) -> XarLayout:
+    stamp = _timestamp(mtime)
+    owner = f"<group>{OWNER_GROUP}</group><gid>{OWNER_GID}</gid><user>{OWNER_USER}</user><uid>{OWNER_UID}</uid>"
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        "<xar>",
+        " <toc>",
+        f"  <creation-time>{stamp}</creation-time>",
+        f'  <checksum style="sha1"><offset>0</offset><size>{SHA1_SIZE}</size></checksum>',
+    ]
+    heap_order: list[XarMember] = []
+    offset = SHA1_SIZE
+    next_id = 1
+
+    def emit(directory: _Dir, depth: int) -> None:
+        nonlocal offset, next_id
+        indent = " " * (depth + 2)
+        for name in sorted(directory.children):
+            child = directory.children[name]
+            lines.append(f'{indent}<file id="{next_id}">')
+            next_id += 1
+            if isinstance(child, XarMember):
+                digest = child.sha1.hex()
+                lines.append(
+                    f"{indent} <data><length>{child.size}</length><offset>{offset}</offset><size>{child.size}</size>"
+                    '<encoding style="application/octet-stream"/>'
+                    f'<archived-checksum style="sha1">{digest}</archived-checksum>'
+                    f'<extracted-checksum style="sha1">{digest}</extracted-checksum></data>'
+                )
+                heap_order.append(child)
+                offset += child.size
+                kind, mode = "file", child.mode
+            else:
+                kind, mode = "directory", 0o755
+            lines.append(f"{indent} <mtime>{stamp}Z</mtime>{owner}<mode>{mode:04o}</mode>")
+            lines.append(f"{indent} <type>{kind}</type><name>{escape(name)}</name>")
+            if isinstance(child, _Dir):
+                emit(child, depth + 1)
+            lines.append(f"{indent}</file>")
+
+    emit(_tree(members), 0)
+    lines += [" </toc>", "</xar>", ""]
+    toc = "\n".join(lines).encode("utf-8")
+    compressed = zlib.compress(toc, 9)
+    header = struct.pack(">4sHHQQI", MAGIC, HEADER_SIZE, VERSION, len(compressed), len(toc), CHECKSUM_SHA1)
+    toc_digest = hashlib.sha1(compressed, usedforsecurity=False).digest()
+    return XarLayout(head=header + compressed + toc_digest, heap_order=tuple(heap_order), toc_xml=toc)
+
+
+def write_archive(out: Writer, members: Sequence[tuple[XarMember, Reader]], *, mtime: int) -> int:
+    """Writes the whole archive; each stream must yield exactly ``member.size`` bytes with the declared SHA-1
+    (checked while copying). Returns the number of bytes written."""
+    layout = build_layout([member for member, _ in members], mtime=mtime)
+    streams = {member.path: stream for member, stream in members}
+    out.write(layout.head)
+    written = len(layout.head)
+    for member in layout.heap_order:
+        stream = streams[member.path]
+        digest = hashlib.sha1(usedforsecurity=False)
+        remaining = member.size
+        while remaining:
+            chunk = stream.read(min(_COPY_CHUNK, remaining))
+            if not chunk:
+                raise ValueError(f"xar: {member.path} ended {remaining} bytes early")
+            digest.update(chunk)
+            out.write(chunk)
+            remaining -= len(chunk)
+        if digest.digest() != member.sha1:
+            raise ValueError(f"xar: {member.path} does not match the SHA-1 declared in the TOC")
+        written += member.size
+    return written
