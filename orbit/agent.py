@@ -30,6 +30,7 @@ from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enr
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.flagfile import FlagfileReceiver
 from orbit.fleet_client import OrbitClient, OrbitConfig
+from orbit.insecure_proxy import InsecureProxy
 from orbit.node_key_store import NodeKeyStore
 from orbit.options import Options
 from orbit.osqueryd_child import osqueryd_child, osqueryd_launch_spec
@@ -132,6 +133,7 @@ class Agent:
         self.last_config: OrbitConfig | None = None
         self.token: DeviceTokenManager | None = None
         self.desktop: Supervisor | None = None
+        self.insecure_proxy: InsecureProxy | None = None
         self.scripts: ScriptsReceiver | None = None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -583,6 +585,9 @@ class Agent:
                 max_backoff=timings.config_max_backoff,
             )
         policy = RestartPolicy(first_delay=0.25, stable_after=timings.stable_reset)
+        if options.insecure and options.fleet_url:
+            self.insecure_proxy = InsecureProxy(options.fleet_url, self.layout.root / "proxy")
+            await self.insecure_proxy.start()
         self.osqueryd = Supervisor(
             osqueryd_child(
                 self.layout,
@@ -596,6 +601,11 @@ class Agent:
                     host_identifier=options.host_identifier,
                     database_path=Path(options.osquery_db),
                     passthrough=options.osquery_args,
+                    insecure_proxy=(
+                        (self.insecure_proxy.port, self.insecure_proxy.cert_path)
+                        if self.insecure_proxy is not None and self.insecure_proxy.port is not None
+                        else None
+                    ),
                 ),
                 self.secret,
                 platform=self.platform,
@@ -649,6 +659,9 @@ class Agent:
             actors.append(("device token", lambda: token.run(self.stop)))
         if self.client is not None:
             actors.append(("capabilities checker", self._capabilities_loop))
+        if self.insecure_proxy is not None:
+            proxy = self.insecure_proxy
+            actors.append(("insecure proxy", lambda: proxy.run(self.stop)))
         if self.platform != "windows":  # Windows: a named pipe transport, not written yet
             extension = ExtensionServer(
                 self.layout.extension_socket,

@@ -38,6 +38,7 @@ def osqueryd_launch_spec(
     host_identifier: str,
     database_path: Path,
     passthrough: tuple[str, ...],
+    insecure_proxy: tuple[int, Path] | None = None,
 ) -> LaunchSpec:
     fleet = None
     if fleet_url:
@@ -47,12 +48,14 @@ def osqueryd_launch_spec(
             certificate=fleet_certificate,
             client_cert=layout.fleet_client_cert if has_client else None,
             client_key=layout.fleet_client_key if has_client else None,
+            insecure_proxy_port=insecure_proxy[0] if insecure_proxy is not None else None,
         )
     return LaunchSpec(
         root_dir=layout.root,
         platform=platform,
         fleet=fleet,
         certs_bundle=layout.certs_bundle if _non_empty(layout.certs_bundle) else None,
+        proxy_certificate=insecure_proxy[1] if insecure_proxy is not None else None,
         debug=debug,
         flagfile=layout.osquery_flags if layout.osquery_flags.is_file() else None,
         host_identifier=host_identifier,

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import running
-from tests.support.orbit_world import OrbitWorld, orbitctl, wait_for
+from tests.support.orbit_world import OrbitWorld, ServiceManager, orbitctl, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -192,3 +192,22 @@ def test_fleet_desktop_gets_a_registered_token_and_is_respawned(world: OrbitWorl
     os.kill(desktop["pid"], signal.SIGKILL)
     wait_for(record.is_file, timeout=30, what="fleet-desktop respawned")
     assert len(service.starts) == 1
+
+
+def test_insecure_mode_reaches_the_server_through_the_local_proxy(world: OrbitWorld) -> None:
+    """--insecure: nobody verifies the server, yet osqueryd (which always verifies) enrolls via orbit's proxy."""
+    link = world.root / "bin" / "orbit" / "orbit"
+    args = ["--root-dir", str(world.root), "--fleet-url", world.url, "--insecure"]
+    args += ["--update-url", world.tuf_url, "--update-roots", str(world.root_json)]
+    world.service = ServiceManager([str(link), *args], world.orbit_env(), world.base / "orbit.log")
+    running(world)
+    osqueryd = psutil.Process(world.osqueryd_pid())
+    argv = osqueryd.cmdline()
+    proxy_cert = world.root / "proxy" / "fleet.crt"
+    assert argv[argv.index("--tls_server_certs") + 1] == str(proxy_cert)
+    tls_hostname = next(arg for arg in argv if arg.startswith("--tls_hostname="))
+    assert tls_hostname.startswith("--tls_hostname=localhost:")
+    assert proxy_cert.stat().st_mode & 0o777 == 0o644
+    assert (world.root / "proxy" / "fleet.key").stat().st_mode & 0o777 == 0o600
+    host = wait_for(lambda: (hosts := world.hosts()) and hosts[0].get("osquery_version") and hosts[0], timeout=60)
+    assert host["osquery_version"] == "5.14.1+sim"
