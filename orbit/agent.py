@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from orbit.actors import keep_running
@@ -30,6 +27,7 @@ from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enr
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.flagfile import FlagfileReceiver
 from orbit.fleet_client import OrbitClient, OrbitConfig
+from orbit.identity_check import check_identity
 from orbit.insecure_proxy import InsecureProxy
 from orbit.node_key_store import NodeKeyStore
 from orbit.options import Options
@@ -37,7 +35,7 @@ from orbit.osqueryd_child import osqueryd_child, osqueryd_launch_spec
 from orbit.restart_policy import RestartPolicy
 from orbit.root_layout import RootLayout
 from orbit.scripts_receiver import ScriptsReceiver
-from orbit.secure_files import PUBLIC_MODE, write_atomic
+from orbit.self_update import AgentExit, SelfUpdater
 from orbit.server_overrides import (
     Channels,
     channels_differ,
@@ -48,17 +46,14 @@ from orbit.server_overrides import (
 )
 from orbit.supervisor import ChildState, ChildStatus, Supervisor, kill_stale
 from orbit.timings import Timings
-from orbit.trial_boot import Quarantine, StartKind, TrialMarker, classify_start, clear_marker, read_marker, restart_env
-from orbit.update.errors import UpdateError
 from orbit.update.http_client import TlsOptions, build_async_http_client
-from orbit.update.targets import TargetName, TargetSpec
+from orbit.update.targets import TargetName
 from orbit.update.update_runner import TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 from orbit.update_setup import (
     TrustRootError,
     bootstrap_root,
     make_installer,
     make_update_client,
-    orbit_link,
     tracked_targets,
     update_tls,
     user_agent,
@@ -69,27 +64,8 @@ from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_inf
 log = logging.getLogger(__name__)
 
 
-EXIT_RESTART_FOR_UPDATE = 3
-
-
 class AgentStartError(RuntimeError):
     """Configuration that cannot work (exit 1 with the message; the service manager will not fix it)."""
-
-
-@dataclass(frozen=True)
-class AgentExit:
-    code: int = 0
-    exec_argv: tuple[str, ...] | None = None
-    exec_env: Mapping[str, str] | None = None
-    reason: str = ""
-
-
-def own_command(layout: RootLayout) -> list[str]:
-    """How to start the installed orbit again: the ``bin/orbit/orbit`` link the service runs, else this Python."""
-    link = orbit_link(layout)
-    if link.exists():
-        return [str(link)]
-    return [sys.executable, "-m", "orbit"]
 
 
 class Agent:
@@ -114,7 +90,6 @@ class Agent:
         self.stop = asyncio.Event()
         self.state = AgentState(self.layout, self.version, time.time())
         self._exit: AgentExit | None = None
-        self.quarantine = Quarantine(self.layout.quarantine)
         self.overrides = load_overrides(self.layout.server_overrides)
         cli = Channels(options.orbit_channel, options.osqueryd_channel, options.desktop_channel)
         self.cli_channels = cli
@@ -122,9 +97,18 @@ class Agent:
         self.targets = tracked_targets(
             self.channels.orbit, self.channels.osqueryd, self.channels.desktop, options.fleet_desktop
         )
-        self.trial: TrialMarker | None = None
-        self.runner: UpdateRunner | None = None
         self.installer = make_installer(self.layout)
+        self.updater = SelfUpdater(
+            self.layout,
+            self.installer,
+            self.state,
+            timings,
+            version=self.version,
+            argv=self.argv,
+            orbit_platform=self.targets.orbit.platform,
+            exit_with=self._request_exit,
+        )
+        self.runner: UpdateRunner | None = None
         self.client: OrbitClient | None = None
         self.poller: ConfigPoller | None = None
         self.osqueryd: Supervisor | None = None
@@ -155,33 +139,6 @@ class Agent:
         if options.fleet_url and not self.secret:
             raise AgentStartError("enroll secret must be specified (--enroll-secret or --enroll-secret-path)")
 
-    def _check_trial(self) -> None:
-        marker = read_marker(self.layout.trial_marker)
-        kind = classify_start(marker, self.env)
-        self.state.start_kind = kind.value
-        if marker is None:
-            return
-        if kind is StartKind.CANDIDATE:
-            self.trial = marker
-            log.info("event=trial_boot version=%s previous=%s", marker.version, marker.previous_version)
-            return
-        reason = "the new orbit exited before it was confirmed healthy"
-        self.quarantine.add(marker.digest, marker.version, reason)
-        clear_marker(self.layout.trial_marker)
-        with contextlib.suppress(OSError, UpdateError):
-            self.installer.discard_staged(self._orbit_spec_for(marker), marker.digest_id)
-        self.state.note_rollback(marker.version, marker.previous_version, reason)
-        log.error(
-            "event=self_update_rolled_back version=%s running=%s reason=%r",
-            marker.version,
-            self.version,
-            reason,
-        )
-
-    def _orbit_spec_for(self, marker: TrialMarker) -> TargetSpec:
-        name, _platform, channel, _ = marker.target_path.split("/", 3)
-        return TargetSpec(TargetName(name), self.targets.orbit.platform, channel)
-
     def _setup_updates(self) -> None:
         options = self.options
         if options.disable_updates:
@@ -208,8 +165,8 @@ class Agent:
             on_installed=self._on_installed,
             on_report=self.state.note_update_report,
             deferred=lambda spec: spec.name is TargetName.ORBIT,
-            quarantined=lambda spec, digest: spec.name is TargetName.ORBIT and self.quarantine.contains(digest),
-            paused=lambda spec: spec.name is TargetName.ORBIT and self.trial is not None,
+            quarantined=self.updater.is_quarantined,
+            paused=self.updater.is_paused,
         )
         self.state.updates = "enabled"
 
@@ -238,7 +195,7 @@ class Agent:
         self.runner.last_report = report
         self.state.note_update_report(report)
         for item in report.staged:
-            if await self._start_self_update(item):
+            if not self.options.dev_mode and await self.updater.start(item):
                 return True
         return False
 
@@ -273,34 +230,6 @@ class Agent:
                 return None
             delay = min(delay * 2, 300.0)
         return None
-
-    def _check_identity(self, hardware_uuid: str) -> None:
-        """A machine cloned, restored onto other hardware or migrated keeps our files but not its UUID (spec §12.2):
-        then the node key, the device token and osquery's database belong to another host. Start over as a new
-        host instead of overwriting that host's record (Fleet does this on macOS only, and exits; we do it
-        everywhere, in place)."""
-        path = self.layout.hardware_uuid
-        try:
-            recorded = path.read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            recorded = None
-        if recorded is not None and recorded != hardware_uuid:
-            log.error(
-                "event=host_identity_changed recorded=%s now=%s action=%r",
-                recorded,
-                hardware_uuid,
-                "re-enrolling as a new host (node key, device token and osquery database discarded)",
-            )
-            for stale in (self.layout.node_key, self.layout.device_token):
-                stale.unlink(missing_ok=True)
-            database = Path(self.options.osquery_db)
-            if database.is_dir():
-                shutil.rmtree(database, ignore_errors=True)
-            else:
-                database.unlink(missing_ok=True)
-            self.state.extra["identity_changed"] = {"from": recorded, "to": hardware_uuid}
-        if recorded != hardware_uuid:
-            write_atomic(path, hardware_uuid, PUBLIC_MODE)
 
     async def _capabilities_loop(self) -> None:
         """Fleet's 5-minute ping: notice a server upgrade or downgrade (logged; nothing needs a restart here)."""
@@ -416,70 +345,12 @@ class Agent:
 
     async def _on_installed(self, name: str, report: TargetReport) -> None:
         if report.outcome is TargetOutcome.STAGED:
-            await self._start_self_update(report)
+            if not self.options.dev_mode:
+                await self.updater.start(report)
         elif name == TargetName.OSQUERYD:
             self._restart_osqueryd(f"osqueryd updated to {report.version}")
         elif name == TargetName.DESKTOP and self.desktop is not None:
             self.desktop.restart(f"fleet-desktop updated to {report.version}")
-
-    async def _start_self_update(self, report: TargetReport) -> bool:
-        if self.options.dev_mode or report.executable is None or report.digest is None:
-            return False
-        from orbit.trial_boot import write_marker  # noqa: PLC0415 - keeps the import list of this module short
-
-        if sys.platform == "win32":
-            # no execve for a service: switch now and let SCM's recovery restart us (Fleet's behaviour, ADR 0005)
-            await asyncio.to_thread(self.installer.promote, report.spec, report.executable.parent.name)
-            self._request_exit(AgentExit(EXIT_RESTART_FOR_UPDATE, reason=f"self-update to {report.version}"))
-            return True
-
-        marker = TrialMarker(
-            digest_id=report.executable.parent.name,
-            digest=report.digest,
-            version=report.version,
-            previous_version=self.version,
-            candidate=str(report.executable),
-            target_path=report.spec.path,
-            started_at=time.time(),
-            deadline=self.timings.trial_deadline,
-        )
-        write_marker(self.layout.trial_marker, marker)
-        log.info("event=self_update_start version=%s from=%s", report.version, self.version)
-        self._request_exit(
-            AgentExit(
-                0,
-                (str(report.executable), *self.argv),
-                restart_env(os.environ, marker.digest_id),
-                f"self-update to {report.version}",
-            )
-        )
-        return True
-
-    async def _trial_monitor(self) -> None:
-        """Candidate only: confirm once healthy for a stable period, or revert at the deadline."""
-        marker = self.trial
-        assert marker is not None
-        began = time.monotonic()
-        while not self.stop.is_set():
-            if self._healthy_for() >= self.timings.trial_healthy_period:
-                spec = self._orbit_spec_for(marker)
-                await asyncio.to_thread(self.installer.promote, spec, marker.digest_id)
-                await asyncio.to_thread(_point_link, orbit_link(self.layout), self.installer.executable_path(spec))
-                clear_marker(self.layout.trial_marker)
-                self.trial = None
-                self.state.start_kind = "confirmed"
-                log.info("event=self_update_confirmed version=%s", self.version)
-                return
-            if time.monotonic() - began > marker.deadline:
-                reason = f"not healthy within {marker.deadline:.0f}s ({self.state.health_summary()})"
-                self.quarantine.add(marker.digest, marker.version, reason)
-                clear_marker(self.layout.trial_marker)
-                log.error("event=self_update_reverting version=%s reason=%r", self.version, reason)
-                self._request_exit(
-                    AgentExit(0, (*own_command(self.layout), *self.argv), restart_env(os.environ, None), reason)
-                )
-                return
-            await self._sleep(1.0)
 
     def _healthy_for(self) -> float:
         """How long orbit has been healthy: osqueryd running (and, with a server, a successful config poll)."""
@@ -531,7 +402,7 @@ class Agent:
         self.layout.ensure()
         self.layout.remove_old_files()
         self._resolve_secret()
-        self._check_trial()
+        self.updater.check_at_start(self.env)
         self._setup_updates()
         log.info(
             "event=starting version=%s root=%s channels=%s/%s/%s updates=%s",
@@ -553,7 +424,11 @@ class Agent:
             if self.host is None:
                 return self._result()
             self.state.host_uuid = self.host.hardware_uuid
-            await asyncio.to_thread(self._check_identity, self.host.hardware_uuid)
+            changed = await asyncio.to_thread(
+                check_identity, self.layout, Path(self.options.osquery_db), self.host.hardware_uuid
+            )
+            if changed is not None:
+                self.state.extra["identity_changed"] = changed
             await self._run_actors()
         finally:
             await self.state.write_now(self)
@@ -645,8 +520,10 @@ class Agent:
                         "update runner", lambda: runner.run(stop, initial_delay=runner_first_delay(self)), stop
                     )
                 )
-            if self.trial is not None:
-                group.create_task(keep_running("trial boot", self._trial_monitor, stop))
+            if self.updater.trial is not None:
+                group.create_task(
+                    keep_running("trial boot", lambda: self.updater.monitor(self._healthy_for, self._sleep), stop)
+                )
             group.create_task(keep_running("status", lambda: self.state.run(self, stop), stop))
             for name, factory in self.extra_actors(reachable):
                 group.create_task(keep_running(name, factory, stop))
@@ -737,15 +614,4 @@ def runner_first_delay(agent: Agent) -> float:
 poller_rng = random.Random()  # noqa: S311 - jitter
 
 
-def _point_link(link: Path, target: Path) -> None:
-    """Point ``bin/orbit/orbit`` at ``target`` (relative), atomically."""
-    relative = os.path.relpath(target, link.parent)
-    if link.is_symlink() and os.readlink(link) == relative:
-        return
-    temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
-    os.symlink(relative, temp)
-    os.replace(temp, link)
-
-
-__all__ = ["Agent", "AgentExit", "AgentStartError", "own_command"]
+__all__ = ["Agent", "AgentExit", "AgentStartError"]

@@ -127,7 +127,7 @@ class AgentState:
             "rollbacks": self.rollbacks[-10:],
             "quarantined": [
                 {"digest": entry.digest, "version": entry.version, "reason": entry.reason, "at": _iso(entry.at)}
-                for entry in agent.quarantine.entries()
+                for entry in agent.updater.quarantine.entries()
             ],
             "scripts_enabled": agent.options.enable_scripts,
             **self.extra,
