@@ -205,8 +205,14 @@ class OrbitWorld:
     # -- publishing ----------------------------------------------------------------------------------------
 
     def publish(self, name: str, file: Path, version: str, *channels: str, extra: tuple[str, ...] = ()) -> None:
+        self.publish_to(name, file, version, "linux", *channels, extra=extra)
+
+    def publish_to(
+        self, name: str, file: Path, version: str, platform: str, *channels: str, extra: tuple[str, ...] = ()
+    ) -> None:
+        """Publish ``file`` for ``platform`` (installers for macOS and Windows are built here too)."""
         args = ["add", "--path", str(self.repo), "--target", str(file), "--name", name, *extra]
-        args += ["--platform", "linux", "--version", version]
+        args += ["--platform", platform, "--version", version]
         for channel in channels or ("stable",):
             args += ["-t", channel]
         orbitctl(*args)
