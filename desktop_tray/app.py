@@ -145,7 +145,7 @@ class DesktopApp:
             self._run_tray()
             if not self._stop.is_set():
                 self._enable_notifications("the tray stopped")
-            while not self._stop.wait(1.0):
+            while not self._stop.wait(5.0):
                 pass
         finally:
             self._quick_stop()
@@ -211,7 +211,7 @@ class DesktopApp:
             target=self._drive_tray, args=(adapter, backend), name="fleet-desktop-tray", daemon=True
         )
         tray_thread.start()
-        while tray_thread.is_alive() and not self._stop.wait(0.5):
+        while tray_thread.is_alive() and not self._stop.wait(2.0):
             pass
         if self._stop.is_set():
             adapter.stop()

@@ -96,7 +96,7 @@ class SignalBridge:
     def _watch(self) -> None:
         while not self._closed.is_set():
             try:
-                readable, _, _ = select.select([self._reader], [], [], 0.5)
+                readable, _, _ = select.select([self._reader], [], [])  # close() writes a byte to wake it
                 if not readable:
                     continue
                 data = self._reader.recv(64)
