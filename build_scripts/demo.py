@@ -1,253 +1,582 @@
-"""``make demo``: start the embedded fleet-stub and show it answering like Fleet does.
+"""``make demo``: the real deployment, made of processes, in well under a minute.
 
-It starts ``fleet-stub serve`` on a free port with a fresh data directory under ``.demo/``, enrolls a host through
-the osquery TLS API (as osqueryd would) and through the orbit API (as orbit would), shows that both land on one
-host record, answers a policy, registers a Fleet Desktop token and fetches the device summary; then it runs
-osqueryd-sim with the command line orbit builds, answers a live query through it, and runs a few hundred
-simulated hosts with ``osqueryd-sim load``; finally it stops everything it started and prints where to look next.
-Later issues add orbit itself, TUF updates, the tray and the installers.
+1. a signed TUF repository made with ``orbitctl updates`` in a temporary directory, with osqueryd 5.14.1 (an
+   ``osqueryd-sim`` launcher) and orbit 1.0.0 (an ``orbit`` launcher) published;
+2. ``fleet-stub`` serving it (``--tuf-repo``), orbit run as this script's child from a temporary root dir laid out
+   like a package, and ``osqueryd-sim load --hosts 300`` for a few hundred more hosts;
+3. a live status view: orbit enrolled, osqueryd running, the hosts on the server, a live query answered through the
+   admin REST API for orbit's host; then osqueryd 5.15.0 is published, orbit gets SIGHUP (check now) and installs
+   and restarts it;
+4. everything it started is stopped (also on Ctrl-C / SIGTERM) and the temporary directory removed.
+
+A launcher is a one-line shell script that stamps ``ORBIT_BUILD_VERSION`` and execs this interpreter, as a frozen
+build would. ``ORBIT_DEV_*`` knobs (orbit/timings.py) compress orbit's minutes into seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import ssl
+import stat
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import IO, Any, TypeVar
 
 import httpx
-from rich.console import Console
+import psutil
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
-
-from osquery_bin_manager.launch_args import FleetConnection, LaunchSpec, build_args, child_environment
+from rich.text import Text
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = ROOT / ".demo"
 SECRET = "demo-enroll-secret"  # noqa: S105 - a throwaway demo secret
-console = Console()
+PASSPHRASES = {
+    f"ORBITCTL_{role}_PASSPHRASE": f"demo-{role.lower()}" for role in ("ROOT", "TARGETS", "SNAPSHOT", "TIMESTAMP")
+}
+FAST_TIMINGS = {
+    "ORBIT_DEV_CONFIG_INTERVAL": "1",
+    "ORBIT_DEV_CONFIG_MAX_BACKOFF": "4",
+    "ORBIT_DEV_REENROLL_DEBOUNCE": "2",
+    "ORBIT_DEV_STATUS_INTERVAL": "0.5",
+    "ORBIT_DEV_TOKEN_LOCAL_CHECK": "2",
+    "FLEETD_ENROLL_RETRY_INTERVAL": "1s",
+}
+BACKGROUND = ("load", "hosts")  # rows that progress alongside the steps
+LOAD_HOSTS = 300
+LOAD_SECONDS = 8
+T = TypeVar("T")
 
 
-def start_stub(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server_stub",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--enroll-secret",
-            SECRET,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    info_path = data_dir / "server.json"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"fleet-stub exited early with code {proc.returncode}")
-        if info_path.is_file():
-            info = json.loads(info_path.read_text())
-            if info.get("pid") == proc.pid:
-                return proc, info
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("fleet-stub did not become ready within 30 s")
+class DemoError(Exception):
+    pass
 
 
-def step(title: str) -> None:
-    console.print(f"[bold cyan]▶ {title}[/]")
+def child_env(**extra: str) -> dict[str, str]:
+    drop = ("FLEET_STUB_", "ORBIT_", "ORBITCTL_", "FLEETD_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(NO_PROXY="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
 
 
-def simulate_hosts(client: httpx.Client, info: dict[str, str], admin_headers: dict[str, str]) -> None:
-    """osqueryd-sim as orbit would launch it, a live query answered by it, then a few hundred simulated hosts."""
-    step("osqueryd-sim: started with the command line orbit builds (Fleet's flags, secret only in the environment)")
-    client.patch(
-        "/api/latest/fleet/config",
-        headers=admin_headers,
-        json={
-            "agent_options": {
-                "config": {
-                    "options": {"distributed_interval": 2, "logger_tls_period": 2},
-                    "schedule": {"uptime": {"query": "SELECT * FROM uptime", "interval": 2}},
-                }
-            }
-        },
-    )
-    root = DEMO_DIR / "sim"
-    root.mkdir(parents=True, exist_ok=True)
-    spec = LaunchSpec(
-        root_dir=root,
-        fleet=FleetConnection(url=info["url"], certificate=Path(info["ca_cert"])),
-        passthrough=("--sim_hostname=demo-sim", f"--sim_uuid={uuid.uuid4()}"),
-    )
-    env = {**child_environment(SECRET, "linux"), "PATH": os.environ.get("PATH", "")}
-    with (root / "osqueryd.log").open("wb") as sim_log:
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "osquery_sim", *build_args(spec)], env=env, stdout=sim_log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 30
-        host: dict[str, object] | None = None
-        while time.monotonic() < deadline and host is None:
-            hosts = client.get("/api/latest/fleet/hosts", headers=admin_headers).json()["hosts"]
-            host = next((h for h in hosts if h["hostname"] == "demo-sim"), None)
-            time.sleep(0.2)
-        if host is None:
-            console.print("  [red]osqueryd-sim did not enroll[/]")
+# -- the live status view --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    title: str
+    state: str = "waiting"  # waiting | running | ok | failed
+    detail: str = ""
+
+
+STYLES = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "bold red"}
+MARKS = {"waiting": "·", "ok": "✔", "failed": "✘"}
+
+
+@dataclass
+class Board:
+    """A table refreshed a few times per second on a terminal; plain lines otherwise."""
+
+    console: Console
+    rows: dict[str, Row] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    live: Live | None = None
+
+    def add(self, key: str, title: str) -> None:
+        self.rows[key] = Row(title)
+
+    def set(self, key: str, state: str, detail: str = "", *, quiet: bool = False) -> None:
+        row = self.rows[key]
+        changed = row.state != state or (row.detail != detail and not quiet)
+        row.state, row.detail = state, detail
+        if self.live is None and changed:
+            stamp = f"[{time.monotonic() - self.started:5.1f}s]"
+            self.console.print(
+                f"{stamp} {row.title}: {state} {detail}".rstrip(), markup=False, highlight=False, soft_wrap=True
+            )
+
+    def render(self) -> RenderableType:
+        table = Table(title=f"make demo — {time.monotonic() - self.started:4.1f} s", title_justify="left")
+        table.add_column("", width=2)
+        table.add_column("step", no_wrap=True)
+        table.add_column("detail")
+        for row in self.rows.values():
+            style = STYLES.get(row.state, "")
+            mark: RenderableType = (
+                Spinner("dots", style=style) if row.state == "running" else Text(MARKS.get(row.state, "?"), style)
+            )
+            table.add_row(mark, Text(row.title, style), Text(row.detail, style=style))
+        return table
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[None]:
+        if not self.console.is_terminal:
+            yield
             return
-        console.print(f"  enrolled as host {host['id']} ({host['osquery_version']})")
-        step("admin: live query on osqueryd-sim — SELECT name, version, platform FROM os_version")
-        answer = client.post(
-            f"/api/latest/fleet/hosts/{host['id']}/query",
-            headers=admin_headers,
-            json={"query": "SELECT name, version, platform FROM os_version"},
-        ).json()
-        console.print(f"  status={answer['status']} rows={answer['rows']}")
-        step("osqueryd-sim load: 300 simulated hosts with orbit traffic for 8 s")
-        load = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "osquery_sim",
-                "load",
-                "--hosts",
-                "300",
-                "--tls_hostname",
-                info["url"].removeprefix("https://"),
-                "--tls_server_certs",
-                info["ca_cert"],
-                "--duration",
-                "8",
-                "--with-orbit",
-                "--ramp",
-                "2",
-                "--admin_token",
-                info["admin_token"],
-                "--progress_interval",
-                "4",
-            ],
-            env={**os.environ, "ENROLL_SECRET": SECRET},
+        with Live(console=self.console, refresh_per_second=8, get_renderable=self.render) as live:
+            self.live = live
+            try:
+                yield
+            finally:
+                self.live = None
+
+
+# -- the deployment ----------------------------------------------------------------------------------------------
+
+
+class Demo:
+    def __init__(self, base: Path, board: Board) -> None:
+        self.base = base
+        self.board = board
+        self.repo = base / "repo"
+        self.root = base / "orbit-root"
+        self.logs = base / "logs"
+        self.logs.mkdir()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.info: dict[str, Any] = {}
+        self.client: httpx.Client | None = None
+        self.orbit_host: dict[str, Any] | None = None
+        self.facts: list[str] = []  # what the summary prints at the end
+        self.last_poll = 0.0
+        self.root_files: list[str] = []
+
+    # processes
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], stdout: IO[bytes] | int | None = None) -> None:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C reaches only the demo, which stops everything in order
+            )
+
+    def orbitctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "packager", "updates", *args],
             capture_output=True,
             text=True,
+            env=child_env(**PASSPHRASES),
             timeout=120,
             check=False,
+            stdin=subprocess.DEVNULL,
         )
-        summary = json.loads(load.stdout) if load.stdout.strip() else {}
+        if result.returncode != 0:
+            raise DemoError(f"orbitctl updates {args[0]} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def launcher(self, module: str, name: str, version: str) -> Path:
+        path = self.base / "builds" / f"{name}-{version}" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = f'ORBIT_BUILD_VERSION="{version}" PYTHONPATH="{ROOT}" exec "{sys.executable}" -m {module} "$@"\n'
+        path.write_text(f"#!/bin/sh\n# {module} {version}\n{body}")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return path
+
+    # waiting, with the background rows kept fresh
+
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll_background()
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.1)
+
+    def api(self) -> httpx.Client:
+        assert self.client is not None
+        return self.client
+
+    def hosts(self) -> list[dict[str, Any]]:
+        response = self.api().get("/api/latest/fleet/hosts")
+        response.raise_for_status()
+        hosts: list[dict[str, Any]] = response.json()["hosts"]
+        return hosts
+
+    def poll_background(self) -> None:
+        if self.client is None or time.monotonic() - self.last_poll < 0.5:
+            return
+        self.last_poll = time.monotonic()
+        with contextlib.suppress(httpx.HTTPError):
+            count = len(self.hosts())
+            self.board.set("hosts", "running", f"{count} hosts on fleet-stub", quiet=True)
+        load = self.procs.get("load")
+        if load is not None and load.poll() is not None and self.board.rows["load"].state == "running":
+            self.finish_load()
+
+    def status(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.root / "state" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    def osqueryd_pid(self) -> int | None:
+        child = (self.status().get("children") or {}).get("osqueryd") or {}
+        pid = child.get("pid")
+        return pid if isinstance(pid, int) and child.get("state") == "running" else None
+
+    # the steps
+
+    def make_repo(self) -> None:
+        self.board.set("tuf", "running", "orbitctl updates init")
+        self.orbitctl("init", "--path", str(self.repo))
+        (self.base / "root.json").write_text(self.orbitctl("roots", "--path", str(self.repo)))
+        self.board.set("tuf", "running", "publishing osqueryd 5.14.1")
+        self.publish_target("osquery_sim", "osqueryd", "5.14.1")
+        self.board.set("tuf", "running", "publishing orbit 1.0.0")
+        orbit_build = self.publish_target("orbit", "orbit", "1.0.0")
+        self.board.set("tuf", "ok", "signed (root/targets/snapshot/timestamp); osqueryd 5.14.1, orbit 1.0.0 on stable")
+        # what the package leaves behind: the stable orbit and the bin/orbit/orbit link
+        channel_dir = self.root / "bin" / "orbit" / "linux" / "stable"
+        channel_dir.mkdir(parents=True)
+        shutil.copy2(orbit_build, channel_dir / "orbit")
+        (self.root / "bin" / "orbit" / "orbit").symlink_to("linux/stable/orbit")
+
+    def publish_target(self, module: str, name: str, version: str) -> Path:
+        build = self.launcher(module, name, version)
+        self.orbitctl(
+            "add",
+            "--path",
+            str(self.repo),
+            "--target",
+            str(build),
+            "--name",
+            name,
+            "--platform",
+            "linux",
+            "--version",
+            version,
+            "-t",
+            "stable",
+        )
+        return build
+
+    def start_stub(self) -> None:
+        self.board.set("stub", "running", "starting (HTTPS, self-signed CA, SQLite)")
+        data_dir = self.base / "stub"
+        argv = [sys.executable, "-m", "server_stub", "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
+        argv += ["--enroll-secret", SECRET, "--tuf-repo", str(self.repo / "repository")]
+        self.spawn("fleet-stub", argv, child_env(FLEET_STUB_DETAIL_UPDATE_INTERVAL="5"))
+        proc = self.procs["fleet-stub"]
+        info_path = data_dir / "server.json"
+
+        def ready() -> dict[str, Any] | None:
+            if proc.poll() is not None:
+                raise DemoError(f"fleet-stub exited early with code {proc.returncode}")
+            if info_path.is_file():
+                with contextlib.suppress(ValueError):
+                    info: dict[str, Any] = json.loads(info_path.read_text())
+                    if info.get("pid") == proc.pid:
+                        return info
+            return None
+
+        self.info = self.wait_for(ready, 30, "fleet-stub to become ready")
+        self.client = httpx.Client(
+            base_url=self.info["url"],
+            verify=ssl.create_default_context(cafile=self.info["ca_cert"]),
+            headers={"Authorization": f"Bearer {self.info['admin_token']}"},
+            trust_env=False,
+            timeout=40,
+        )
+        # answer live queries within ~2 s instead of osquery's default minute
+        options = {"distributed_interval": 2, "logger_tls_period": 2}
+        self.api().patch("/api/latest/fleet/config", json={"agent_options": {"config": {"options": options}}})
+        self.board.set("stub", "ok", f"{self.info['url']}  (TUF at {self.info['tuf_url']})")
+        self.facts.append(f"fleet-stub served {self.info['url']} (TUF repository at {self.info['tuf_url']})")
+
+    def start_orbit(self) -> None:
+        self.board.set("orbit", "running", "starting orbit 1.0.0 from bin/orbit/orbit")
+        ca = str(self.info["ca_cert"])
+        argv = [str(self.root / "bin" / "orbit" / "orbit"), "--root-dir", str(self.root)]
+        argv += ["--fleet-url", str(self.info["url"]), "--fleet-certificate", ca]
+        argv += ["--update-url", str(self.info["tuf_url"]), "--update-tls-certificate", ca]
+        argv += ["--update-roots", str(self.base / "root.json"), "--", "--sim_hostname=demo-laptop"]
+        self.spawn("orbit", argv, child_env(ORBIT_ENROLL_SECRET=SECRET, **FAST_TIMINGS))
+
+    def start_load(self) -> None:
+        self.board.set("load", "running", f"{LOAD_HOSTS} simulated hosts with orbit traffic for {LOAD_SECONDS} s")
+        argv = [sys.executable, "-m", "osquery_sim", "load", "--hosts", str(LOAD_HOSTS)]
+        argv += ["--tls_hostname", str(self.info["url"]).removeprefix("https://")]
+        argv += ["--tls_server_certs", str(self.info["ca_cert"]), "--duration", str(LOAD_SECONDS), "--with-orbit"]
+        argv += ["--ramp", "2", "--admin_token", str(self.info["admin_token"]), "--progress_interval", "4"]
+        with (self.logs / "load.json").open("wb") as out:
+            self.spawn("load", argv, child_env(ENROLL_SECRET=SECRET), stdout=out)
+
+    def finish_load(self) -> None:
+        load = self.procs["load"]
+        path = self.logs / "load.json"
+        try:
+            summary: dict[str, Any] = json.loads(path.read_text()) if path.read_text().strip() else {}
+        except (OSError, ValueError):
+            summary = {}
+        if load.returncode != 0 or not summary:
+            self.board.set("load", "failed", f"exit code {load.returncode}; see {self.logs / 'load.log'}")
+            return
         lines = summary.get("log_lines", {})
-        console.print(
-            f"  {summary.get('enrolled')} hosts enrolled, {summary.get('requests')} requests "
+        detail = (
+            f"{summary.get('enrolled')} hosts enrolled, {summary.get('requests')} requests "
             f"({summary.get('requests_per_second')} req/s), errors {summary.get('errors')}, log lines acknowledged "
             f"{lines.get('acknowledged')}, lost {lines.get('lost')}, duplicated {lines.get('duplicated')}"
         )
-        total = len(client.get("/api/latest/fleet/hosts", headers=admin_headers).json()["hosts"])
-        console.print(f"  fleet-stub now knows {total} hosts")
-    finally:
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(30)
+        self.board.set("load", "ok", detail)
+        self.facts.append(f"osqueryd-sim load: {detail}")
+
+    def wait_orbit(self) -> None:
+        orbit = self.procs["orbit"]
+
+        def enrolled() -> dict[str, Any] | None:
+            if orbit.poll() is not None:
+                raise DemoError(f"orbit exited with code {orbit.returncode}; see {self.logs / 'orbit.log'}")
+            status = self.status()
+            return status if status.get("enrolled") is True else None
+
+        status = self.wait_for(enrolled, 60, "orbit to enroll")
+        self.board.set(
+            "orbit", "ok", f"orbit {status.get('version')} pid {orbit.pid}, enrolled (uuid {status.get('host_uuid')})"
+        )
+        self.board.set("osqueryd", "running", "orbit installs osqueryd from TUF and starts it")
+        pid = self.wait_for(self.osqueryd_pid, 60, "osqueryd to run")
+        self.board.set("osqueryd", "ok", f"osqueryd 5.14.1 running, pid {pid}")
+        uuid = str(status.get("host_uuid") or "").lower()
+
+        def host() -> dict[str, Any] | None:
+            return next(
+                (h for h in self.hosts() if str(h.get("uuid", "")).lower() == uuid and h.get("osquery_version")), None
+            )
+
+        self.board.set("host", "running", "waiting for osquery's host details")
+        self.orbit_host = found = self.wait_for(host, 60, "orbit's host on the server")
+        detail = (
+            f"host {found['id']} {found.get('hostname')} ({found.get('platform')}), "
+            f"osquery {found.get('osquery_version')}"
+        )
+        self.board.set("host", "ok", detail)
+        self.facts.append(f"orbit enrolled: {detail}; osqueryd pid {pid}")
+
+    def refresh_host(self) -> None:
+        """The host record once the next detail round (every 5 s) has brought orbit_info and the new osqueryd."""
+        assert self.orbit_host is not None
+        host_id = self.orbit_host["id"]
+
+        def fresh() -> dict[str, Any] | None:
+            response = self.api().get(f"/api/latest/fleet/hosts/{host_id}")
+            if response.status_code != 200:
+                return None
+            body: dict[str, Any] = response.json()
+            host: dict[str, Any] = body.get("host", body)
+            return host if host.get("orbit_version") else None
+
+        self.board.set("host", "running", "waiting for orbit_info in the next host detail round")
+        with contextlib.suppress(DemoError):
+            self.orbit_host = self.wait_for(fresh, 8, "orbit_info on the host")
+        found = self.orbit_host
+        detail = (
+            f"host {found['id']} {found.get('hostname')} ({found.get('platform')}), "
+            f"osquery {found.get('osquery_version')}, orbit {found.get('orbit_version') or '?'}, "
+            f"status {found.get('status')}"
+        )
+        self.board.set("host", "ok", detail)
+        self.facts.append(f"host record at the end: {detail}")
+
+    def live_query(self) -> None:
+        assert self.orbit_host is not None
+        sql = "SELECT version FROM osquery_info"
+        self.board.set("query", "running", f"POST /api/latest/fleet/hosts/{self.orbit_host['id']}/query  {sql}")
+        response = self.api().post(f"/api/latest/fleet/hosts/{self.orbit_host['id']}/query", json={"query": sql})
+        answer = response.json()
+        rows = answer.get("rows") or []
+        if response.status_code != 200 or answer.get("error") or not rows:
+            raise DemoError(f"live query failed: HTTP {response.status_code} {answer}")
+        detail = f"{sql} → {rows}"
+        self.board.set("query", "ok", detail)
+        self.facts.append(f"live query answered by host {self.orbit_host['id']}: {detail}")
+
+    def update_osqueryd(self) -> None:
+        first = self.osqueryd_pid()
+        self.board.set("update", "running", "publishing osqueryd 5.15.0")
+        build = self.publish_target("osquery_sim", "osqueryd", "5.15.0")
+        self.board.set("update", "running", "SIGHUP to orbit (check for updates now)")
+        os.kill(self.procs["orbit"].pid, signal.SIGHUP)
+        installed = self.root / "bin" / "osqueryd" / "linux" / "stable" / "osqueryd"
+        self.wait_for(
+            lambda: installed.is_file() and installed.read_bytes() == build.read_bytes(), 60, "osqueryd 5.15.0"
+        )
+        self.board.set("update", "running", "5.15.0 installed; waiting for the restart")
+        pid = self.wait_for(lambda: (p := self.osqueryd_pid()) not in (None, first) and p, 60, "osqueryd restart")
+        running = "?"
+        with contextlib.suppress(psutil.Error):
+            running = psutil.Process(pid).environ().get("ORBIT_BUILD_VERSION", "?")
+        targets = ((self.status().get("updates") or {}).get("last_check") or {}).get("targets") or []
+        outcome: dict[str, Any] = next((t for t in targets if str(t.get("target", "")).startswith("osqueryd/")), {})
+        detail = (
+            f"osqueryd updated 5.14.1 → {running}: pid {first} → {pid}, "
+            f"TUF target {outcome.get('version')} {outcome.get('outcome')}, {installed.relative_to(self.root)}"
+        )
+        self.board.set("update", "ok", detail)
+        self.board.set("osqueryd", "ok", f"osqueryd {running} running, pid {pid}")
+        self.facts.append(detail)
+
+    def run(self) -> None:
+        self.make_repo()
+        self.start_stub()
+        self.start_orbit()
+        self.start_load()
+        self.wait_orbit()
+        self.live_query()
+        self.update_osqueryd()
+        self.wait_for(lambda: self.board.rows["load"].state != "running", 60, "osqueryd-sim load to finish")
+        self.refresh_host()
+        self.last_poll = 0.0
+        self.poll_background()
+        self.board.set("hosts", "ok", self.board.rows["hosts"].detail)
+        self.facts.append(f"fleet-stub knew {self.board.rows['hosts'].detail.split()[0]} hosts at the end")
+
+    # cleanup
+
+    def stop(self) -> list[str]:
+        """SIGTERM everything in reverse start order (orbit stops its osqueryd), then kill what survived."""
+        notes: list[str] = []
+        if self.client is not None:
+            self.client.close()
+        family: list[psutil.Process] = []
+        for started in self.procs.values():
+            with contextlib.suppress(psutil.Error):
+                family += psutil.Process(started.pid).children(recursive=True)
+        for name in ("load", "orbit", "fleet-stub"):
+            proc = self.procs.get(name)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            notes.append(f"{name} (pid {proc.pid}) exited with code {code}")
+        for orphan in family:
+            with contextlib.suppress(psutil.Error):
+                if orphan.is_running():
+                    orphan.kill()
+                    notes.append(f"killed leftover pid {orphan.pid}")
+        marker = str(self.base)
+        for other in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if other.pid != os.getpid() and any(marker in part for part in other.info["cmdline"] or ()):
+                    other.kill()
+                    notes.append(f"killed leftover pid {other.pid}")
+        return notes
 
 
-def run_demo() -> int:
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    data_dir = DEMO_DIR / "stub"
-    step("starting fleet-stub (HTTPS, self-signed CA, SQLite)")
-    proc, info = start_stub(data_dir)
+def run_demo(console: Console) -> int:
+    board = Board(console)
+    for key, title in (
+        ("tuf", "TUF repository"),
+        ("stub", "fleet-stub"),
+        ("orbit", "orbit"),
+        ("osqueryd", "osqueryd"),
+        ("host", "orbit's host"),
+        ("query", "live query"),
+        ("load", "osqueryd-sim load"),
+        ("hosts", "hosts on server"),
+        ("update", "osqueryd update"),
+    ):
+        board.add(key, title)
+    base = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
+    demo = Demo(base, board)
+    code = 1
     try:
-        console.print(f"  listening on [green]{info['url']}[/], CA {info['ca_cert']}")
-        context = ssl.create_default_context(cafile=info["ca_cert"])
-        admin_headers = {"Authorization": f"Bearer {info['admin_token']}"}
-        with httpx.Client(base_url=info["url"], verify=context, trust_env=False, timeout=30) as client:
-            hardware_uuid = str(uuid.uuid4()).upper()
-            step("orbit: HEAD /api/fleet/orbit/ping")
-            ping = client.head("/api/fleet/orbit/ping")
-            console.print(f"  {ping.status_code}, X-Fleet-Capabilities: {ping.headers.get('x-fleet-capabilities')}")
-            step("orbit: POST /api/fleet/orbit/enroll")
-            orbit_key = client.post(
-                "/api/fleet/orbit/enroll",
-                json={
-                    "enroll_secret": SECRET,
-                    "hardware_uuid": hardware_uuid,
-                    "hostname": "demo-laptop",
-                    "platform": "ubuntu",
-                    "computer_name": "demo-laptop",
-                },
-            ).json()["orbit_node_key"]
-            console.print("  orbit node key issued")
-            step("osqueryd: POST /api/v1/osquery/enroll with host_details (same hardware UUID)")
-            node_key = client.post(
-                "/api/v1/osquery/enroll",
-                json={
-                    "enroll_secret": SECRET,
-                    "host_identifier": hardware_uuid,
-                    "host_details": {
-                        "system_info": {"uuid": hardware_uuid, "hostname": "demo-laptop"},
-                        "os_version": {"platform": "ubuntu", "name": "Ubuntu", "version": "24.04"},
-                        "osquery_info": {"version": "5.14.1"},
-                    },
-                },
-            ).json()["node_key"]
-            config = client.post("/api/v1/osquery/config", json={"node_key": node_key}).json()
-            console.print(f"  osquery config options: {config.get('options')}")
-            step("admin: define a policy; osqueryd answers it through distributed read/write")
-            client.post(
-                "/api/latest/fleet/global/policies",
-                headers=admin_headers,
-                json={
-                    "name": "Disk encryption enabled",
-                    "query": "SELECT 1 FROM disk_encryption WHERE encrypted = 1",
-                    "resolution": "Turn on full-disk encryption in Settings.",
-                },
-            )
-            read = client.post("/api/v1/osquery/distributed/read", json={"node_key": node_key}).json()
-            names = sorted(read["queries"])
-            console.print(f"  distributed/read handed out: {', '.join(names)}")
-            answers: dict[str, list[dict[str, str]]] = {n: [] for n in names if n.startswith("fleet_policy_query_")}
-            client.post(
-                "/api/v1/osquery/distributed/write",
-                json={"node_key": node_key, "queries": answers, "statuses": dict.fromkeys(answers, 0)},
-            )
-            step("orbit registers a Fleet Desktop token; the tray's summary call")
-            token = str(uuid.uuid4())
-            client.post("/api/fleet/orbit/device_token", json={"orbit_node_key": orbit_key, "device_auth_token": token})
-            summary = client.get(f"/api/latest/fleet/device/{token}/desktop").json()
-            console.print(f"  failing policies on this device: [red]{summary['failing_policies_count']}[/]")
-            hosts = client.get("/api/latest/fleet/hosts", headers=admin_headers).json()["hosts"]
-            table = Table(title="fleet-stub hosts (one record for orbit + osquery)")
-            for column in ("id", "hostname", "platform", "osquery_version", "status", "uuid"):
-                table.add_column(column)
-            for host in hosts:
-                table.add_row(
-                    *(str(host.get(c)) for c in ("id", "hostname", "platform", "osquery_version", "status", "uuid"))
+        with board.shown():
+            try:
+                demo.run()
+                code = 0
+            except KeyboardInterrupt:
+                code = 130
+            except DemoError as error:
+                step = next(
+                    (k for k, row in board.rows.items() if row.state == "running" and k not in BACKGROUND), None
                 )
-            console.print(table)
-            console.print(f"  My device page: {info['url']}/device/{token}")
-            simulate_hosts(client, info, admin_headers)
+                if step is not None:
+                    board.set(step, "failed", str(error))
+                console.print(f"demo failed: {error}", style="bold red", markup=False)
     finally:
-        step("stopping fleet-stub (SIGTERM, graceful)")
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-        console.print(f"  exited with code {code}")
-    console.print(
-        f"\n[bold]Next:[/] state and logs in {data_dir} (fleet-stub.sqlite3, logs/, fleet-stub.log); "
-        "run it yourself with\n  .venv/bin/fleet-stub serve --data-dir .demo/stub --enroll-secret "
-        f"{SECRET}\nand read README.md and docs/architecture.md."
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if code == 130:
+            console.print("interrupted", style="bold yellow")
+        console.print("stopping everything the demo started (SIGTERM, graceful)", style="bold cyan")
+        notes = demo.stop()
+        if demo.root.is_dir():
+            demo.root_files = sorted(
+                str(p.relative_to(demo.root))
+                for p in demo.root.rglob("*")
+                if (p.is_symlink() or p.is_file()) and p.name != ".lock"
+            )
+        if code == 1:
+            log = demo.logs / "orbit.log"
+            if log.is_file():
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                console.print(
+                    "orbit.log (last lines):\n  " + "\n  ".join(tail), markup=False, highlight=False, soft_wrap=True
+                )
+        shutil.rmtree(base, ignore_errors=True)
+        for note in notes:
+            console.print(f"  {note}", markup=False, highlight=False)
+    report(console, demo, board, code)
+    return code
+
+
+def report(console: Console, demo: Demo, board: Board, code: int) -> None:
+    elapsed = time.monotonic() - board.started
+    say = console.print
+    outcome = {0: "Done", 130: "Interrupted"}.get(code, "Failed")
+    say(f"\n[bold]{outcome} in {elapsed:.1f} s.[/] Everything the demo started is stopped.")
+    for fact in demo.facts:
+        say(f"  • {fact}", markup=False, highlight=False, soft_wrap=True)
+    say(
+        f"\n[bold]The temporary directory {demo.base} is deleted.[/] orbit's root dir ({demo.root.name}/) held:",
+        soft_wrap=True,
     )
-    return 0 if code == 0 else 1
+    for name in demo.root_files:
+        say(f"  {name}", markup=False, highlight=False, soft_wrap=True)
+    say(
+        "\n[bold]Next:[/] run the pieces yourself —\n"
+        "  .venv/bin/fleet-stub serve --data-dir .demo/stub --enroll-secret demo-enroll-secret"
+        "   (then open its URL + /api/latest/fleet/hosts with the admin token from server.json)\n"
+        "  .venv/bin/orbitctl updates --help   (TUF repositories; orbitctl package builds installers)\n"
+        "  tests/e2e/test_orbit_agent.py  (the same deployment, one behaviour per test)\n"
+        "  README.md and docs/architecture.md",
+        soft_wrap=True,
+    )
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
+    console = Console()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run_demo()
+        return run_demo(console)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

@@ -1,0 +1,105 @@
+"""``make demo`` end to end: it runs the real deployment, ends by itself and leaves no process behind.
+
+Every process the demo starts has its temporary directory in its command line; the demo makes that directory with
+``tempfile``, so pointing ``TMPDIR`` at this test's ``tmp_path`` makes ``tmp_path`` the marker to look for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_STUB_", "ORBIT_", "ORBITCTL_"))}
+    env.update(TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost")
+    return env
+
+
+def survivors(marker: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if proc.pid != os.getpid() and any(str(marker) in part for part in cmdline):
+            found.append(f"{proc.pid}: {' '.join(cmdline)}")
+    return found
+
+
+def assert_nothing_left(marker: Path) -> None:
+    deadline = time.monotonic() + 5
+    while (left := survivors(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, left
+    assert not [p for p in marker.iterdir() if p.name.startswith("fleet-demo-")], "the temporary directory is left"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_demo_runs_the_deployment_and_cleans_up(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "build_scripts.demo"],
+        cwd=ROOT,
+        env=demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "orbit: ok orbit 1.0.0" in out and "enrolled" in out
+    assert "orbit enrolled: host " in out and "demo-laptop" in out
+    assert "osqueryd: ok osqueryd 5.14.1 running, pid" in out
+    assert "live query answered by host" in out and "'version': '5.14.1+sim'" in out
+    assert "osqueryd updated 5.14.1 → 5.15.0: pid" in out and "TUF target 5.15.0 installed" in out
+    assert "300 hosts enrolled" in out
+    assert "fleet-stub knew 301 hosts" in out
+    assert "bin/osqueryd/linux/stable/osqueryd" in out  # what the deleted root dir held
+    assert elapsed < 90, f"the demo took {elapsed:.0f} s"
+    assert_nothing_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_sigterm_mid_demo_stops_everything(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "build_scripts.demo"],
+        cwd=ROOT,
+        env=demo_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "osqueryd: ok" in line:  # fleet-stub, orbit, osqueryd and the load are all running
+                break
+        assert survivors(tmp_path), "the demo's processes should be running now"
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "Interrupted in" in output
+    assert "orbit (pid" in output and "exited with code 0" in output
+    assert_nothing_left(tmp_path)
