@@ -401,6 +401,8 @@ class Agent:
         self._install_signals()
         self.layout.ensure()
         self.layout.remove_old_files()
+        if (problem := self.layout.socket_path_problem()) is not None:
+            log.error("event=extension_socket_path_too_long detail=%r", problem)
         self._resolve_secret()
         self.updater.check_at_start(self.env)
         self._setup_updates()

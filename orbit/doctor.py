@@ -109,6 +109,9 @@ class Doctor:
         token_mode = _mode(self.layout.device_token)
         if token_mode is not None and token_mode != 0o644:
             problems.append(f"{self.layout.device_token.name} is {token_mode:o}, must be 644")
+        socket_problem = self.layout.socket_path_problem()
+        if socket_problem:
+            self.add("extension socket", Verdict.WARN, socket_problem)
         if problems:
             self.add("root dir", Verdict.FAIL, "; ".join(problems))
         else:

@@ -16,6 +16,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ROOT_DIR_MODE = 0o755
+UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL on Linux
 
 
 class InstanceLockError(RuntimeError):
@@ -138,6 +139,17 @@ class RootLayout:
     @property
     def osqueryd_log(self) -> Path:
         return self.root / "osquery_log" / "osqueryd.stderr.log"
+
+    def socket_path_problem(self) -> str | None:
+        """osquery's extension sockets (``orbit-osquery.em`` and ``orbit-osquery.em.<uuid>``) must fit a Unix socket
+        address (107 bytes); a deep root dir makes orbit's tables silently unavailable otherwise."""
+        longest = len(os.fsencode(self.extension_socket)) + len(".65535")
+        if sys.platform != "win32" and longest > UNIX_SOCKET_PATH_MAX:
+            return (
+                f"the root dir is too deep for osquery's extension socket ({longest} > {UNIX_SOCKET_PATH_MAX} bytes): "
+                "orbit_info will not reach Fleet; use a shorter --root-dir"
+            )
+        return None
 
     def ensure(self) -> None:
         """Create the root (0755) and the directories orbit writes into."""

@@ -74,3 +74,9 @@ def test_atomic_writes_have_their_mode_from_the_start(tmp_path: Path) -> None:
     assert read_text_or_none(tmp_path / "key") == "secret"
     assert read_text_or_none(tmp_path / "missing") is None
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_root_dir_too_deep_for_the_extension_socket_is_reported() -> None:
+    assert RootLayout(Path("/opt/orbit")).socket_path_problem() is None
+    problem = RootLayout(Path("/tmp/" + "d" * 90)).socket_path_problem()
+    assert problem is not None and "shorter --root-dir" in problem
