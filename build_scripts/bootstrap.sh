@@ -40,7 +40,7 @@ if [ ! -f "$stamp" ]; then
     fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade 'pip==25.3' 2>&1 | grep -v '^WARNING: Location' || true
     echo "bootstrap: installing the project and its dev tools into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,build]' 2>&1 | grep -v '^WARNING: Location' || true
     "$VENV/bin/python" -c 'import server_stub, starlette, uvicorn, httpx, pytest' # fail loudly if the install failed
     rm -f "$VENV"/.installed-*
     touch "$stamp"
