@@ -1,0 +1,395 @@
+"""fleet-stub capacity (issue 8; goal ≥ 10 000 hosts on 2 cores with the generator on the same machine): hosts
+from ``osqueryd-sim load --with-orbit`` at Fleet's default intervals (distributed read and log every 10 s, config
+every 60 s, orbit config every 30 s), stepped up until p99 > 100 ms, errors appear, the stub's core is full or the
+generator cannot keep up.
+
+Each step starts a fresh ``fleet-stub`` pinned to the first CPU and one generator pinned to the second (as
+``stub_throughput.py`` does), waits until every host is enrolled and the ramp is over, then measures a window.
+
+p99 comes from two places, both printed: the stub's ``/metrics`` histogram (time inside the stub, window only,
+read as the upper bound of the bucket that holds the 99th percentile — 100 ms is a bucket bound, so "≤ 100 ms" is
+exact), and the generator's own end-to-end latency of ``distributed/read`` (whole run incl. ramp, and incl. the
+generator's own event-loop lag). The step fails on either one over 100 ms.
+
+    .venv/bin/python benchmarks/stub_capacity.py [--quick] [--hosts 1000,2500,5000,10000] [--window S] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+from bench_support import cpu_affinity, forward_sigterm, json_safe
+from stub_throughput import BenchmarkError, Target, plan_cpus, start_stub
+
+DURATION = "fleet_stub_http_request_duration_seconds"
+REQUESTS = "fleet_stub_http_requests_total"
+DEFAULT_STEPS = (1000, 2500, 5000, 10000, 15000, 20000)
+P99_LIMIT_MS = 100.0
+STUB_CPU_LIMIT = 95.0
+GEN_CPU_LIMIT = 90.0
+PROGRESS = re.compile(r"t=\s*(\d+)s enrolled=(\d+)/(\d+) req/s=\s*([\d.]+) requests=(\d+) errors=(\d+)")
+
+
+def progress(message: str) -> None:
+    print(f"stub_capacity: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Step:
+    hosts: int
+    window_s: float = 0.0
+    requests_per_second: float = 0.0
+    requests_per_host_second: float = 0.0
+    stub_p50_ms: float = float("nan")
+    stub_p99_ms: float = float("nan")
+    stub_p99_by_endpoint_ms: dict[str, float] = field(default_factory=dict)
+    gen_read_p50_ms: float = float("nan")
+    gen_read_p99_ms: float = float("nan")
+    gen_worst_p99_ms: float = float("nan")
+    errors: int = 0
+    non_2xx: int = 0
+    stub_cpu_percent: float = 0.0
+    gen_cpu_percent: float = 0.0
+    stub_rss_mib: float = 0.0
+    gen_rss_mib: float = 0.0
+    verdict: str = ""
+
+
+@dataclass
+class Report:
+    quick: bool
+    window_s: float
+    stub_cpus: list[int] | None
+    generator_cpus: list[int] | None
+    steps: list[Step] = field(default_factory=list)
+    max_hosts: int = 0
+    limited_by: str = ""
+    stub_cpu_extrapolation_hosts: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- /metrics -------------------------------------------------------------------------------------------------------
+
+
+def scrape(target: Target) -> tuple[dict[str, dict[float, float]], int]:
+    """Cumulative latency buckets summed over all osquery/orbit endpoints (admin excluded), and non-2xx answers."""
+    with httpx.Client(verify=str(target.ca_cert), trust_env=False, timeout=30) as client:
+        text = client.get(target.url + "/metrics", headers={"Authorization": f"Bearer {target.admin_token}"}).text
+    buckets: dict[str, dict[float, float]] = {}
+    odd = 0
+    for line in text.splitlines():
+        name, brace, rest = line.partition("{")
+        if line.startswith("#") or not brace:
+            continue
+        label_text, _, value_text = rest.rpartition("} ")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        endpoint = labels.get("endpoint", "")
+        if endpoint.startswith("admin") or endpoint == "metrics":
+            continue
+        if name == DURATION + "_bucket":
+            bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+            per = buckets.setdefault(endpoint, {})
+            per[bound] = float(value_text)
+            every = buckets.setdefault("*", {})
+            every[bound] = every.get(bound, 0.0) + float(value_text)
+        elif name == REQUESTS and not labels.get("status", "").startswith("2"):
+            odd += int(float(value_text))
+    return buckets, odd
+
+
+def bucket_percentile_ms(before: dict[float, float], after: dict[float, float], fraction: float) -> float:
+    window = {bound: after.get(bound, 0.0) - before.get(bound, 0.0) for bound in after}
+    total = window.get(float("inf"), 0.0)
+    if total <= 0:
+        return float("nan")
+    for bound in sorted(window):
+        if window[bound] >= fraction * total:
+            return bound * 1000
+    return float("inf")
+
+
+# --- one step -------------------------------------------------------------------------------------------------------
+
+
+class Generator:
+    """``osqueryd-sim load`` in its own session; its progress lines are parsed as they come."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], out: Path, cpus: frozenset[int] | None) -> None:
+        self.out = out
+        with out.open("wb") as stdout, cpu_affinity(cpus):
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        self.ps = psutil.Process(self.popen.pid)
+        self.enrolled = 0
+        self.requests = 0
+        self.errors = 0
+        self.tail: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stderr is not None
+        for raw in self.popen.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            match = PROGRESS.search(line)
+            if match:
+                self.enrolled, self.requests, self.errors = int(match[2]), int(match[5]), int(match[6])
+            else:
+                self.tail = [*self.tail[-20:], line]
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> dict[str, object]:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(120)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._reader.join(10)
+        try:
+            loaded: object = json.loads(self.out.read_text())
+        except ValueError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+
+def run_step(hosts: int, options: argparse.Namespace, work: Path, cpus: tuple[frozenset[int] | None, ...]) -> Step:
+    stub_cpus, gen_cpus = cpus
+    step = Step(hosts)
+    secret = secrets.token_urlsafe(16)
+    ramp = min(20.0, hosts / 500) if options.quick else min(60.0, hosts / 200)
+    with contextlib.ExitStack() as stack:
+        step_dir = work / f"step-{hosts}"
+        step_dir.mkdir()
+        stub = start_stub(step_dir, secret, stub_cpus, stack)
+        argv = [str(Path(sys.executable).parent / "osqueryd-sim"), "load", "--hosts", str(hosts), "--with-orbit"]
+        argv += ["--tls_hostname", f"{stub.host}:{stub.port}", "--tls_server_certs", str(stub.ca_cert)]
+        argv += ["--ramp", str(ramp), "--progress_interval", "1", "--seed", f"cap{hosts}"]
+        gen = Generator(argv, {**os.environ, "ENROLL_SECRET": secret}, step_dir / "summary.json", gen_cpus)
+        stack.callback(gen.stop)
+        started = time.monotonic()
+        deadline = started + ramp + 120 + hosts / 50
+        while gen.enrolled < hosts or time.monotonic() - started < ramp + options.settle:
+            if gen.popen.poll() is not None:
+                raise BenchmarkError(f"generator exited {gen.popen.returncode}: {gen.tail}")
+            if stub.process.exited() is not None:
+                raise BenchmarkError(f"fleet-stub exited: {stub.process.log_tail()}")
+            if time.monotonic() > deadline:
+                step.verdict = f"only {gen.enrolled}/{hosts} enrolled"
+                return step
+            time.sleep(0.5)
+        buckets0, odd0 = scrape(stub)
+        req0, err0, stub_cpu0, gen_cpu0 = gen.requests, gen.errors, stub.process.cpu_seconds(), gen.cpu_seconds()
+        t0 = time.monotonic()
+        time.sleep(options.window)
+        req1, err1 = gen.requests, gen.errors
+        wall = time.monotonic() - t0
+        stub_cpu1, gen_cpu1 = stub.process.cpu_seconds(), gen.cpu_seconds()
+        buckets1, odd1 = scrape(stub)
+        step.window_s = round(wall, 1)
+        step.requests_per_second = (req1 - req0) / wall
+        step.requests_per_host_second = step.requests_per_second / hosts
+        step.stub_p50_ms = bucket_percentile_ms(buckets0.get("*", {}), buckets1.get("*", {}), 0.50)
+        step.stub_p99_ms = bucket_percentile_ms(buckets0.get("*", {}), buckets1.get("*", {}), 0.99)
+        step.stub_p99_by_endpoint_ms = {
+            name: bucket_percentile_ms(buckets0.get(name, {}), per, 0.99)
+            for name, per in buckets1.items()
+            if name != "*"
+        }
+        step.errors = err1 - err0
+        step.non_2xx = odd1 - odd0
+        step.stub_cpu_percent = 100 * (stub_cpu1 - stub_cpu0) / wall
+        step.gen_cpu_percent = 100 * (gen_cpu1 - gen_cpu0) / wall
+        step.stub_rss_mib = stub.process.rss_mib()
+        step.gen_rss_mib = float(gen.ps.memory_info().rss) / 2**20
+        summary = gen.stop()
+        endpoints = summary.get("endpoints")
+        if isinstance(endpoints, dict):
+            read = endpoints.get("distributed_read") or endpoints.get("/api/v1/osquery/distributed/read") or {}
+            if not read:
+                read = next((v for k, v in endpoints.items() if "distributed" in k and "read" in k), {})
+            step.gen_read_p50_ms = float(read.get("p50_ms", float("nan")))
+            step.gen_read_p99_ms = float(read.get("p99_ms", float("nan")))
+            p99s = [float(v.get("p99_ms", 0.0)) for v in endpoints.values() if isinstance(v, dict)]
+            step.gen_worst_p99_ms = max(p99s, default=float("nan"))
+    return step
+
+
+def judge(step: Step, first: Step | None) -> str:
+    reasons = []
+    if step.verdict:
+        return step.verdict
+    if step.errors or step.non_2xx:
+        reasons.append(f"errors ({step.errors} generator, {step.non_2xx} non-2xx)")
+    if step.stub_p99_ms > P99_LIMIT_MS:
+        reasons.append("stub p99 > 100 ms")
+    if step.gen_read_p99_ms > P99_LIMIT_MS:
+        reasons.append("generator read p99 > 100 ms")
+    if step.stub_cpu_percent >= STUB_CPU_LIMIT:
+        reasons.append("stub core full")
+    if step.gen_cpu_percent >= GEN_CPU_LIMIT:
+        reasons.append("generator core full")
+    if first is not None and step.requests_per_host_second < 0.8 * first.requests_per_host_second:
+        reasons.append("hosts fall behind their intervals")
+    return "; ".join(reasons)
+
+
+def run(options: argparse.Namespace) -> Report:
+    stub_cpus, gen_cpus = plan_cpus()
+    report = Report(
+        quick=options.quick,
+        window_s=options.window,
+        stub_cpus=sorted(stub_cpus) if stub_cpus else None,
+        generator_cpus=sorted(gen_cpus) if gen_cpus else None,
+    )
+    if gen_cpus is not None:
+        os.sched_setaffinity(0, gen_cpus)
+    else:
+        report.notes.append("fewer than 2 CPUs: nothing pinned")
+    first: Step | None = None
+    with tempfile.TemporaryDirectory(prefix="stub-capacity-") as tmp:
+        for hosts in options.hosts:
+            progress(f"{hosts} hosts: ramp, settle {options.settle} s, window {options.window} s")
+            step = run_step(hosts, options, Path(tmp), (stub_cpus, gen_cpus))
+            step.verdict = judge(step, first)
+            first = first or step
+            report.steps.append(step)
+            progress(
+                f"{hosts} hosts: {step.requests_per_second:.0f} req/s, stub p99 {step.stub_p99_ms:g} ms, "
+                f"gen read p99 {step.gen_read_p99_ms:g} ms, stub CPU {step.stub_cpu_percent:.0f} %, "
+                f"gen CPU {step.gen_cpu_percent:.0f} % {step.verdict}"
+            )
+            if step.verdict:
+                report.limited_by = report.limited_by or step.verdict
+                if not options.all_steps:
+                    break
+            elif not report.limited_by:
+                report.max_hosts = hosts
+    passed = [s for s in report.steps if not s.verdict]
+    if passed and passed[-1].stub_cpu_percent > 0:
+        best = passed[-1]
+        report.stub_cpu_extrapolation_hosts = int(best.hosts * 100 / best.stub_cpu_percent)
+    if not report.limited_by:
+        report.limited_by = "no limit reached within the steps given"
+    if "stub" not in report.limited_by and ("generator" in report.limited_by or "fall behind" in report.limited_by):
+        report.notes.append(
+            "the generator (one core) was the limit, not the stub: the headline is a lower bound for the stub"
+        )
+    return report
+
+
+def render(report: Report) -> str:
+    cpus = f"stub on CPU {report.stub_cpus}, generator on CPU {report.generator_cpus}" if report.stub_cpus else ""
+    lines = [
+        f"fleet-stub capacity, osqueryd-sim load --with-orbit at Fleet's default intervals; {cpus}",
+        f"window {report.window_s:g} s per step after ramp; p99 limit {P99_LIMIT_MS:g} ms",
+        "",
+    ]
+    header = (
+        "hosts",
+        "req/s",
+        "req/s/host",
+        "stub p50",
+        "stub p99",
+        "gen read p50",
+        "gen read p99",
+        "gen worst p99",
+        "errors",
+        "stub CPU",
+        "gen CPU",
+        "stub MiB",
+        "gen MiB",
+        "verdict",
+    )
+    rows = [
+        (
+            f"{s.hosts:,}",
+            f"{s.requests_per_second:,.0f}",
+            f"{s.requests_per_host_second:.3f}",
+            f"≤{s.stub_p50_ms:g}",
+            f"≤{s.stub_p99_ms:g}",
+            f"{s.gen_read_p50_ms:.1f}",
+            f"{s.gen_read_p99_ms:.1f}",
+            f"{s.gen_worst_p99_ms:.1f}",
+            str(s.errors + s.non_2xx),
+            f"{s.stub_cpu_percent:.0f} %",
+            f"{s.gen_cpu_percent:.0f} %",
+            f"{s.stub_rss_mib:.0f}",
+            f"{s.gen_rss_mib:.0f}",
+            s.verdict or "ok",
+        )
+        for s in report.steps
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        lines.append("  ".join(c.rjust(w) if i < 13 else c for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    lines += [
+        "",
+        f"max hosts on this machine: {report.max_hosts:,} (goal ≥ 10,000) — stopped by: {report.limited_by}",
+    ]
+    if report.stub_cpu_extrapolation_hosts:
+        lines.append(
+            f"stub CPU at the last passing step extrapolates to ≈ {report.stub_cpu_extrapolation_hosts:,} hosts "
+            "per stub core (linear; an estimate, not a measurement)"
+        )
+    for s in report.steps:
+        slow = {k: v for k, v in s.stub_p99_by_endpoint_ms.items() if v > P99_LIMIT_MS}
+        if slow:
+            lines.append(f"{s.hosts:,} hosts: endpoints with stub p99 > 100 ms: {slow}")
+    lines.append("stub p50/p99: bucket upper bounds from its /metrics (window); gen: end-to-end, whole run")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--hosts", help="comma-separated host counts (default 1000,2500,5000,10000,15000,20000)")
+    parser.add_argument("--quick", action="store_true", help="30 s windows, 5 s settle, faster ramp")
+    parser.add_argument("--window", type=float, help="measured seconds per step (default 120, --quick 30)")
+    parser.add_argument("--settle", type=float, help="seconds after the ramp before the window (default 20)")
+    parser.add_argument("--all-steps", action="store_true", help="measure every step even after one failed")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    args.hosts = [int(h) for h in args.hosts.split(",")] if args.hosts else list(DEFAULT_STEPS)
+    args.window = args.window or (30.0 if args.quick else 120.0)
+    args.settle = args.settle if args.settle is not None else (5.0 if args.quick else 20.0)
+    terminated = forward_sigterm()
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        progress("interrupted; processes stopped")
+        return 143 if terminated else 130
+    except (BenchmarkError, OSError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+        progress(f"error: {exc}")
+        return 1
+    print(json.dumps(json_safe(asdict(report)), indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
