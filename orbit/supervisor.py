@@ -298,16 +298,18 @@ MAX_LINE = 16 * 1024
 
 
 async def _pump_lines(stream: asyncio.StreamReader, output: Callable[[str], None]) -> None:
-    """Hand a child's output to ``output`` line by line (long lines cut at 16 KiB) until the pipe closes."""
+    """Hand a child's output to ``output`` line by line until the pipe closes; a line longer than 16 KiB comes in
+    16 KiB pieces (nothing is dropped, and memory stays bounded whatever the child writes)."""
     pending = b""
     while chunk := await stream.read(65536):
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        if len(pending) > MAX_LINE:
-            lines.append(pending[:MAX_LINE])
-            pending = b""
         for line in lines:
-            output(line[:MAX_LINE].decode("utf-8", "replace").rstrip("\r"))
+            for start in range(0, max(len(line), 1), MAX_LINE):
+                output(line[start : start + MAX_LINE].decode("utf-8", "replace").rstrip("\r"))
+        while len(pending) > MAX_LINE:
+            output(pending[:MAX_LINE].decode("utf-8", "replace"))
+            pending = pending[MAX_LINE:]
     if pending:
         output(pending.decode("utf-8", "replace"))
 

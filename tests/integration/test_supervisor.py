@@ -176,7 +176,10 @@ def test_child_output_goes_line_by_line_to_the_output_callback(tmp_path: Path) -
     """With --log-file, osqueryd's output joins orbit's rotating log: lines arrive whole, long ones are cut."""
     lines: list[str] = []
     script = tmp_path / "talker.py"
-    script.write_text("import sys\nprint('first line')\nprint('x' * 40000)\nsys.stderr.write('from stderr\\n')\n")
+    # stdout is flushed before stderr is written: both share one pipe, and unflushed output would interleave
+    script.write_text(
+        "import sys\nprint('first line')\nprint('x' * 40000, flush=True)\nsys.stderr.write('from stderr\\n')\n"
+    )
     spec = ChildSpec(name="talker", argv=lambda: [PY, str(script)], env=dict, output=lines.append)
 
     async def scenario() -> None:
@@ -189,4 +192,5 @@ def test_child_output_goes_line_by_line_to_the_output_callback(tmp_path: Path) -
 
     asyncio.run(scenario())
     assert lines[0] == "first line"
-    assert lines[1] == "x" * 16384 and "from stderr" in lines
+    assert lines[1:4] == ["x" * 16384, "x" * 16384, "x" * (40000 - 2 * 16384)]  # cut into pieces, nothing lost
+    assert "from stderr" in lines
