@@ -12,9 +12,6 @@ Python's ``webbrowser``, which honours ``$BROWSER``: a script that records the U
 * Without a tray host (no trayer), or without ``DISPLAY``: the app stays up, falls back to desktop
   notifications (dunst records them) and ``fleet-desktop status --json`` reports the same state.
 
-Known defects are strict xfails (each reason names it; an XPASS fails the run, so fixing one forces the marker's
-removal).
-
 Screenshots go to ``<tmp_path>/artifacts/`` (paths printed; see them with ``pytest -s`` or on failure).
 """
 
