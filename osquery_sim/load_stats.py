@@ -32,12 +32,23 @@ class EndpointStats:
 
 
 class LoadStats:
+    """Totals over the whole run, and per-endpoint figures since the last ``reset_window`` (SIGUSR1 in load mode,
+    so a benchmark can leave the enrollment burst out of its percentiles)."""
+
     MAX_SAMPLES = 200_000
 
     def __init__(self) -> None:
         self.endpoints: dict[str, EndpointStats] = defaultdict(EndpointStats)
+        self.total_requests = 0
+        self.total_errors = 0
+
+    def reset_window(self) -> None:
+        self.endpoints = defaultdict(EndpointStats)
 
     def observe(self, endpoint: str, seconds: float, ok: bool) -> None:
+        self.total_requests += 1
+        if not ok:
+            self.total_errors += 1
         stats = self.endpoints[endpoint]
         stats.requests += 1
         if not ok:
@@ -46,14 +57,6 @@ class LoadStats:
             stats.latencies.append(seconds)
         else:  # keep a uniform-ish sample without unbounded memory
             stats.latencies[stats.requests % self.MAX_SAMPLES] = seconds
-
-    @property
-    def total_requests(self) -> int:
-        return sum(s.requests for s in self.endpoints.values())
-
-    @property
-    def total_errors(self) -> int:
-        return sum(s.errors for s in self.endpoints.values())
 
     def summary(self) -> dict[str, dict[str, float | int]]:
         return {name: stats.summary() for name, stats in sorted(self.endpoints.items())}

@@ -8,12 +8,13 @@ Unlike osqueryd, orbit judges answers by their HTTP status.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 import uuid
 from collections.abc import Callable
 
-import httpx
+from osquery_sim.lean_http import LeanHttpClient, LeanHttpError, LeanResponse, split_host_port
 
 CONFIG_INTERVAL = 30.0
 PING_INTERVAL = 300.0
@@ -26,24 +27,14 @@ Observe = Callable[[str, float, bool], None]
 class OrbitTraffic:
     def __init__(
         self,
-        base_url: str,
-        context: ssl.SSLContext,
+        client: LeanHttpClient,
         secret: str,
         facts: dict[str, str],
         observe: Observe,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            verify=context,
-            timeout=httpx.Timeout(30.0),
-            trust_env=False,
-            headers={"User-Agent": "orbit-sim", "X-Fleet-Capabilities": "escrow_buddy,setup_experience"},
-            limits=httpx.Limits(
-                max_connections=1, max_keepalive_connections=1, keepalive_expiry=ORBIT_KEEPALIVE_SECONDS
-            ),
-        )
+        self._client = client
         self._secret = secret
         self._facts = facts
         self._observe = observe
@@ -51,24 +42,46 @@ class OrbitTraffic:
         self.node_key = ""
         self.token = ""
 
-    async def _call(self, method: str, path: str, body: dict[str, object] | None = None) -> httpx.Response | None:
+    @staticmethod
+    def client_for(hostname: str, context: ssl.SSLContext) -> LeanHttpClient:
+        host, port = split_host_port(hostname)
+        return LeanHttpClient(
+            host,
+            port,
+            context,
+            timeout=30.0,
+            keepalive=ORBIT_KEEPALIVE_SECONDS,
+            max_connections=1,
+            headers={"User-Agent": "orbit-sim", "X-Fleet-Capabilities": "escrow_buddy,setup_experience"},
+        )
+
+    async def _call(self, method: str, path: str, body: dict[str, object] | None = None) -> LeanResponse | None:
+        label = "/api/latest/fleet/device/{token}/ping" if "/device/" in path else path
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
         started = time.perf_counter()
         try:
-            response = await self._client.request(method, path, json=body)
-        except httpx.HTTPError:
-            label = "/api/latest/fleet/device/{token}/ping" if "/device/" in path else path
+            response = await self._client.request(method, path, payload, headers)
+        except LeanHttpError:
             self._observe(label, time.perf_counter() - started, False)
             return None
-        label = "/api/latest/fleet/device/{token}/ping" if "/device/" in path else path
         self._observe(label, time.perf_counter() - started, response.is_success)
         return response
+
+    @staticmethod
+    def _json(response: LeanResponse) -> dict[str, object]:
+        try:
+            decoded = json.loads(response.body)
+        except ValueError:
+            return {}
+        return decoded if isinstance(decoded, dict) else {}
 
     async def enroll(self) -> bool:
         body: dict[str, object] = {"enroll_secret": self._secret, **self._facts}
         response = await self._call("POST", "/api/fleet/orbit/enroll", body)
         if response is None or not response.is_success:
             return False
-        key = response.json().get("orbit_node_key")
+        key = self._json(response).get("orbit_node_key")
         self.node_key = key if isinstance(key, str) else ""
         return bool(self.node_key)
 
@@ -79,7 +92,7 @@ class OrbitTraffic:
         )
         if response is not None and response.is_success:
             self.token = token
-        elif response is not None and response.status_code == 401:
+        elif response is not None and response.status == 401:
             self.node_key = ""
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -95,7 +108,7 @@ class OrbitTraffic:
                 next_rotation = now + TOKEN_ROTATION
             if now >= next_config:
                 response = await self._call("POST", "/api/fleet/orbit/config", {"orbit_node_key": self.node_key})
-                if response is not None and response.status_code == 401:
+                if response is not None and response.status == 401:
                     self.node_key = ""
                 next_config = now + CONFIG_INTERVAL
             if now >= next_ping:

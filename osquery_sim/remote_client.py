@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from osquery_sim.remote_answer import RemoteAnswer
 from osquery_sim.retry_schedules import enroll_sleep, request_retry_sleep
 from osquery_sim.sim_store import SimStore
-from osquery_sim.tls_transport import TlsTransport
+from osquery_sim.tls_transport import OsqueryTransport
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class EnrollmentFailed(RuntimeError):
 class RemoteClient:
     def __init__(
         self,
-        transport: TlsTransport,
+        transport: OsqueryTransport,
         store: SimStore,
         settings: EnrollSettings,
         enroll_request: Callable[[], EnrollRequest],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from osquery_sim.lean_http import LeanHttpClient, LeanHttpError, split_host_port
 from osquery_sim.remote_answer import RemoteAnswer, judge
 
 REQUEST_TIMEOUT_SECONDS = 16.0
@@ -54,38 +55,23 @@ def build_ssl_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-class TlsTransport:
-    def __init__(
-        self,
-        settings: TlsSettings,
-        *,
-        limits: httpx.Limits | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        observe: Callable[[str, float, bool], None] | None = None,
-    ) -> None:
+class OsqueryTransport:
+    """osquery's request rules — JSON body, optional gzip, ``NodeKey`` header, judged by the body — over a
+    subclass's way of sending bytes (``_send``, which raises ``TransportFailure`` for network failures)."""
+
+    def __init__(self, settings: TlsSettings, observe: Callable[[str, float, bool], None] | None) -> None:
         if not settings.hostname:
             raise TransportError("--tls_hostname is required for TLS plugins")
         if "://" in settings.hostname:
             raise TransportError("--tls_hostname must not include a scheme (it is always https)")
         self._settings = settings
         self._observe = observe
-        headers = {
+        self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": settings.user_agent,
             "Accept-Encoding": "gzip" if settings.accept_gzip else "identity",
         }
-        self._client = httpx.AsyncClient(
-            base_url=f"https://{settings.hostname}",
-            verify=ssl_context or build_ssl_context(settings),
-            headers=headers,
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            trust_env=False,
-            limits=limits
-            or httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=KEEPALIVE_SECONDS),
-        )
 
     async def post(
         self, endpoint: str, body: dict[str, object], *, node_key: str | None = None, compress: bool = False
@@ -101,15 +87,93 @@ class TlsTransport:
             headers["Authorization"] = f"NodeKey {node_key}"
         started = time.perf_counter()
         try:
-            response = await self._client.post(endpoint, content=payload, headers=headers)
-        except httpx.HTTPError as exc:
+            content = await self._send(endpoint, payload, headers)
+        except TransportFailure as exc:
             if self._observe:
                 self._observe(endpoint, time.perf_counter() - started, False)
-            return RemoteAnswer(ok=False, error=f"Request error: {type(exc).__name__}: {exc}")
-        answer = judge(response.content)
+            return RemoteAnswer(ok=False, error=f"Request error: {exc}")
+        answer = judge(content)
         if self._observe:
             self._observe(endpoint, time.perf_counter() - started, answer.ok)
         return answer
+
+    async def _send(self, endpoint: str, payload: bytes, headers: dict[str, str]) -> bytes:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class TransportFailure(Exception):
+    pass
+
+
+class TlsTransport(OsqueryTransport):
+    """The daemon's transport: httpx, redirects followed as osquery does."""
+
+    def __init__(
+        self,
+        settings: TlsSettings,
+        *,
+        limits: httpx.Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        observe: Callable[[str, float, bool], None] | None = None,
+    ) -> None:
+        super().__init__(settings, observe)
+        self._client = httpx.AsyncClient(
+            base_url=f"https://{settings.hostname}",
+            verify=ssl_context or build_ssl_context(settings),
+            headers=self._headers,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            trust_env=False,
+            limits=limits
+            or httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=KEEPALIVE_SECONDS),
+        )
+
+    async def _send(self, endpoint: str, payload: bytes, headers: dict[str, str]) -> bytes:
+        try:
+            response = await self._client.post(endpoint, content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransportFailure(f"{type(exc).__name__}: {exc}") from exc
+        return response.content
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class LeanTlsTransport(OsqueryTransport):
+    """Load mode's transport: ``lean_http`` keep-alive connections (no redirects), far cheaper per request."""
+
+    def __init__(
+        self,
+        settings: TlsSettings,
+        ssl_context: ssl.SSLContext,
+        *,
+        max_connections: int = 2,
+        observe: Callable[[str, float, bool], None] | None = None,
+    ) -> None:
+        super().__init__(settings, observe)
+        try:
+            host, port = split_host_port(settings.hostname)
+        except ValueError as exc:
+            raise TransportError(f"--tls_hostname: {exc}") from None
+        self._client = LeanHttpClient(
+            host,
+            port,
+            ssl_context,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+            keepalive=KEEPALIVE_SECONDS,
+            max_connections=max_connections,
+            headers=self._headers,
+        )
+
+    async def _send(self, endpoint: str, payload: bytes, headers: dict[str, str]) -> bytes:
+        try:
+            return (await self._client.request("POST", endpoint, payload, headers)).body
+        except LeanHttpError as exc:
+            raise TransportFailure(str(exc)) from exc
 
     async def close(self) -> None:
         await self._client.aclose()
