@@ -6,9 +6,11 @@ proxy (the stub's certificate from ``DIR/tls/``; a hidden ``--serve-proxy`` mode
 during the fault window (SIGUSR1 on, SIGUSR2 off), when it drops its piped connections and answers every request
 with ``503``.
 
+Every host runs a snapshot query every 30 s (set through the admin API), so result logs flow all the time.
 Reported: log lines lost/duplicated (the load summary, checked against the stub's own per-host counts), live
-queries to the real host answered, whether orbit and osqueryd were ever down (status.json and pids sampled every
-second), and RSS of the stub and orbit at start and end.
+queries (alternately to the real host and to a simulated one) answered, and those unanswered split by whether a
+restart or the 503 window was near them (an undisturbed unanswered query is a failure), whether orbit and osqueryd
+were ever down (status.json and pids sampled every second), and RSS of the stub and orbit at start and end.
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--hosts 2000] [--json]
 """
@@ -44,6 +46,8 @@ from tests.support.orbit_world import SECRET, OrbitWorld, wait_for
 REAL_TIMINGS = ("ORBIT_DEV_CONFIG_INTERVAL", "ORBIT_DEV_CONFIG_MAX_BACKOFF", "ORBIT_DEV_STATUS_INTERVAL")
 STOP_TIMEOUT = 60.0
 LIVE_QUERY_EVERY = 15.0
+RECOVERY_SECONDS = 30.0  # after a restart or 503s, hosts come back within their 10 s intervals plus backoff
+SCHEDULE_INTERVAL = 30
 
 
 def progress(message: str) -> None:
@@ -181,7 +185,7 @@ class Report:
     events: list[str] = field(default_factory=list)
     log_lines: dict[str, object] = field(default_factory=dict)
     distributed: dict[str, object] = field(default_factory=dict)
-    live_queries: dict[str, int] = field(default_factory=dict)
+    live_queries: dict[str, object] = field(default_factory=dict)
     load: dict[str, object] = field(default_factory=dict)
     proxy: dict[str, object] = field(default_factory=dict)
     orbit: dict[str, object] = field(default_factory=dict)
@@ -257,14 +261,56 @@ def sampler(world: OrbitWorld, samples: Samples, stop: threading.Event) -> None:
                 samples.stub_rss_mib.setdefault(stub.proc.pid, []).append(stub_rss)
 
 
+@dataclass
+class Disturbances:
+    """When the stub was stopped or answered 503s (monotonic seconds), to judge live queries fairly."""
+
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    open_since: float | None = None
+
+    def begin(self) -> None:
+        self.open_since = time.monotonic()
+
+    def end(self) -> None:
+        if self.open_since is not None:
+            self.windows.append((self.open_since, time.monotonic()))
+            self.open_since = None
+
+    def overlaps(self, start: float, end: float) -> bool:
+        """A query is disturbed when a window (plus the hosts' recovery time) touches it."""
+        spans = [*self.windows, *([(self.open_since, end)] if self.open_since is not None else [])]
+        return any(w_start <= end and start <= w_end + RECOVERY_SECONDS for w_start, w_end in spans)
+
+
+@dataclass
+class LiveQueryCounts:
+    sent: int = 0
+    answered: int = 0
+    unanswered_clean: int = 0  # neither a restart nor the 503 window near it: a real failure
+    unanswered_disturbed: int = 0
+    skipped_stub_down: int = 0
+    by_target: dict[str, int] = field(default_factory=lambda: {"real orbit host": 0, "simulated hosts": 0})
+
+
 def live_queries(
-    world: OrbitWorld, host_id: int, counts: dict[str, int], stop: threading.Event, event: Callable[[str], None]
+    world: OrbitWorld,
+    targets: Callable[[int], tuple[str, int]],
+    counts: LiveQueryCounts,
+    disturbances: Disturbances,
+    stop: threading.Event,
+    event: Callable[[str], None],
 ) -> None:
+    """Every LIVE_QUERY_EVERY s a live query through the admin API, alternately to the real host and a sim host."""
+    round_number = 0
     while not stop.wait(LIVE_QUERY_EVERY):
         if world.stub is None:
-            counts["skipped_stub_down"] += 1
+            counts.skipped_stub_down += 1
             continue
-        counts["sent"] += 1
+        label, host_id = targets(round_number)
+        round_number += 1
+        counts.sent += 1
+        counts.by_target[label] += 1
+        started = time.monotonic()
         try:
             with world.admin() as client:
                 answer = client.post(f"/api/latest/fleet/hosts/{host_id}/query", json={"query": "SELECT 1 AS n"})
@@ -272,9 +318,27 @@ def live_queries(
             ok = answer.status_code == 200 and body.get("status") == "online" and body.get("rows") == [{"n": "1"}]
         except (httpx.HTTPError, ValueError):
             ok = False
-        counts["answered" if ok else "unanswered"] += 1
-        if not ok:
-            event("live query to the real host unanswered")
+        if ok:
+            counts.answered += 1
+        elif disturbances.overlaps(started, time.monotonic()):
+            counts.unanswered_disturbed += 1
+        else:
+            counts.unanswered_clean += 1
+            event(f"live query to {label} {host_id} unanswered with no restart or 503s near it")
+
+
+def add_schedule(world: OrbitWorld) -> None:
+    """A snapshot query every SCHEDULE_INTERVAL s on every host, so result logs flow all the time."""
+    with world.admin() as client:
+        current = client.get("/api/latest/fleet/config")
+        current.raise_for_status()
+        options = dict(current.json().get("agent_options") or {})
+        config = dict(options.get("config") or {})
+        config["schedule"] = {
+            "soak_uptime": {"query": "SELECT * FROM uptime", "interval": SCHEDULE_INTERVAL, "snapshot": True}
+        }
+        options["config"] = config
+        client.patch("/api/latest/fleet/config", json={"agent_options": options}).raise_for_status()
 
 
 @contextlib.contextmanager
@@ -336,6 +400,7 @@ def run(minutes: float, hosts: int) -> Report:
         world.start_service(env=env)
         wait_for(lambda: world.status().get("enrolled") and world.osqueryd_pid(), timeout=90, what="orbit enrolled")
         world.url = stub_url  # the script's own admin calls go straight to the stub
+        add_schedule(world)
         real_host = wait_for(world.hosts, timeout=60, what="the real host")[0]
         host_id = int(real_host["id"])
         progress(f"orbit enrolled (host {host_id}), osqueryd {world.osqueryd_pid()}; starting {hosts} sim hosts")
@@ -353,11 +418,21 @@ def run(minutes: float, hosts: int) -> Report:
         started_at = time.monotonic()
 
         samples = Samples()
-        counts = {"sent": 0, "answered": 0, "unanswered": 0, "skipped_stub_down": 0}
+        counts = LiveQueryCounts()
+        disturbances = Disturbances()
+
+        def targets(round_number: int) -> tuple[str, int]:
+            if round_number % 2 == 0:
+                return "real orbit host", host_id
+            sims = [int(h["id"]) for h in world.hosts() if int(h["id"]) != host_id]
+            return ("simulated hosts", sims[round_number % len(sims)]) if sims else ("real orbit host", host_id)
+
         stop = threading.Event()
         threads = (
             threading.Thread(target=sampler, args=(world, samples, stop), daemon=True),
-            threading.Thread(target=live_queries, args=(world, host_id, counts, stop, event), daemon=True),
+            threading.Thread(
+                target=live_queries, args=(world, targets, counts, disturbances, stop, event), daemon=True
+            ),
         )
         with background(*threads):
             try:
@@ -368,14 +443,17 @@ def run(minutes: float, hosts: int) -> Report:
                     if delay > 0:
                         time.sleep(delay)
                     if action == "restart":
+                        disturbances.begin()
                         world.stop_stub()
                         event("stub stopped")
                         world.start_stub()
                         drain_stub(world, stub_log)
                         world.url = stub_url
                         event(f"stub started again on port {world.port}")
+                        disturbances.end()
                     else:
                         proxy.send_signal(signal.SIGUSR1 if action == "fault on" else signal.SIGUSR2)
+                        (disturbances.begin if action == "fault on" else disturbances.end)()
                         event(f"503 injection {action.removeprefix('fault ')}")
                 progress("waiting for the load generator's summary")
                 code = sim.wait(total + 300)
@@ -390,7 +468,7 @@ def run(minutes: float, hosts: int) -> Report:
         report.log_lines = dict(summary.get("log_lines") or {})
         report.distributed = dict(summary.get("distributed") or {})
         report.load = {k: summary.get(k) for k in ("hosts", "enrolled", "seconds", "requests", "errors")}
-        report.live_queries = counts
+        report.live_queries = asdict(counts)
         stop_process(proxy)
         stats_path = ready.with_suffix(".stats")
         report.proxy = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
@@ -418,6 +496,10 @@ def run(minutes: float, hosts: int) -> Report:
     lost, dup = report.log_lines.get("lost"), report.log_lines.get("duplicated")
     if lost or dup:
         report.problems.append(f"log lines lost {lost}, duplicated {dup}")
+    if report.live_queries.get("unanswered_clean"):
+        report.problems.append(f"live queries unanswered with no disturbance near them: {report.live_queries}")
+    if not report.log_lines.get("produced"):
+        report.problems.append("the simulated hosts produced no log lines: the loss check proves nothing")
     if samples.orbit_down or len(samples.orbit_pids) > 1:
         report.problems.append("orbit was down or restarted")
     if samples.osqueryd_down or len(samples.osqueryd_pids) > 1:
@@ -435,7 +517,7 @@ def render(report: Report) -> str:
     )
     lines.append(
         f"distributed (sim hosts): reads {d.get('reads')}, writes acknowledged {d.get('writes_acknowledged')}; "
-        f"live queries to the real host: {report.live_queries}"
+        f"live queries (admin API, alternately the real host and a simulated one): {report.live_queries}"
     )
     lines.append(f"load: {report.load}; proxy: {report.proxy}")
     lines.append(

@@ -28,6 +28,7 @@ from osquery_sim.host_facts import HostFacts, build_host_facts
 from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
 from osquery_sim.sim_store import SimStore
 from osquery_sim.tls_transport import TlsSettings, TlsTransport, TransportError
+from osquery_sim.wakeable import WakeableEvent
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Daemon:
         self.env = env
         self.version = version
         self.faults = read_faults(flags)
-        self.stop = asyncio.Event()
+        self.stop = WakeableEvent()
         self.ephemeral_id = str(uuid.uuid4())
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -22,6 +22,7 @@ from osquery_sim.remote_client import RemoteClient
 from osquery_sim.result_logs import LogContext, diff_rows, differential_lines, snapshot_line, status_line
 from osquery_sim.retry_schedules import distributed_wait, logger_backoff
 from osquery_sim.sim_store import SimStore
+from osquery_sim.wakeable import WakeableEvent, sleep_unless_set
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Engine:
         self._pending_results: dict[str, object] | None = None
         self._log_failures = {"result": 0, "status": 0}
         self._wake_logger = asyncio.Event()
-        self._schedule_changed = asyncio.Event()
+        self._schedule_changed = WakeableEvent()
         self.counters: dict[str, int] = {
             "config_ok": 0,
             "config_failed": 0,
@@ -450,14 +451,5 @@ class Engine:
 
 async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
     """Sleep up to ``seconds`` (less when ``wake`` is set); True when ``stop`` was set meanwhile."""
-    if stop.is_set():
-        return True
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await sleep_unless_set(seconds, stop, *([wake] if wake is not None else []))
     return stop.is_set()

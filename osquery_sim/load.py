@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ import httpx
 from osquery_sim.engine import Endpoints, Engine, EngineSettings
 from osquery_sim.identity import SimIdentity, machine_identity
 from osquery_sim.load_stats import LineAccounting, LoadStats
+from osquery_sim.loop_health import LoopHealth
 from osquery_sim.orbit_traffic import OrbitTraffic
 from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
 from osquery_sim.sim_store import SimStore
@@ -41,6 +43,7 @@ from osquery_sim.table_rows import SimRuntime
 from osquery_sim.tables import SimDatabase
 from osquery_sim.tls_transport import LeanTlsTransport, TlsSettings
 from osquery_sim.version import SIM_VERSION
+from osquery_sim.wakeable import WakeableEvent, sleep_unless_set
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1/osquery"
@@ -198,8 +201,7 @@ class SimulatedHost:
         return bool(self.client.node_key)
 
     async def run(self, stop: asyncio.Event, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await sleep_unless_set(delay, stop)
         if stop.is_set():
             return
         tasks = []
@@ -280,14 +282,23 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
     started = time.monotonic()
     # One stop event per host: a cancelled wait is removed from its event's waiter list by a linear scan, so
     # thousands of hosts waiting on one shared event would make every wait cost O(hosts).
-    host_stops = [asyncio.Event() for _ in hosts]
+    host_stops = [WakeableEvent() for _ in hosts]
     runners = [
         asyncio.create_task(h.run(host_stop, ramp * i / options.hosts))
         for i, (h, host_stop) in enumerate(zip(hosts, host_stops, strict=True))
     ]
 
+    # Everything built so far lives for the whole run: keep it out of the collector's full passes, whose pauses
+    # over thousands of hosts' objects showed up as seconds of "server latency".
+    gc.collect()
+    gc.freeze()
+    health = LoopHealth()
+    health.start()
+    watcher = asyncio.create_task(health.watch(stop))
+
     async def progress() -> None:
         last_requests, last_time = 0, started
+        frozen_after_enrollment = False
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), options.progress_interval)
@@ -296,9 +307,15 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
             rate = (total - last_requests) / max(now - last_time, 1e-6)
             last_requests, last_time = total, now
             enrolled = sum(1 for h in hosts if h.enrolled)
+            if enrolled == len(hosts) and not frozen_after_enrollment:
+                frozen_after_enrollment = True  # connections, TLS objects and node keys are long-lived too
+                gc.collect()
+                gc.freeze()
+            lag, in_gc = health.take()
             print(
                 f"t={now - started:6.0f}s enrolled={enrolled}/{len(hosts)} req/s={rate:8.1f} "
-                f"requests={total} errors={stats.total_errors}",
+                f"requests={total} errors={stats.total_errors} loop_lag_max_ms={lag * 1000:.0f} "
+                f"gc_ms={in_gc * 1000:.0f}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -314,6 +331,8 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
         host_stop.set()
     await asyncio.gather(*runners, return_exceptions=True)
     await reporter
+    await watcher
+    health.close()
     elapsed = time.monotonic() - started
     server = await _server_counts(options, context)
     accounts = [h.accounting(None if server is None else server.get(h.identity.uuid, {})) for h in hosts]

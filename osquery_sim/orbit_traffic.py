@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from osquery_sim.lean_http import LeanHttpClient, LeanHttpError, LeanResponse, split_host_port
+from osquery_sim.wakeable import sleep_unless_set
 
 CONFIG_INTERVAL = 30.0
 PING_INTERVAL = 300.0
@@ -123,8 +124,5 @@ class OrbitTraffic:
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
+    await sleep_unless_set(seconds, stop)
+    return stop.is_set()
