@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import resource
 import secrets
 import signal
 import subprocess
@@ -40,7 +41,9 @@ from stub_throughput import BenchmarkError, Target, plan_cpus, start_stub
 
 DURATION = "fleet_stub_http_request_duration_seconds"
 REQUESTS = "fleet_stub_http_requests_total"
-DEFAULT_STEPS = (1000, 2500, 5000, 10000, 15000, 20000)
+DEFAULT_STEPS = (1000, 2500, 5000, 6000, 7500, 10000, 15000, 20000)
+CONNECTIONS_PER_HOST = 3  # osqueryd's two keep-alive connections and orbit's one, on each side
+FD_SLACK = 300  # listening socket, SQLite, log files, pipes
 P99_LIMIT_MS = 100.0
 STUB_CPU_LIMIT = 95.0
 GEN_CPU_LIMIT = 90.0
@@ -82,6 +85,8 @@ class Report:
     max_hosts: int = 0
     limited_by: str = ""
     stub_cpu_extrapolation_hosts: int | None = None
+    fd_hard_limit: int | None = None
+    fd_cap_hosts: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -264,6 +269,14 @@ def judge(step: Step, first: Step | None) -> str:
     return "; ".join(reasons)
 
 
+def fd_hard_limit() -> int | None:
+    """The open-files hard limit the stub and the generator inherit, after trying to raise it as they will."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 17, 1 << 17))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else int(hard)
+
+
 def run(options: argparse.Namespace) -> Report:
     stub_cpus, gen_cpus = plan_cpus()
     report = Report(
@@ -277,8 +290,20 @@ def run(options: argparse.Namespace) -> Report:
     else:
         report.notes.append("fewer than 2 CPUs: nothing pinned")
     first: Step | None = None
+    hard = fd_hard_limit()
+    fd_cap = (hard - FD_SLACK) // CONNECTIONS_PER_HOST if hard is not None else None
+    report.fd_hard_limit, report.fd_cap_hosts = hard, fd_cap
     with tempfile.TemporaryDirectory(prefix="stub-capacity-") as tmp:
         for hosts in options.hosts:
+            if fd_cap is not None and hosts > fd_cap:
+                report.steps.append(
+                    Step(hosts, verdict=f"not run: the open-files hard limit ({hard}) allows ≈ {fd_cap:,} hosts")
+                )
+                report.limited_by = report.limited_by or (
+                    f"open files: hard limit {hard} per process, {CONNECTIONS_PER_HOST} keep-alive connections per "
+                    "host, and no CAP_SYS_RESOURCE to raise it"
+                )
+                continue
             progress(f"{hosts} hosts: ramp, settle {options.settle} s, window {options.window} s")
             step = run_step(hosts, options, Path(tmp), (stub_cpus, gen_cpus))
             step.verdict = judge(step, first)
@@ -357,6 +382,11 @@ def render(report: Report) -> str:
         "",
         f"max hosts on this machine: {report.max_hosts:,} (goal ≥ 10,000) — stopped by: {report.limited_by}",
     ]
+    if report.fd_cap_hosts is not None:
+        lines.append(
+            f"open files: hard limit {report.fd_hard_limit} per process → at most ≈ {report.fd_cap_hosts:,} hosts "
+            f"({CONNECTIONS_PER_HOST} keep-alive connections each) for the stub and for one generator on this machine"
+        )
     if report.stub_cpu_extrapolation_hosts:
         lines.append(
             f"stub CPU at the last passing step extrapolates to ≈ {report.stub_cpu_extrapolation_hosts:,} hosts "

@@ -24,6 +24,7 @@ import uvicorn
 from server_stub.app import build_app
 from server_stub.atomic_files import write_private
 from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
+from server_stub.fd_limit import raise_open_files_limit
 from server_stub.node_keys import new_admin_token
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
@@ -237,6 +238,7 @@ def prepare(settings: ServeSettings) -> tuple[StubState, TlsFiles]:
 def serve(settings: ServeSettings) -> int:
     configure_logging(settings.data_dir if settings.data_dir.is_dir() else _mkdir(settings.data_dir))
     state, files = prepare(settings)
+    raise_open_files_limit()
     sock = bind_socket(settings.listen_host, settings.listen_port)
     port = int(sock.getsockname()[1])
     info = server_info(settings, port, state.admin_token, files.ca)

@@ -9,7 +9,6 @@ package was built from.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +65,14 @@ class TargetFetcher:
         update_url: str,
         update_roots: str,
         tls: TlsOptions,
+        work_dir: Path,
         *,
         progress: Callable[[str, int], None] | None = None,
     ) -> None:
-        self._work = Path(tempfile.mkdtemp(prefix="orbitctl-tuf-"))
+        """``work_dir`` (created if needed) holds the TUF metadata; it belongs to the caller's temporary build
+        directory, so nothing is left in the system's temp dir after a build."""
+        self._work = work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
         self._client = UpdateClient(
             self._work / "metadata",
             update_url,

@@ -97,7 +97,7 @@ def stage_package(
         insecure=options.insecure,
     )
     assert options.update_roots is not None
-    fetcher = TargetFetcher(options.update_url, options.update_roots, tls, progress=progress)
+    fetcher = TargetFetcher(options.update_url, options.update_roots, tls, work / "tuf", progress=progress)
     fetcher.refresh()
     platforms = platforms_for(platform, options.arch)
     wanted = [

@@ -55,8 +55,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrbitWorld]:
         built.close()
 
 
-def package(world: OrbitWorld, kind: str, outfile: Path) -> subprocess.CompletedProcess[str]:
+def package(
+    world: OrbitWorld, kind: str, outfile: Path, tmpdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORBITCTL_ENROLL_SECRET": "e2e-package-secret", "SOURCE_DATE_EPOCH": "1700000000"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run(
         [
             *ORBITCTL,
@@ -108,7 +112,9 @@ def test_every_format_builds_from_tuf_reads_back_and_is_reproducible(
     world: OrbitWorld, tmp_path: Path, kind: str, expected: str
 ) -> None:
     first, second = tmp_path / f"one.{kind}", tmp_path / f"two.{kind}"
-    result = package(world, kind, first)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = package(world, kind, first, scratch)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(first)
     assert "e2e-package-secret" not in result.stdout + result.stderr
@@ -116,3 +122,4 @@ def test_every_format_builds_from_tuf_reads_back_and_is_reproducible(
     assert first.stat().st_mode & 0o777 == 0o600  # it carries the enroll secret
     assert package(world, kind, second).returncode == 0
     assert first.read_bytes() == second.read_bytes()
+    assert list(scratch.iterdir()) == []  # nothing left behind in the temp dir (TUF metadata, staging)
