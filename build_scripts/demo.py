@@ -1,13 +1,16 @@
 """``make demo``: the real deployment, made of processes, in well under a minute.
 
 1. a signed TUF repository made with ``orbitctl updates`` in a temporary directory, with osqueryd 5.14.1 (an
-   ``osqueryd-sim`` launcher) and orbit 1.0.0 (an ``orbit`` launcher) published;
-2. ``fleet-stub`` serving it (``--tuf-repo``), orbit run as this script's child from a temporary root dir laid out
-   like a package, and ``osqueryd-sim load --hosts 300`` for a few hundred more hosts;
-3. a live status view: orbit enrolled, osqueryd running, the hosts on the server, a live query answered through the
-   admin REST API for orbit's host; then osqueryd 5.15.0 is published, orbit gets SIGHUP (check now) and installs
-   and restarts it;
-4. everything it started is stopped (also on Ctrl-C / SIGTERM) and the temporary directory removed.
+   ``osqueryd-sim`` launcher), orbit 1.0.0 (an ``orbit`` launcher) and Fleet Desktop 1.0.0 (a ``fleet-desktop``
+   launcher) published;
+2. ``fleet-stub`` serving it (``--tuf-repo``), orbit (``--fleet-desktop``) run as this script's child from a
+   temporary root dir laid out like a package, and ``osqueryd-sim load --hosts 300`` for a few hundred more hosts;
+3. a live status view: orbit enrolled, osqueryd running, the tray's ``fleet-desktop status --json`` with the
+   environment orbit gives it, the hosts on the server, a live query answered through the admin REST API for orbit's
+   host; then osqueryd 5.15.0 is published, orbit gets SIGHUP (check now) and installs and restarts it;
+4. meanwhile the launchers are published for macOS and Windows too and ``orbitctl package`` builds the .deb, .rpm,
+   .pkg and .msi from this repository into ``dist/`` (``DEMO_DIST_DIR``), four children at once;
+5. everything it started is stopped (also on Ctrl-C / SIGTERM) and the temporary directory removed.
 
 A launcher is a one-line shell script that stamps ``ORBIT_BUILD_VERSION`` and execs this interpreter, as a frozen
 build would. ``ORBIT_DEV_*`` knobs (orbit/timings.py) compress orbit's minutes into seconds.
@@ -25,20 +28,22 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TypeVar
 
 import httpx
 import psutil
-from rich.console import Console, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
+
+from build_scripts import demo_installers as installers
+from build_scripts.demo_board import Board
+from build_scripts.demo_jobs import Jobs
+from build_scripts.demo_tray import TrayStatusError, parse_status, tray_environment
+from orbit.update.targets import Platform, TargetName, TargetSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "demo-enroll-secret"  # noqa: S105 - a throwaway demo secret
@@ -53,9 +58,16 @@ FAST_TIMINGS = {
     "ORBIT_DEV_TOKEN_LOCAL_CHECK": "2",
     "FLEETD_ENROLL_RETRY_INTERVAL": "1s",
 }
-BACKGROUND = ("load", "hosts")  # rows that progress alongside the steps
+BACKGROUND = ("load", "hosts", "tray", *installers.INSTALLER_TYPES)  # rows that progress alongside the steps
 LOAD_HOSTS = 300
 LOAD_SECONDS = 8
+TRAY_TIMEOUT = 30.0
+DIST_ENV = "DEMO_DIST_DIR"  # where the installers go (default: the project's dist/)
+LAUNCHERS = {  # each TUF target's launcher: module, file name, first version
+    TargetName.ORBIT: ("orbit", "orbit", "1.0.0"),
+    TargetName.OSQUERYD: ("osquery_sim", "osqueryd", "5.14.1"),
+    TargetName.DESKTOP: ("desktop_tray", "fleet-desktop", "1.0.0"),
+}
 T = TypeVar("T")
 
 
@@ -64,87 +76,29 @@ class DemoError(Exception):
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    drop = ("FLEET_STUB_", "ORBIT_", "ORBITCTL_", "FLEETD_")
+    drop = ("FLEET_STUB_", "ORBIT_", "ORBITCTL_", "FLEETD_", "FLEET_DESKTOP_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(NO_PROXY="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
 
-# -- the live status view --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    title: str
-    state: str = "waiting"  # waiting | running | ok | failed
-    detail: str = ""
-
-
-STYLES = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "bold red"}
-MARKS = {"waiting": "·", "ok": "✔", "failed": "✘"}
-
-
-@dataclass
-class Board:
-    """A table refreshed a few times per second on a terminal; plain lines otherwise."""
-
-    console: Console
-    rows: dict[str, Row] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    live: Live | None = None
-
-    def add(self, key: str, title: str) -> None:
-        self.rows[key] = Row(title)
-
-    def set(self, key: str, state: str, detail: str = "", *, quiet: bool = False) -> None:
-        row = self.rows[key]
-        changed = row.state != state or (row.detail != detail and not quiet)
-        row.state, row.detail = state, detail
-        if self.live is None and changed:
-            stamp = f"[{time.monotonic() - self.started:5.1f}s]"
-            self.console.print(
-                f"{stamp} {row.title}: {state} {detail}".rstrip(), markup=False, highlight=False, soft_wrap=True
-            )
-
-    def render(self) -> RenderableType:
-        table = Table(title=f"make demo — {time.monotonic() - self.started:4.1f} s", title_justify="left")
-        table.add_column("", width=2)
-        table.add_column("step", no_wrap=True)
-        table.add_column("detail")
-        for row in self.rows.values():
-            style = STYLES.get(row.state, "")
-            mark: RenderableType = (
-                Spinner("dots", style=style) if row.state == "running" else Text(MARKS.get(row.state, "?"), style)
-            )
-            table.add_row(mark, Text(row.title, style), Text(row.detail, style=style))
-        return table
-
-    @contextlib.contextmanager
-    def shown(self) -> Iterator[None]:
-        if not self.console.is_terminal:
-            yield
-            return
-        with Live(console=self.console, refresh_per_second=8, get_renderable=self.render) as live:
-            self.live = live
-            try:
-                yield
-            finally:
-                self.live = None
-
-
 # -- the deployment ----------------------------------------------------------------------------------------------
 
 
 class Demo:
-    def __init__(self, base: Path, board: Board) -> None:
+    def __init__(self, base: Path, board: Board, dist: Path) -> None:
         self.base = base
         self.board = board
+        self.dist = dist
         self.repo = base / "repo"
         self.root = base / "orbit-root"
         self.logs = base / "logs"
         self.logs.mkdir()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.jobs = Jobs(board, self.logs, self.spawn)
+        self.repo_lock = threading.Lock()  # orbitctl refuses a second writer: one publish at a time
+        self.packages: installers.InstallerBuilds | None = None
         self.info: dict[str, Any] = {}
         self.client: httpx.Client | None = None
         self.orbit_host: dict[str, Any] | None = None
@@ -154,9 +108,11 @@ class Demo:
 
     # processes
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], stdout: IO[bytes] | int | None = None) -> None:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], stdout: IO[bytes] | int | None = None
+    ) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
+            proc = self.procs[name] = subprocess.Popen(
                 argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -164,6 +120,7 @@ class Demo:
                 stderr=log,
                 start_new_session=True,  # Ctrl-C reaches only the demo, which stops everything in order
             )
+        return proc
 
     def orbitctl(self, *args: str) -> str:
         result = subprocess.run(
@@ -211,6 +168,9 @@ class Demo:
         return hosts
 
     def poll_background(self) -> None:
+        self.jobs.poll()
+        if self.packages is not None:
+            self.packages.poll()
         if self.client is None or time.monotonic() - self.last_poll < 0.5:
             return
         self.last_poll = time.monotonic()
@@ -243,7 +203,13 @@ class Demo:
         self.publish_target("osquery_sim", "osqueryd", "5.14.1")
         self.board.set("tuf", "running", "publishing orbit 1.0.0")
         orbit_build = self.publish_target("orbit", "orbit", "1.0.0")
-        self.board.set("tuf", "ok", "signed (root/targets/snapshot/timestamp); osqueryd 5.14.1, orbit 1.0.0 on stable")
+        self.board.set("tuf", "running", "publishing fleet-desktop 1.0.0")
+        self.publish_platform_build(TargetSpec(TargetName.DESKTOP, Platform.LINUX, "stable"))
+        self.board.set(
+            "tuf",
+            "ok",
+            "signed (root/targets/snapshot/timestamp); osqueryd 5.14.1, orbit 1.0.0, fleet-desktop 1.0.0 on stable",
+        )
         # what the package leaves behind: the stable orbit and the bin/orbit/orbit link
         channel_dir = self.root / "bin" / "orbit" / "linux" / "stable"
         channel_dir.mkdir(parents=True)
@@ -252,22 +218,20 @@ class Demo:
 
     def publish_target(self, module: str, name: str, version: str) -> Path:
         build = self.launcher(module, name, version)
-        self.orbitctl(
-            "add",
-            "--path",
-            str(self.repo),
-            "--target",
-            str(build),
-            "--name",
-            name,
-            "--platform",
-            "linux",
-            "--version",
-            version,
-            "-t",
-            "stable",
-        )
+        self.publish(build, name, "linux", version)
         return build
+
+    def publish(self, build: Path, name: str, platform: str, version: str) -> None:
+        args = ["--target", str(build), "--name", name, "--platform", platform, "--version", version]
+        with self.repo_lock:
+            self.orbitctl("add", "--path", str(self.repo), *args, "-t", "stable")
+
+    def publish_platform_build(self, spec: TargetSpec) -> None:
+        """The launcher of ``spec``'s component, published under ``spec``'s file name (archived if need be)."""
+        module, name, version = LAUNCHERS[spec.name]
+        build = self.launcher(module, name, version)
+        folder = self.base / "builds" / f"{spec.name}-{spec.platform}"
+        self.publish(installers.write_target_file(spec, build, folder), spec.name, spec.platform, version)
 
     def start_stub(self) -> None:
         self.board.set("stub", "running", "starting (HTTPS, self-signed CA, SQLite)")
@@ -308,8 +272,64 @@ class Demo:
         argv = [str(self.root / "bin" / "orbit" / "orbit"), "--root-dir", str(self.root)]
         argv += ["--fleet-url", str(self.info["url"]), "--fleet-certificate", ca]
         argv += ["--update-url", str(self.info["tuf_url"]), "--update-tls-certificate", ca]
-        argv += ["--update-roots", str(self.base / "root.json"), "--", "--sim_hostname=demo-laptop"]
-        self.spawn("orbit", argv, child_env(ORBIT_ENROLL_SECRET=SECRET, **FAST_TIMINGS))
+        argv += ["--update-roots", str(self.base / "root.json"), "--fleet-desktop"]
+        argv += ["--", "--sim_hostname=demo-laptop"]
+        self.spawn("orbit", argv, self.orbit_env())
+
+    def orbit_env(self) -> dict[str, str]:
+        return child_env(ORBIT_ENROLL_SECRET=SECRET, **FAST_TIMINGS)
+
+    # the tray and the installers: one-shot children that finish in the background
+
+    def start_tray_status(self) -> None:
+        """``fleet-desktop status --json`` with the environment orbit gives the tray, once the token file exists."""
+        env = tray_environment(
+            fleet_url=str(self.info["url"]),
+            root_dir=self.root,
+            ca_cert=Path(self.info["ca_cert"]),
+            orbit_environ=self.orbit_env(),
+        )
+        identifier = Path(env["FLEET_DESKTOP_DEVICE_IDENTIFIER_PATH"])
+        self.board.set("tray", "running", f"waiting for orbit's device token ({identifier.name})")
+        self.wait_for(identifier.is_file, 30, f"orbit to write {identifier}")
+        self.board.set("tray", "running", "fleet-desktop status --json (one round of the tray's checks)")
+        argv = [sys.executable, "-m", "desktop_tray", "status", "--json"]
+        self.jobs.start("tray-status", "tray", argv, child_env(**env), TRAY_TIMEOUT, self.finish_tray_status)
+
+    def finish_tray_status(self, code: int) -> None:
+        output = (self.logs / "tray-status.out").read_text(errors="replace")
+        try:
+            status = parse_status(output) if code == 0 else None
+        except TrayStatusError as error:
+            self.board.set("tray", "failed", f"status --json: {error}: {self.jobs.output('tray-status')}")
+            return
+        if status is None or status.state != "connected":
+            self.board.set("tray", "failed", f"exit code {code}, not connected: {self.jobs.output('tray-status')}")
+            return
+        self.board.set("tray", "ok", status.summary())
+        self.facts.append(f"fleet-desktop status --json (orbit's FLEET_DESKTOP_* environment): {status.summary()}")
+
+    def start_installers(self) -> None:
+        """The four installers, built from this repository alongside the rest (see demo_installers)."""
+        scratch = self.base / "package-tmp"  # orbitctl's temporary directories go away with ours
+        scratch.mkdir()
+        epoch = os.environ.get("SOURCE_DATE_EPOCH") or installers.DEFAULT_EPOCH
+        self.packages = installers.InstallerBuilds(
+            self.board,
+            self.dist,
+            installers.PackageSource(
+                str(self.info["url"]), str(self.info["ca_cert"]), str(self.info["tuf_url"]), self.base / "root.json"
+            ),
+            child_env(ORBITCTL_ENROLL_SECRET=SECRET, SOURCE_DATE_EPOCH=epoch, TMPDIR=str(scratch)),
+            version=LAUNCHERS[TargetName.ORBIT][2],
+            publish=self.publish_platform_build,
+            jobs=self.jobs,
+        )
+        self.packages.start()
+
+    def background_done(self) -> bool:
+        ready = self.packages is None or self.packages.started_packaging
+        return ready and self.jobs.all_done()
 
     def start_load(self) -> None:
         self.board.set("load", "running", f"{LOAD_HOSTS} simulated hosts with orbit traffic for {LOAD_SECONDS} s")
@@ -352,6 +372,7 @@ class Demo:
         self.board.set(
             "orbit", "ok", f"orbit {status.get('version')} pid {orbit.pid}, enrolled (uuid {status.get('host_uuid')})"
         )
+        self.start_tray_status()
         self.board.set("osqueryd", "running", "orbit installs osqueryd from TUF and starts it")
         pid = self.wait_for(self.osqueryd_pid, 60, "osqueryd to run")
         self.board.set("osqueryd", "ok", f"osqueryd 5.14.1 running, pid {pid}")
@@ -439,33 +460,43 @@ class Demo:
         self.start_stub()
         self.start_orbit()
         self.start_load()
+        self.start_installers()
         self.wait_orbit()
         self.live_query()
         self.update_osqueryd()
         self.wait_for(lambda: self.board.rows["load"].state != "running", 60, "osqueryd-sim load to finish")
+        self.wait_for(self.background_done, installers.PACKAGE_TIMEOUT + 10, "the installers and the tray check")
         self.refresh_host()
         self.last_poll = 0.0
         self.poll_background()
         self.board.set("hosts", "ok", self.board.rows["hosts"].detail)
         self.facts.append(f"fleet-stub knew {self.board.rows['hosts'].detail.split()[0]} hosts at the end")
+        if self.packages is not None and self.packages.built:
+            names = ", ".join(f"{path.name} ({path.stat().st_size:,} bytes)" for path in self.packages.built)
+            self.facts.append(f"orbitctl package built into {self.dist}: {names}")
+        failed = [row.title for row in self.board.rows.values() if row.state == "failed"]
+        if failed:
+            raise DemoError(f"{', '.join(failed)} failed (see above)")
 
     # cleanup
 
     def stop(self) -> list[str]:
-        """SIGTERM everything in reverse start order (orbit stops its osqueryd), then kill what survived."""
+        """SIGTERM everything in reverse start order (orbit stops its osqueryd; orbitctl gets SIGINT, on which it
+        deletes a half-written installer), then kill what survived."""
         notes: list[str] = []
+        if self.packages is not None:
+            self.packages.stop()  # waits for at most one orbitctl add
         if self.client is not None:
             self.client.close()
         family: list[psutil.Process] = []
         for started in self.procs.values():
             with contextlib.suppress(psutil.Error):
                 family += psutil.Process(started.pid).children(recursive=True)
-        for name in ("load", "orbit", "fleet-stub"):
-            proc = self.procs.get(name)
-            if proc is None:
-                continue
+        for name, proc in reversed(self.procs.items()):
+            if self.jobs.finished(name):
+                continue  # its row says how it ended
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGINT if name.startswith("package-") else signal.SIGTERM)
             try:
                 code = proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -493,15 +524,17 @@ def run_demo(console: Console) -> int:
         ("stub", "fleet-stub"),
         ("orbit", "orbit"),
         ("osqueryd", "osqueryd"),
+        ("tray", "fleet-desktop status"),
         ("host", "orbit's host"),
         ("query", "live query"),
         ("load", "osqueryd-sim load"),
         ("hosts", "hosts on server"),
         ("update", "osqueryd update"),
+        *((kind, f"installer .{kind}") for kind in installers.INSTALLER_TYPES),
     ):
         board.add(key, title)
     base = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
-    demo = Demo(base, board)
+    demo = Demo(base, board, Path(os.environ.get(DIST_ENV) or ROOT / "dist").absolute())
     code = 1
     try:
         with board.shown():
@@ -557,6 +590,16 @@ def report(console: Console, demo: Demo, board: Board, code: int) -> None:
     )
     for name in demo.root_files:
         say(f"  {name}", markup=False, highlight=False, soft_wrap=True)
+    built = demo.packages.built if demo.packages is not None else []
+    if built:
+        say(
+            f"\n[bold]Installers in {demo.dist}[/] — look inside with dpkg-deb -c, rpm -qlp, bsdtar -tf, 7z l. They "
+            "carry the demo's launcher builds, not frozen binaries, and point at the demo's fleet-stub, which is gone "
+            "now: build your own with `orbitctl package --help`.",
+            soft_wrap=True,
+        )
+        for path in built:
+            say(f"  {path}  ({path.stat().st_size:,} bytes)", markup=False, highlight=False, soft_wrap=True)
     say(
         "\n[bold]Next:[/] run the pieces yourself —\n"
         "  .venv/bin/fleet-stub serve --data-dir .demo/stub --enroll-secret demo-enroll-secret"

@@ -2,6 +2,7 @@
 
 Every process the demo starts has its temporary directory in its command line; the demo makes that directory with
 ``tempfile``, so pointing ``TMPDIR`` at this test's ``tmp_path`` makes ``tmp_path`` the marker to look for.
+``DEMO_DIST_DIR`` sends the installers to ``tmp_path/dist`` instead of the project's ``dist/``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,38 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# what each installer starts with: an ar archive whose first member is debian-binary, the rpm lead, a xar archive,
+# an OLE compound file
+MAGIC = {
+    ".deb": b"!<arch>\ndebian-binary",
+    ".rpm": b"\xed\xab\xee\xdb",
+    ".pkg": b"xar!",
+    ".msi": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+}
 
 
 def demo_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_STUB_", "ORBIT_", "ORBITCTL_"))}
+    drop = ("FLEET_STUB_", "ORBIT_", "ORBITCTL_", "FLEET_DESKTOP_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost")
+    env["DEMO_DIST_DIR"] = str(tmp_path / "dist")
     return env
+
+
+def assert_installers(dist: Path, out: str) -> None:
+    """Exactly the four installers (no half-written leftovers), each of a sane size and recognisable format, and
+    the report names them."""
+    files = sorted(dist.iterdir())
+    assert sorted(path.suffix for path in files) == sorted(MAGIC), [path.name for path in files]
+    for path in files:
+        assert path.name.startswith("fleet-osquery"), path.name
+        size = path.stat().st_size
+        assert 2_000 < size < 50_000_000, f"{path.name}: {size} bytes"
+        magic = MAGIC[path.suffix]
+        with path.open("rb") as handle:
+            assert handle.read(len(magic)) == magic, path.name
+        assert f"installer {path.suffix}: ok {path.name}" in out  # its row on the board
+        assert f"  {path}  ({size:,} bytes)" in out  # the report at the end
 
 
 def survivors(marker: Path) -> list[str]:
@@ -69,13 +96,24 @@ def test_demo_runs_the_deployment_and_cleans_up(tmp_path: Path) -> None:
     assert "300 hosts enrolled" in out
     assert "fleet-stub knew 301 hosts" in out
     assert "bin/osqueryd/linux/stable/osqueryd" in out  # what the deleted root dir held
+    # the tray's one round of checks, with the environment orbit gives it, reaches the server with orbit's token
+    assert "fleet-desktop status: ok connected · " in out and "My device" in out
+    assert "\n  identifier\n" in out  # orbit (--fleet-desktop) wrote the device token file into its root dir
+    assert_installers(tmp_path / "dist", out)
     assert elapsed < 90, f"the demo took {elapsed:.0f} s"
     assert_nothing_left(tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_sigterm_mid_demo_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "osqueryd: ok",  # fleet-stub, orbit, osqueryd and the load are all running
+        "installer .msi: running",  # and the four orbitctl package children too
+    ],
+)
+def test_sigterm_mid_demo_stops_everything(tmp_path: Path, moment: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "build_scripts.demo"],
         cwd=ROOT,
@@ -89,7 +127,7 @@ def test_sigterm_mid_demo_stops_everything(tmp_path: Path) -> None:
     try:
         for line in proc.stdout:
             seen.append(line)
-            if "osqueryd: ok" in line:  # fleet-stub, orbit, osqueryd and the load are all running
+            if moment in line:
                 break
         assert survivors(tmp_path), "the demo's processes should be running now"
         proc.send_signal(signal.SIGTERM)
@@ -103,3 +141,9 @@ def test_sigterm_mid_demo_stops_everything(tmp_path: Path) -> None:
     assert "interrupted" in output and "Interrupted in" in output
     assert "orbit (pid" in output and "exited with code 0" in output
     assert_nothing_left(tmp_path)
+    # orbitctl package is stopped with SIGINT, on which it deletes its half-written output: what is there is whole
+    dist = tmp_path / "dist"
+    for path in sorted(dist.iterdir()) if dist.is_dir() else []:
+        assert path.suffix in MAGIC and not path.name.startswith("."), path.name
+        with path.open("rb") as handle:
+            assert handle.read(len(MAGIC[path.suffix])) == MAGIC[path.suffix], path.name
