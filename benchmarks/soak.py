@@ -306,7 +306,11 @@ def live_queries(
         if world.stub is None:
             counts.skipped_stub_down += 1
             continue
-        label, host_id = targets(round_number)
+        try:
+            label, host_id = targets(round_number)
+        except (httpx.HTTPError, ValueError, KeyError):
+            counts.skipped_stub_down += 1  # the host list was not available (stub restarting)
+            continue
         round_number += 1
         counts.sent += 1
         counts.by_target[label] += 1
@@ -421,11 +425,16 @@ def run(minutes: float, hosts: int) -> Report:
         counts = LiveQueryCounts()
         disturbances = Disturbances()
 
+        sim_ids: list[int] = []
+
         def targets(round_number: int) -> tuple[str, int]:
             if round_number % 2 == 0:
                 return "real orbit host", host_id
-            sims = [int(h["id"]) for h in world.hosts() if int(h["id"]) != host_id]
-            return ("simulated hosts", sims[round_number % len(sims)]) if sims else ("real orbit host", host_id)
+            if len(sim_ids) < hosts:
+                sim_ids[:] = [int(h["id"]) for h in world.hosts() if int(h["id"]) != host_id]
+            if not sim_ids:
+                return "real orbit host", host_id
+            return "simulated hosts", sim_ids[(round_number * 7919) % len(sim_ids)]
 
         stop = threading.Event()
         threads = (
