@@ -102,9 +102,17 @@ class Proxy:
                 length = int(value.strip())
         if length:
             await reader.readexactly(length)
-        body = b'{"message":"injected by benchmarks/soak.py"}'
+        # What a real 5xx looks like: a load balancer's HTML page, or Fleet's own osquery-endpoint error (it always
+        # says "error"). Not a JSON object without "error": osqueryd judges by the body, so it would take that
+        # for success and drop the batch (the first 10-min run injected exactly that and "lost" 1 138 lines).
+        if self.stats["answered_503"] % 2:
+            body, kind = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", b"text/html"
+        else:
+            body, kind = b'{"error":"service unavailable (injected by benchmarks/soak.py)"}', b"application/json"
         writer.write(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+            + kind
+            + b"\r\n"
             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             + body
         )
