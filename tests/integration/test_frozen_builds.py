@@ -64,14 +64,22 @@ def run(
     )
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+def freeze(out: Path, *extra: str) -> None:
+    """build_scripts/freeze.py into ``out`` with this test's version, commit and SOURCE_DATE_EPOCH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORBIT_BUILD_", "FLEET_DESKTOP_BUILD_"))}
     env["SOURCE_DATE_EPOCH"] = EPOCH
-    freeze = [sys.executable, str(ROOT / "build_scripts" / "freeze.py"), "--out", str(out), "--jobs", "3"]
     result = subprocess.run(
-        [*freeze, "--version", VERSION, "--commit", "abc1234"],
+        [
+            sys.executable,
+            str(ROOT / "build_scripts" / "freeze.py"),
+            "--out",
+            str(out),
+            *extra,
+            "--version",
+            VERSION,
+            "--commit",
+            "abc1234",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -79,6 +87,12 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    freeze(out, "--jobs", "3")
     report = json.loads((out / "freeze-report.json").read_text())
     assert {p["name"]: p["mode"] for p in report["programs"]} == {
         "orbit": "onefile",
@@ -276,17 +290,6 @@ def test_publish_without_builds_says_so(tmp_path: Path) -> None:
 def test_a_rebuild_of_orbit_is_byte_identical(dist: Path, tmp_path: Path) -> None:
     """PYTHONHASHSEED=0 + SOURCE_DATE_EPOCH: the same sources give the same one-file orbit, byte for byte (checked
     by hand for osqueryd-sim and the fleet-desktop folder too; only orbit is rebuilt here, ≈ 30 s)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORBIT_BUILD_", "FLEET_DESKTOP_BUILD_"))}
-    env["SOURCE_DATE_EPOCH"] = EPOCH
     again = tmp_path / "again"
-    freeze = [sys.executable, str(ROOT / "build_scripts" / "freeze.py"), "--out", str(again), "--only", "orbit"]
-    result = subprocess.run(
-        [*freeze, "--version", VERSION, "--commit", "abc1234"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    freeze(again, "--only", "orbit")
     assert (again / "orbit").read_bytes() == (dist / "orbit").read_bytes()
