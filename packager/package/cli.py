@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    console.print(f"built {result.path} ({result.size} bytes, sha256 {result.sha256})")
+    # soft_wrap: one line even when stderr is not a terminal (rich would otherwise cut the hash at 80 columns)
+    console.print(f"built {result.path} ({result.size} bytes, sha256 {result.sha256})", soft_wrap=True, highlight=False)
     sys.stdout.write(f"{result.path}\n")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -117,6 +118,7 @@ def test_every_format_builds_from_tuf_reads_back_and_is_reproducible(
     result = package(world, kind, first, scratch)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(first)
+    assert re.search(r"^built \S+ \(\d+ bytes, sha256 [0-9a-f]{64}\)$", result.stderr, re.MULTILINE), result.stderr
     assert "e2e-package-secret" not in result.stdout + result.stderr
     assert expected in listing(kind, first)
     assert first.stat().st_mode & 0o777 == 0o600  # it carries the enroll secret
