@@ -9,6 +9,7 @@ failed ``RemoteAnswer`` like any other.
 
 from __future__ import annotations
 
+import abc
 import gzip
 import json
 import ssl
@@ -55,7 +56,7 @@ def build_ssl_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-class OsqueryTransport:
+class OsqueryTransport(abc.ABC):
     """osquery's request rules — JSON body, optional gzip, ``NodeKey`` header, judged by the body — over a
     subclass's way of sending bytes (``_send``, which raises ``TransportFailure`` for network failures)."""
 
@@ -97,11 +98,11 @@ class OsqueryTransport:
             self._observe(endpoint, time.perf_counter() - started, answer.ok)
         return answer
 
-    async def _send(self, endpoint: str, payload: bytes, headers: dict[str, str]) -> bytes:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _send(self, endpoint: str, payload: bytes, headers: dict[str, str]) -> bytes: ...
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def close(self) -> None: ...
 
 
 class TransportFailure(Exception):
