@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both bootstrap what they need.
 VENV := .venv
 PY := $(VENV)/bin/python
-PACKAGES := orbit desktop_tray packager osquery_bin_manager server_stub osquery_sim
+PACKAGES := orbit tuf_updates safe_fs desktop_tray packager osquery_bin_manager server_stub osquery_sim
 
 .PHONY: demo test lint typecheck unit bootstrap clean
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from orbit.update.http_client import TlsOptions, build_http_client
-from orbit.update.repository_client import UpdateClient
+from tuf_updates.http_client import TlsOptions, build_http_client
+from tuf_updates.repository_client import UpdateClient
 
 PASSPHRASES = {
     f"ORBITCTL_{role.upper()}_PASSPHRASE": f"{role}-bench-passphrase"

@@ -43,7 +43,7 @@ from build_scripts import demo_installers as installers
 from build_scripts.demo_board import Board
 from build_scripts.demo_jobs import Jobs
 from build_scripts.demo_tray import TrayStatusError, parse_status, tray_environment
-from orbit.update.targets import Platform, TargetName, TargetSpec
+from tuf_updates.targets import Platform, TargetName, TargetSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "demo-enroll-secret"  # noqa: S105 - a throwaway demo secret

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from build_scripts.demo_board import Board
 from build_scripts.demo_jobs import Jobs
-from orbit.update.targets import Platform, TargetName, TargetSpec
 from packager.package.fetch import platforms_for
 from packager.package.package_options import PLATFORM_OF, default_outfile
+from tuf_updates.targets import Platform, TargetName, TargetSpec
 
 INSTALLER_TYPES = ("deb", "rpm", "pkg", "msi")
 ARCH = "amd64"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbit.desktop_launch import desktop_environment
+from orbit.children.desktop_launch import desktop_environment
 from orbit.root_layout import RootLayout
 
 STATES = ("connecting", "connected", "offline")

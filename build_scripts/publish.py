@@ -7,7 +7,7 @@ For each program found in ``DIR``:
 * ``DIR/orbit`` → target ``orbit`` (a single executable file);
 * ``DIR/osqueryd-sim`` → target ``osqueryd`` (a single executable file);
 * ``DIR/fleet-desktop/`` (one-folder build) → packed as ``desktop.tar.gz`` whose top directory ``fleet-desktop/``
-  holds the executable ``fleet-desktop`` — the layout orbit extracts (orbit/update/targets.py) — then target
+  holds the executable ``fleet-desktop`` — the layout orbit extracts (tuf_updates/targets.py) — then target
   ``desktop``. The archive is reproducible (sorted members, ``SOURCE_DATE_EPOCH`` mtimes, no owner names, gzip
   header without time or name); symlinks that would leave their directory are stored as the files they point to,
   because orbit's extractor only accepts downward links.

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from orbit.restart_policy import RestartPolicy, RestartTracker
+from orbit.children.restart_policy import RestartPolicy, RestartTracker
 
 log = logging.getLogger(__name__)
 

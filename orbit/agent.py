@@ -20,23 +20,20 @@ from pathlib import Path
 
 from orbit.actors import keep_running
 from orbit.agent_state import AgentState
-from orbit.config_poller import ConfigPoller, Receiver
-from orbit.desktop_child import desktop_child
-from orbit.device_token import DeviceTokenManager
-from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
+from orbit.children.desktop_child import desktop_child
+from orbit.children.osqueryd_child import osqueryd_child, osqueryd_launch_spec
+from orbit.children.restart_policy import RestartPolicy
+from orbit.children.supervisor import ChildState, ChildStatus, Supervisor, kill_stale
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
-from orbit.flagfile import FlagfileReceiver
-from orbit.fleet_client import OrbitClient, OrbitConfig
-from orbit.identity_check import check_identity
-from orbit.insecure_proxy import InsecureProxy
-from orbit.node_key_store import NodeKeyStore
-from orbit.options import Options
-from orbit.osqueryd_child import osqueryd_child, osqueryd_launch_spec
-from orbit.restart_policy import RestartPolicy
-from orbit.root_layout import RootLayout
-from orbit.scripts_receiver import ScriptsReceiver
-from orbit.self_update import AgentExit, SelfUpdater
-from orbit.server_overrides import (
+from orbit.fleet.client import OrbitClient, OrbitConfig
+from orbit.fleet.config_poller import ConfigPoller, Receiver
+from orbit.fleet.device_token import DeviceTokenManager
+from orbit.fleet.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
+from orbit.fleet.identity_check import check_identity
+from orbit.fleet.insecure_proxy import InsecureProxy
+from orbit.fleet.node_key_store import NodeKeyStore
+from orbit.fleet.scripts_receiver import ScriptsReceiver
+from orbit.fleet.server_overrides import (
     Channels,
     channels_differ,
     effective_channels,
@@ -44,12 +41,10 @@ from orbit.server_overrides import (
     pinned,
     save_overrides,
 )
-from orbit.supervisor import ChildState, ChildStatus, Supervisor, kill_stale
-from orbit.timings import Timings
-from orbit.update.http_client import TlsOptions, build_async_http_client
-from orbit.update.targets import TargetName
-from orbit.update.update_runner import TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
-from orbit.update_setup import (
+from orbit.options import Options
+from orbit.root_layout import RootLayout
+from orbit.self_update.self_updater import AgentExit, SelfUpdater
+from orbit.self_update.setup import (
     TrustRootError,
     bootstrap_root,
     make_installer,
@@ -58,8 +53,13 @@ from orbit.update_setup import (
     update_tls,
     user_agent,
 )
+from orbit.timings import Timings
 from orbit.version import orbit_version
+from osquery_bin_manager.flagfile import FlagfileReceiver
 from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_info
+from tuf_updates.http_client import TlsOptions, build_async_http_client
+from tuf_updates.targets import TargetName
+from tuf_updates.update_runner import TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 
 log = logging.getLogger(__name__)
 
@@ -602,7 +602,7 @@ class Agent:
 
 
 def poller_delay(poller: ConfigPoller, timings: Timings) -> float:
-    from orbit.config_poller import next_delay  # noqa: PLC0415
+    from orbit.fleet.config_poller import next_delay  # noqa: PLC0415
 
     return next_delay(timings.config_interval, timings.config_max_backoff, poller.failures, poller_rng)
 

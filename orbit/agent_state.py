@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from orbit.children.supervisor import ChildStatus
 from orbit.root_layout import RootLayout
-from orbit.secure_files import SECRET_MODE, write_atomic
-from orbit.supervisor import ChildStatus
-from orbit.update.update_runner import CheckReport
+from safe_fs.atomic_write import SECRET_MODE, write_atomic
+from tuf_updates.update_runner import CheckReport
 
 if TYPE_CHECKING:
     from orbit.agent import Agent

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import httpx
 
-from orbit.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
+from orbit.fleet.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
+from orbit.fleet.server_overrides import Channels, effective_channels, load_overrides
 from orbit.options import Options
 from orbit.root_layout import InstanceLock, RootLayout
-from orbit.server_overrides import Channels, effective_channels, load_overrides
-from orbit.update.fetcher import parse_http_date
-from orbit.update.http_client import TlsOptions, build_http_client
-from orbit.update.installer import TargetInstaller
-from orbit.update_setup import tracked_targets
+from orbit.self_update.setup import tracked_targets
+from tuf_updates.fetcher import parse_http_date
+from tuf_updates.http_client import TlsOptions, build_http_client
+from tuf_updates.installer import TargetInstaller
 
 STATUS_STALE_AFTER = 60.0
 SKEW_WARN = 60.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
 
-from orbit.durations import DurationError, parse_duration
+from tuf_updates.durations import DurationError, parse_duration
 
 DEFAULT_UPDATE_URL = "https://updates.fleetdm.com"
 DEFAULT_UPDATE_INTERVAL = 15 * 60.0

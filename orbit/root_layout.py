@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from safe_fs.file_lock import try_lock, unlock
+
 log = logging.getLogger(__name__)
 
 ROOT_DIR_MODE = 0o755
@@ -186,13 +188,16 @@ class InstanceLock:
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
-            _lock(fd, exclusive=True)
-        except BlockingIOError:
+            locked = try_lock(fd, exclusive=True)
+        except OSError:
+            os.close(fd)
+            raise
+        if not locked:
             holder = _read_at_start(fd)
             os.close(fd)
             raise InstanceLockError(
                 f"another orbit (pid {holder or 'unknown'}) is already running with root dir {self.path.parent}"
-            ) from None
+            )
         if sys.platform != "win32":  # the Windows lock covers byte 0: the pid cannot be written there
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode("ascii"))
@@ -201,7 +206,7 @@ class InstanceLock:
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                _unlock(self._fd)
+                unlock(self._fd)
                 os.close(self._fd)
             self._fd = None
 
@@ -212,12 +217,10 @@ class InstanceLock:
         except OSError:
             return None
         try:
-            try:
-                _lock(fd, exclusive=False)
-            except BlockingIOError:
+            if not try_lock(fd, exclusive=False):
                 text = _read_at_start(fd)
                 return int(text) if text.isdigit() else -1
-            _unlock(fd)
+            unlock(fd)
             return None
         finally:
             os.close(fd)
@@ -226,27 +229,3 @@ class InstanceLock:
 def _read_at_start(fd: int) -> str:
     os.lseek(fd, 0, os.SEEK_SET)
     return os.read(fd, 32).decode("ascii", "replace").strip()
-
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _lock(fd: int, *, exclusive: bool) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # Windows has no shared mode here: probing takes it briefly
-        except OSError:
-            raise BlockingIOError from None
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock(fd: int, *, exclusive: bool) -> None:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from orbit.durations import DurationError, parse_duration
+from tuf_updates.durations import DurationError, parse_duration
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ without dpkg-dev); ``dpkg-deb``, ``dpkg`` and ``lintian`` check the result in th
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -16,17 +15,16 @@ import math
 import os
 import re
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from packager.formats import linux_service
-from packager.formats.linux_service import LinuxPackageError, PackageOutputError, PayloadEntry
+from packager.formats.linux_service import LinuxPackageError, PayloadEntry
+from packager.formats.output_file import PackageOutputError, package_output
 from packager.package.staged import BuildResult, StagedPackage
-from packager.updates.atomic_write import sync_dir
 
 ARCHITECTURES = {"amd64": "amd64", "arm64": "arm64"}
 SECTION = "admin"
@@ -84,7 +82,7 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
     digests = [_digest(entry) for entry in entries if entry.is_file]
     control = _control_tar(staged, architecture, entries, digests)
     epoch = staged.source_date_epoch
-    with atomic_output(outfile, output_mode(staged)) as out:
+    with package_output(outfile, output_mode(staged)) as out:
         out.write(b"!<arch>\n")
         _ar_member(out, "debian-binary", b"2.0\n", epoch)
         _ar_member(out, "control.tar.gz", control, epoch)
@@ -322,36 +320,6 @@ def _ar_streamed_member(out: BinaryIO, name: str, epoch: int, write: Callable[[B
     out.seek(header_at)
     out.write(_ar_header(name, size, epoch))
     out.seek(end)
-
-
-@contextlib.contextmanager
-def atomic_output(outfile: Path, mode: int) -> Iterator[BinaryIO]:
-    """A new file beside ``outfile`` that replaces it (fsynced, renamed) only when the block completes; on any
-    error it is deleted and an existing ``outfile`` stays as it was."""
-    if outfile.is_dir():
-        raise PackageOutputError(f"cannot write {outfile}: it is a directory")
-    try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{outfile.name}.", suffix=".part", dir=outfile.parent)
-    except OSError as exc:
-        raise PackageOutputError(f"cannot write {outfile}: {exc.strerror or exc}") from exc
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "w+b") as handle:
-            os.fchmod(handle.fileno(), mode)
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, outfile)
-    except PackageOutputError:
-        temp.unlink(missing_ok=True)
-        raise
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise PackageOutputError(f"cannot write {outfile}: {exc.strerror or exc}") from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    sync_dir(outfile.parent)
 
 
 def _sha256(path: Path) -> str:

@@ -49,10 +49,6 @@ class LinuxPackageError(ValueError):
     """The staged input cannot become a .deb/.rpm (the message says why); nothing was written."""
 
 
-class PackageOutputError(OSError):
-    """A staged source cannot be read or the package cannot be written; an existing outfile is left untouched."""
-
-
 class ServiceConfigError(LinuxPackageError):
     """A value that cannot go into the unit, the environment file or the scripts without changing its meaning."""
 

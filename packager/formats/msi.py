@@ -11,7 +11,6 @@ the package has a secret.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -21,9 +20,9 @@ from pathlib import Path
 
 from packager.formats import msi_fixups, wxs
 from packager.formats.msi_fixups import MsiToolError
+from packager.formats.output_file import package_output
 from packager.formats.wxs import MsiInputError
 from packager.package.staged import BuildResult, StagedPackage
-from packager.updates.atomic_write import sync_dir
 
 __all__ = ["MAX_FILE_BYTES", "MAX_PAYLOAD_BYTES", "MsiInputError", "MsiToolError", "build"]
 
@@ -126,19 +125,8 @@ def _run_wixl(wixl: str, work: Path, output: Path) -> None:
 def _publish(built: Path, outfile: Path, mode: int) -> str:
     """Copy to a temp file beside ``outfile``, fsync, rename; returns the SHA-256."""
     digest = hashlib.sha256()
-    fd, temp_name = tempfile.mkstemp(prefix=f".{outfile.name}.", suffix=".tmp", dir=outfile.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out, built.open("rb") as source:
-            while chunk := source.read(_COPY_BUFFER):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp_name, outfile)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    sync_dir(outfile.parent)
+    with package_output(outfile, mode) as out, built.open("rb") as source:
+        while chunk := source.read(_COPY_BUFFER):
+            digest.update(chunk)
+            out.write(chunk)
     return digest.hexdigest()

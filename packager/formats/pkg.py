@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import io
 import logging
-import os
 import re
 import stat
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from packager.formats import bom, cpio_odc, macos_templates, xar
+from packager.formats.output_file import place_finished
 from packager.package.staged import BuildResult, StagedPackage
 
 log = logging.getLogger(__name__)
@@ -280,18 +280,6 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
                 ],
                 mtime=mtime,
             )
-            raw_out.flush()
-            os.fchmod(raw_out.fileno(), 0o600 if staged.file("secret.txt") is not None else 0o644)
-            os.fsync(raw_out.fileno())
-        partial.replace(outfile)
-    _fsync_directory(outfile.parent)
+        place_finished(partial, outfile, 0o600 if staged.file("secret.txt") is not None else 0o644)
     log.info("built pkg path=%s size=%d entries=%d payload_bytes=%d", outfile, out.size, len(items), payload_out.size)
     return BuildResult(path=outfile, size=out.size, sha256=out.digest.hexdigest())
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -10,7 +10,6 @@ reloads, enables and (re)starts — it runs after the *old* package's ``%preun``
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Protocol
 import rpm_rs  # type: ignore[import-untyped]
 
 from packager.formats import linux_service
-from packager.formats.linux_service import LinuxPackageError, PackageOutputError, PayloadEntry
+from packager.formats.linux_service import LinuxPackageError, PayloadEntry
+from packager.formats.output_file import PackageOutputError, place_finished
 from packager.package.staged import BuildResult, StagedPackage
-from packager.updates.atomic_write import sync_dir
 
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}
 RELEASE = "1"
@@ -79,8 +78,6 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
         raise LinuxPackageError(
             f"{staged.version!r} is not an RPM version: start with a digit, then letters, digits and . _ + ~ ^"
         )
-    if outfile.is_dir():
-        raise PackageOutputError(f"cannot write {outfile}: it is a directory")
     entries = linux_service.linux_payload(staged)
     package = _builder(staged, architecture, entries).build()
     mode = 0o600 if staged.secret is not None else 0o644
@@ -89,14 +86,13 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
             partial = Path(work) / "package.rpm"
             package.write_file(str(partial))
             with partial.open("rb") as handle:
-                os.fchmod(handle.fileno(), mode)
-                os.fsync(handle.fileno())
                 sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
             size = partial.stat().st_size
-            partial.replace(outfile)
+            place_finished(partial, outfile, mode)
+    except PackageOutputError:
+        raise
     except OSError as exc:
         raise PackageOutputError(f"cannot write {outfile}: {exc.strerror or exc}") from exc
-    sync_dir(outfile.parent)
     return BuildResult(path=outfile, size=size, sha256=sha256)
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbit.update.archive import safe_extract
-from orbit.update.errors import UpdateError
-from orbit.update.http_client import TlsOptions, build_http_client
-from orbit.update.repository_client import TargetInfo, UpdateClient
-from orbit.update.targets import Platform, TargetName, TargetSpec
+from tuf_updates.archive import safe_extract
+from tuf_updates.errors import UpdateError
+from tuf_updates.http_client import TlsOptions, build_http_client
+from tuf_updates.repository_client import TargetInfo, UpdateClient
+from tuf_updates.targets import Platform, TargetName, TargetSpec
 
 METADATA_ROLES = ("root", "targets", "snapshot", "timestamp")
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbit.durations import DurationError, parse_duration
+from tuf_updates.durations import DurationError, parse_duration
 
 TYPES = ("deb", "rpm", "pkg", "msi")
 EXTENSIONS = {"deb": ".deb", "rpm": ".rpm", "pkg": ".pkg", "msi": ".msi"}

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from orbit.update.http_client import TlsOptions
-from orbit.update.targets import TargetName, TargetSpec
 from packager.package.fetch import FetchedTarget, TargetFetcher, platforms_for
 from packager.package.package_options import PackageOptions
 from packager.package.staged import StagedFile, StagedPackage, StagedSymlink
+from tuf_updates.http_client import TlsOptions
+from tuf_updates.targets import TargetName, TargetSpec
 
 DEFAULT_EPOCH = 315_532_800  # 1980-01-01: the earliest time zip/MSI timestamps can hold
 WINDOWS_ROOT = PureWindowsPath(r"C:\Program Files\Orbit")

@@ -14,7 +14,6 @@ point leaves a repository that clients read exactly as before.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -31,8 +30,9 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Tar
 from tuf.api.serialization.json import JSONSerializer
 
 from packager.updates import role_keys
-from packager.updates.atomic_write import sync_dir, write_file
 from packager.updates.target_names import target_path
+from safe_fs.atomic_write import PUBLIC_MODE, fsync_dir, write_atomic
+from safe_fs.file_lock import try_lock, unlock
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 HASHES = ["sha256", "sha512"]
@@ -105,14 +105,12 @@ def locked(paths: RepoPaths) -> Iterator[None]:
     """One writer at a time."""
     paths.base.mkdir(parents=True, exist_ok=True)
     with (paths.base / ".lock").open("a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RepositoryError(f"another orbitctl is changing {paths.base}; try again when it is done") from None
+        if not try_lock(handle.fileno()):
+            raise RepositoryError(f"another orbitctl is changing {paths.base}; try again when it is done")
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            unlock(handle.fileno())
 
 
 def _latest(directory: Path, pattern: re.Pattern[str], role: str | None = None) -> Path | None:
@@ -168,9 +166,9 @@ def publish(paths: RepoPaths, publication: Publication) -> None:
     for source, destination in publication.target_files:
         _place_target(source, destination)
     for name, data in publication.metadata:
-        write_file(paths.repository / name, data)
+        _write_public(paths.repository / name, data)
     if publication.timestamp is not None:
-        write_file(paths.repository / "timestamp.json", publication.timestamp)
+        _write_public(paths.repository / "timestamp.json", publication.timestamp)
     for source, destination in publication.plain_files:
         _place_target(source, destination)
 
@@ -206,7 +204,7 @@ def _place_target(source: Path, destination: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    sync_dir(destination.parent)
+    fsync_dir(destination.parent)
 
 
 def _chain_from_targets(
@@ -425,3 +423,8 @@ def current_root(paths: RepoPaths) -> bytes:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data, PUBLIC_MODE)

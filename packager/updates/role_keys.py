@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from packager.updates.atomic_write import write_file
+from safe_fs.atomic_write import write_atomic
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 MIN_PASSPHRASE = 8
@@ -81,7 +81,8 @@ def save(keys_dir: Path, role: str, private: Ed25519PrivateKey, passphrase: byte
     )
     target = path or key_path(keys_dir, role)
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_file(target, pem, 0o600)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, pem, 0o600)
     return target
 
 

@@ -1,12 +1,12 @@
 """What may be published, and under which path: Fleet's layout as orbit's update client defines it.
 
-The repository side reuses ``orbit.update.targets`` (packager may import ``orbit.update``), so publisher and
+The repository side reuses ``tuf_updates.targets`` (packager may import ``tuf_updates``), so publisher and
 client can never disagree about a file name.
 """
 
 from __future__ import annotations
 
-from orbit.update.targets import Platform, TargetName, UnknownTargetError, target_spec
+from tuf_updates.targets import Platform, TargetName, UnknownTargetError, target_spec
 
 PLATFORMS = tuple(p.value for p in Platform)
 NAMES = tuple(n.value for n in TargetName)

@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orbit.desktop_launch import DesktopLauncher, desktop_environment
-from orbit.gui_session import GuiSession, StaticSessionFinder
-from orbit.restart_policy import RestartPolicy
-from orbit.supervisor import ChildLaunch, ChildSpec, ChildState, Supervisor
+from orbit.children.desktop_launch import DesktopLauncher, desktop_environment
+from orbit.children.gui_session import GuiSession, StaticSessionFinder
+from orbit.children.restart_policy import RestartPolicy
+from orbit.children.supervisor import ChildLaunch, ChildSpec, ChildState, Supervisor
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from build_scripts.publish import pack_desktop
-from orbit.update.archive import safe_extract
+from tuf_updates.archive import safe_extract
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "1.2.3"

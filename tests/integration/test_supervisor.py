@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from orbit.restart_policy import BreakerState, RestartPolicy
-from orbit.supervisor import ChildSpec, ChildState, Supervisor, kill_stale
+from orbit.children.restart_policy import BreakerState, RestartPolicy
+from orbit.children.supervisor import ChildSpec, ChildState, Supervisor, kill_stale
 
 PY = sys.executable
 

@@ -39,18 +39,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tuf.api.metadata import MetaFile
 
-from orbit.update import repository_client
-from orbit.update.errors import DirectoryLockedError, FailureKind, NetworkError
-from orbit.update.fetcher import DeadlinePolicy
-from orbit.update.http_client import TlsOptions, build_http_client
-from orbit.update.installer import TargetInstaller
-from orbit.update.repository_client import TargetInfo, UpdateClient
-from orbit.update.retry_limiter import RetryLimiter
-from orbit.update.targets import TargetSpec, target_spec
-from orbit.update.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 from server_stub.tls_material import ensure_self_signed, server_ssl_context
 from tests.support.stub_server import RunningStub, running_stub
 from tests.support.tuf_builder import RepoBuilder
+from tuf_updates import repository_client
+from tuf_updates.errors import DirectoryLockedError, FailureKind, NetworkError
+from tuf_updates.fetcher import DeadlinePolicy
+from tuf_updates.http_client import TlsOptions, build_http_client
+from tuf_updates.installer import TargetInstaller
+from tuf_updates.repository_client import TargetInfo, UpdateClient
+from tuf_updates.retry_limiter import RetryLimiter
+from tuf_updates.targets import TargetSpec, target_spec
+from tuf_updates.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 
 ORBIT = target_spec("orbit", "linux", "stable")
 OSQUERYD = target_spec("osqueryd", "linux", "stable")
@@ -487,10 +487,10 @@ def test_a_stale_timestamp_from_a_lagging_mirror_is_logged_once(
     assert agent.outcome(OSQUERYD).outcome is TargetOutcome.INSTALLED  # saw the newer timestamp
     newer = _metadata_versions(agent)
     repo.write("timestamp.json", stale)  # the CDN serves an old copy again
-    with caplog.at_level(logging.WARNING, logger="orbit.update.update_runner"):
+    with caplog.at_level(logging.WARNING, logger="tuf_updates.update_runner"):
         kinds = [agent.check().refresh_error_kind for _ in range(3)]
     assert kinds == [FailureKind.STALE] * 3
-    runner_warnings = [r for r in caplog.records if r.name == "orbit.update.update_runner"]
+    runner_warnings = [r for r in caplog.records if r.name == "tuf_updates.update_runner"]
     assert len(runner_warnings) == 1 and "kind=stale" in runner_warnings[0].getMessage()
     assert _metadata_versions(agent) == newer
     assert "5.2.0" in run_version(agent.installer.executable_path(OSQUERYD))
@@ -704,7 +704,7 @@ def test_clock_skew_is_measured_and_reported(
 ) -> None:
     agent, _ = hostile_agent
     hostile.date_offset = timedelta(hours=-3)  # the server says it is three hours earlier: our clock runs ahead
-    with caplog.at_level(logging.WARNING, logger="orbit.update.repository_client"):
+    with caplog.at_level(logging.WARNING, logger="tuf_updates.repository_client"):
         report = agent.check()
     assert report.installed and report.clock_skew is not None and 3 * 3600 - 5 < report.clock_skew < 3 * 3600 + 5
     assert any("clock skew suspected: local clock ahead of the update server" in r.getMessage() for r in caplog.records)
@@ -767,10 +767,10 @@ import os, signal, sys
 from pathlib import Path
 from types import MappingProxyType
 
-import orbit.update.installer as installer_module
-from orbit.update.installer import TargetInstaller
-from orbit.update.repository_client import TargetInfo
-from orbit.update.targets import target_spec
+import tuf_updates.installer as installer_module
+from tuf_updates.installer import TargetInstaller
+from tuf_updates.repository_client import TargetInfo
+from tuf_updates.targets import target_spec
 
 root, point, staged, path, length, sha256, version = sys.argv[1:8]
 spec = target_spec(*path.split("/")[:3])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit.desktop_launch import (
+from orbit.children.desktop_launch import (
     DesktopLauncher,
     LaunchPlan,
     desktop_environment,
@@ -17,8 +17,8 @@ from orbit.desktop_launch import (
     plan_macos,
     plan_windows,
 )
-from orbit.gui_session import GuiSession, StaticSessionFinder
-from orbit.supervisor import ChildLaunch
+from orbit.children.gui_session import GuiSession, StaticSessionFinder
+from orbit.children.supervisor import ChildLaunch
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIEsecretkey\n-----END PRIVATE KEY-----\n"
@@ -221,7 +221,7 @@ def test_launcher_waits_for_binary_and_session_and_logs_each_reason_once(
         groups_of=lambda u, g: (g,),
         stale_killer=stale_killer,
     )
-    with caplog.at_level(logging.INFO, logger="orbit.desktop_launch"):
+    with caplog.at_level(logging.INFO, logger="orbit.children.desktop_launch"):
         assert launcher.launch() is None and launcher.last_reason == "fleet-desktop is not installed yet"
         exe.write_text("#!/bin/sh\n")
         assert launcher.launch() is None and launcher.launch() is None

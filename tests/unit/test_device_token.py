@@ -1,4 +1,4 @@
-"""Device token (orbit/device_token.py): pure decisions, the 0644 file store, start-up ensure and the rotation loop.
+"""Device token (orbit/fleet/device_token.py): pure decisions, the 0644 file store, start-up ensure, rotation loop.
 
 A fake API and a fake clock; the injected sleep advances the clock instead of waiting.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orbit.device_token import (
+from orbit.fleet.device_token import (
     LOCAL_CHECK_INTERVAL,
     TOKEN_TTL,
     DeviceTokenConflictError,
@@ -377,7 +377,7 @@ def test_full_token_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     put(path, KNOWN, T0 - 600)
     api.register_failures = 1
     api.conflicts = 1
-    caplog.set_level(logging.DEBUG, logger="orbit.device_token")
+    caplog.set_level(logging.DEBUG, logger="orbit.fleet.device_token")
 
     token = run(manager.ensure(server_reachable=True))  # rejected → conflict → network error → success
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from orbit.gui_session import (
+from orbit.children.gui_session import (
     CommandResult,
     CurrentUserSessionFinder,
     GuiSession,

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from orbit.config_poller import NETWORK_LOG_INTERVAL, ConfigPoller, Receiver, next_delay
-from orbit.fleet_client import ConfigFormatError, FleetError, FleetUnavailable, OrbitConfig, parse_orbit_config
+from orbit.fleet.client import ConfigFormatError, FleetError, FleetUnavailable, OrbitConfig, parse_orbit_config
+from orbit.fleet.config_poller import NETWORK_LOG_INTERVAL, ConfigPoller, Receiver, next_delay
 
 
 def config(timeout: int) -> OrbitConfig:
@@ -81,7 +81,7 @@ def test_a_raising_receiver_does_not_stop_the_others(caplog: pytest.LogCaptureFi
         Receiver("fine-every", lambda cfg: seen.append("every"), on_change_only=False),
     ]
     poller = ConfigPoller(Answers(config(1), config(2)), receivers, monotonic=Clock())
-    with caplog.at_level(logging.ERROR, logger="orbit.config_poller"):
+    with caplog.at_level(logging.ERROR, logger="orbit.fleet.config_poller"):
         assert poll(poller, 2) == [True, True]
     assert sorted(seen) == ["every", "every", "fine", "fine"]
     failed = sorted(record.getMessage() for record in caplog.records)
@@ -183,7 +183,7 @@ def test_network_errors_are_logged_at_most_every_five_minutes(caplog: pytest.Log
     clock = Clock()
     poller = ConfigPoller(Answers(FleetUnavailable("config: cannot reach fleet")), [], monotonic=clock)
     warned_at = []
-    with caplog.at_level(logging.DEBUG, logger="orbit.config_poller"):
+    with caplog.at_level(logging.DEBUG, logger="orbit.fleet.config_poller"):
         for now in (0.0, 60.0, 299.0, NETWORK_LOG_INTERVAL, 400.0, 600.0):
             clock.now = now
             caplog.clear()
@@ -198,7 +198,7 @@ def test_network_errors_are_logged_at_most_every_five_minutes(caplog: pytest.Log
 
 def test_other_errors_are_logged_every_time(caplog: pytest.LogCaptureFixture) -> None:
     poller = ConfigPoller(Answers(ConfigFormatError("update_channels is not an object")), [], monotonic=Clock())
-    with caplog.at_level(logging.WARNING, logger="orbit.config_poller"):
+    with caplog.at_level(logging.WARNING, logger="orbit.fleet.config_poller"):
         poll(poller, 3)
     assert [record.getMessage() for record in caplog.records] == [
         f"event=config_failed failures={n} error=update_channels is not an object" for n in (1, 2, 3)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit.enroll_secret import (
+from orbit.fleet.enroll_secret import (
     MAX_SECRET_BYTES,
     EnrollSecretError,
     KeyringKeystore,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit.flagfile import (
+from osquery_bin_manager.flagfile import (
     FlagfileReceiver,
     FlagValueError,
     flags_from_config,
@@ -152,7 +152,7 @@ def test_changed_flags_rewrite_the_file_and_restart(receiver: FlagfileReceiver, 
 def test_flags_orbit_controls_are_dropped(
     receiver: FlagfileReceiver, restarts: Restarts, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="orbit.flagfile"):
+    with caplog.at_level(logging.WARNING, logger="osquery_bin_manager.flagfile"):
         receiver.apply(
             {
                 "host_identifier": "instance",

@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from orbit.device_token import DeviceTokenConflictError
-from orbit.fleet_client import (
+from orbit.fleet.client import (
     CAPABILITIES_HEADER,
     ConfigFormatError,
     FleetError,
@@ -25,7 +24,8 @@ from orbit.fleet_client import (
     UpdateChannels,
     parse_orbit_config,
 )
-from orbit.node_key_store import NodeKeyStore
+from orbit.fleet.device_token import DeviceTokenConflictError
+from orbit.fleet.node_key_store import NodeKeyStore
 
 T = TypeVar("T")
 

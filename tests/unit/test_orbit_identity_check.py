@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orbit.identity_check import check_identity
+from orbit.fleet.identity_check import check_identity
 from orbit.root_layout import RootLayout
 
 

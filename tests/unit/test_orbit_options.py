@@ -6,8 +6,8 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 import pytest
 
-from orbit.durations import DurationError, parse_duration
 from orbit.options import OptionsError, parse_options
+from tuf_updates.durations import DurationError, parse_duration
 
 
 def test_defaults() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from orbit.root_layout import InstanceLock, InstanceLockError, RootLayout
-from orbit.secure_files import PUBLIC_MODE, SECRET_MODE, read_text_or_none, remove_stale_temps, write_atomic
+from safe_fs.atomic_write import PUBLIC_MODE, SECRET_MODE, remove_stale_temps, write_atomic
+from safe_fs.secret_read import read_text_or_none
 
 
 def test_fleet_file_names() -> None:

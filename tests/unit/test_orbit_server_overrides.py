@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orbit.fleet_client import UpdateChannels
-from orbit.server_overrides import (
+from orbit.fleet.client import UpdateChannels
+from orbit.fleet.server_overrides import (
     Channels,
     ServerOverrides,
     channels_differ,
@@ -57,13 +57,13 @@ def test_a_file_written_by_fleet_is_read(tmp_path: Path) -> None:
 def test_a_damaged_file_means_defaults(tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "server-overrides.json"
     path.write_bytes(content)
-    with caplog.at_level(logging.ERROR, logger="orbit.server_overrides"):
+    with caplog.at_level(logging.ERROR, logger="orbit.fleet.server_overrides"):
         assert load_overrides(path) == ServerOverrides()
     assert any("event=server_overrides_unreadable" in record.getMessage() for record in caplog.records)
 
 
 def test_an_absent_file_means_defaults_silently(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="orbit.server_overrides"):
+    with caplog.at_level(logging.DEBUG, logger="orbit.fleet.server_overrides"):
         assert load_overrides(tmp_path / "missing.json") == ServerOverrides()
     assert caplog.records == []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit.trial_boot import (
+from orbit.self_update.trial_boot import (
     MAX_QUARANTINE_ENTRIES,
     TRIAL_ENV,
     Quarantine,

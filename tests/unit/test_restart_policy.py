@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from orbit.restart_policy import BreakerState, RestartPolicy, RestartTracker
+from orbit.children.restart_policy import BreakerState, RestartPolicy, RestartTracker
 
 
 def _tracker(**policy: float) -> RestartTracker:

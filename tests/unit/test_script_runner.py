@@ -1,4 +1,4 @@
-"""orbit.script_runner: real /bin/sh subprocesses on this host (POSIX only), plus the pure helpers."""
+"""orbit.fleet.script_runner: real /bin/sh subprocesses on this host (POSIX only), plus the pure helpers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orbit.script_runner import (
+from orbit.fleet.script_runner import (
     OUTPUT_TAIL_BYTES,
     TIMEOUT_EXIT_CODE,
     OutputTail,

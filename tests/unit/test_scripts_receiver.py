@@ -1,4 +1,4 @@
-"""orbit.scripts_receiver with a fake Fleet API and a fake runner (no subprocesses)."""
+"""orbit.fleet.scripts_receiver with a fake Fleet API and a fake runner (no subprocesses)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orbit.script_runner import DEFAULT_SCRIPT_TIMEOUT, DISABLED_EXIT_CODE, DISABLED_OUTPUT, ScriptOutcome
-from orbit.scripts_receiver import ScriptRequest, ScriptRequestError, ScriptsReceiver, effective_timeout
+from orbit.fleet.script_runner import DEFAULT_SCRIPT_TIMEOUT, DISABLED_EXIT_CODE, DISABLED_OUTPUT, ScriptOutcome
+from orbit.fleet.scripts_receiver import ScriptRequest, ScriptRequestError, ScriptsReceiver, effective_timeout
 
 SECRET_CONTENTS = "echo TOP-SECRET-CONTENTS"
 SECRET_OUTPUT = "TOP-SECRET-OUTPUT"
@@ -257,7 +257,7 @@ def test_runner_crash_is_logged_and_stops_the_batch(caplog: pytest.LogCaptureFix
 
 
 def test_logs_never_contain_script_contents_or_output(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="orbit.scripts_receiver")
+    caplog.set_level(logging.DEBUG, logger="orbit.fleet.scripts_receiver")
     api, runner = FakeApi(post_failures={"a": 1}, fetch_failures={"b": 1}), FakeRunner()
     api.add("a")
     api.add("b")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit.update.archive import ArchiveLimits, UnsafeArchiveError, safe_extract
+from tuf_updates.archive import ArchiveLimits, UnsafeArchiveError, safe_extract
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 

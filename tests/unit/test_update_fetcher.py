@@ -10,7 +10,7 @@ import httpx
 import pytest
 from tuf.api import exceptions
 
-from orbit.update.fetcher import DeadlinePolicy, HttpxFetcher, parse_http_date
+from tuf_updates.fetcher import DeadlinePolicy, HttpxFetcher, parse_http_date
 
 URL = "https://updates.example/tuf/timestamp.json"
 

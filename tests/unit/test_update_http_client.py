@@ -10,9 +10,9 @@ import httpx
 import pytest
 from tuf.api import exceptions as tuf_exceptions
 
-from orbit.update.errors import FailureKind, MetadataExpiredError, NetworkError, RepositoryError, translate
-from orbit.update.http_client import TlsOptions, build_http_client, environment_proxies, ssl_context
-from orbit.update.repository_client import role_of_url
+from tuf_updates.errors import FailureKind, MetadataExpiredError, NetworkError, RepositoryError, translate
+from tuf_updates.http_client import TlsOptions, build_http_client, environment_proxies, ssl_context
+from tuf_updates.repository_client import role_of_url
 
 
 def test_proxies_from_the_environment() -> None:

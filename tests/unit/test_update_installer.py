@@ -13,11 +13,11 @@ from types import MappingProxyType
 
 import pytest
 
-from orbit.update.errors import FailureKind, InstallError, LocalStorageError
-from orbit.update.exec_check import run_help
-from orbit.update.installer import TargetInstaller
-from orbit.update.repository_client import TargetInfo
-from orbit.update.targets import TargetSpec, target_spec
+from tuf_updates.errors import FailureKind, InstallError, LocalStorageError
+from tuf_updates.exec_check import run_help
+from tuf_updates.installer import TargetInstaller
+from tuf_updates.repository_client import TargetInfo
+from tuf_updates.targets import TargetSpec, target_spec
 
 OSQUERYD = target_spec("osqueryd", "linux", "stable")
 DESKTOP = target_spec("desktop", "linux", "stable")
@@ -226,7 +226,7 @@ def test_disk_full_while_installing_is_a_clean_error(
         path.with_name(".half-written.tmp").write_bytes(b"{")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("orbit.update.installer.write_json_atomic", full)
+    monkeypatch.setattr("tuf_updates.installer.write_json_atomic", full)
     with pytest.raises(LocalStorageError) as caught:
         _install(installer, OSQUERYD, _script("echo 2"), "2")
     assert caught.value.kind is FailureKind.DISK_FULL and "disk full" in str(caught.value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orbit.update.retry_limiter import RetryDecision, RetryLimiter, RetryPolicy
+from tuf_updates.retry_limiter import RetryDecision, RetryLimiter, RetryPolicy
 
 DAY = 24 * 3600.0
 PATH = "osqueryd/linux/stable/osqueryd"

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from orbit.update.errors import FailureKind, InstallError, MetadataExpiredError, NetworkError, UpdateError
-from orbit.update.install_record import InstalledVersion
-from orbit.update.installer import InstallResult
-from orbit.update.repository_client import TargetInfo
-from orbit.update.retry_limiter import RetryLimiter
-from orbit.update.targets import TargetSpec, target_spec
-from orbit.update.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
+from tuf_updates.errors import FailureKind, InstallError, MetadataExpiredError, NetworkError, UpdateError
+from tuf_updates.install_record import InstalledVersion
+from tuf_updates.installer import InstallResult
+from tuf_updates.repository_client import TargetInfo
+from tuf_updates.retry_limiter import RetryLimiter
+from tuf_updates.targets import TargetSpec, target_spec
+from tuf_updates.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 
 OSQUERYD = target_spec("osqueryd", "linux", "stable")
 ORBIT = target_spec("orbit", "linux", "stable")
@@ -173,7 +173,7 @@ def test_the_same_refresh_error_is_logged_once(
 ) -> None:
     repo.refresh_error = UpdateError("stale timestamp (lagging mirror?)", kind=FailureKind.STALE)
     runner = _runner(repo, installer, clock)
-    with caplog.at_level("DEBUG", logger="orbit.update.update_runner"):
+    with caplog.at_level("DEBUG", logger="tuf_updates.update_runner"):
         for _ in range(3):
             runner.check_once()
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]

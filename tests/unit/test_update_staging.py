@@ -12,12 +12,12 @@ from types import MappingProxyType, TracebackType
 
 import pytest
 
-from orbit.update.errors import InstallError, UpdateError
-from orbit.update.install_record import InstalledVersion
-from orbit.update.installer import InstallResult, TargetInstaller
-from orbit.update.repository_client import TargetInfo
-from orbit.update.targets import TargetSpec, target_spec
-from orbit.update.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
+from tuf_updates.errors import InstallError, UpdateError
+from tuf_updates.install_record import InstalledVersion
+from tuf_updates.installer import InstallResult, TargetInstaller
+from tuf_updates.repository_client import TargetInfo
+from tuf_updates.targets import TargetSpec, target_spec
+from tuf_updates.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 
 ORBIT = target_spec("orbit", "linux", "stable")
 OSQUERYD = target_spec("osqueryd", "linux", "stable")

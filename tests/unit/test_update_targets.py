@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orbit.update.targets import (
+from tuf_updates.targets import (
     Platform,
     TargetName,
     TargetSpec,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from orbit.script_runner import (
+from orbit.fleet.script_runner import (
     DEFAULT_SCRIPT_TIMEOUT,
     DISABLED_EXIT_CODE,
     DISABLED_OUTPUT,

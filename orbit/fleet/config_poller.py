@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from orbit.fleet_client import FleetError, FleetUnavailable, OrbitConfig
+from orbit.fleet.client import FleetError, FleetUnavailable, OrbitConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from orbit.secure_files import PUBLIC_MODE, write_atomic
+from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ metadata would widen a freeze attack). Instead each response's ``Date`` header i
 beyond ``skew_threshold`` a warning is logged and an expiry error carries the measured skew, so an operator can
 tell a frozen repository from a wrong host clock.
 
-Errors surface as ``orbit.update.errors.UpdateError`` subclasses; nothing here ever deletes trusted metadata.
+Errors surface as ``tuf_updates.errors.UpdateError`` subclasses; nothing here ever deletes trusted metadata.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from tuf.api.exceptions import RepositoryError as RepositoryError_
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
-from orbit.update.directory_lock import DirectoryLock
-from orbit.update.errors import UpdateError, storage_error, translate
-from orbit.update.fetcher import DeadlinePolicy, HttpxFetcher, ServerDate
-from orbit.update.targets import target_spec
+from tuf_updates.directory_lock import DirectoryLock
+from tuf_updates.errors import UpdateError, storage_error, translate
+from tuf_updates.fetcher import DeadlinePolicy, HttpxFetcher, ServerDate
+from tuf_updates.targets import target_spec
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from orbit.update.errors import FailureKind, UpdateError
-from orbit.update.install_record import InstalledVersion
-from orbit.update.installer import InstallResult
-from orbit.update.repository_client import TargetInfo
-from orbit.update.retry_limiter import RetryDecision, RetryLimiter
-from orbit.update.targets import TargetSpec
+from tuf_updates.errors import FailureKind, UpdateError
+from tuf_updates.install_record import InstalledVersion
+from tuf_updates.installer import InstallResult
+from tuf_updates.repository_client import TargetInfo
+from tuf_updates.retry_limiter import RetryDecision, RetryLimiter
+from tuf_updates.targets import TargetSpec
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from orbit.agent_state import AgentState
 from orbit.root_layout import RootLayout
-from orbit.timings import Timings
-from orbit.trial_boot import (
+from orbit.self_update.setup import orbit_link
+from orbit.self_update.trial_boot import (
     Quarantine,
     StartKind,
     TrialMarker,
@@ -29,11 +29,11 @@ from orbit.trial_boot import (
     restart_env,
     write_marker,
 )
-from orbit.update.errors import UpdateError
-from orbit.update.installer import TargetInstaller
-from orbit.update.targets import Platform, TargetName, TargetSpec
-from orbit.update.update_runner import TargetReport
-from orbit.update_setup import orbit_link
+from orbit.timings import Timings
+from tuf_updates.errors import UpdateError
+from tuf_updates.installer import TargetInstaller
+from tuf_updates.targets import Platform, TargetName, TargetSpec
+from tuf_updates.update_runner import TargetReport
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import psutil
 
-from orbit.restart_policy import BreakerState, RestartPolicy, RestartTracker
-from orbit.secure_files import PUBLIC_MODE, write_atomic
+from orbit.children.restart_policy import BreakerState, RestartPolicy, RestartTracker
+from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,9 @@
-"""Crash-safe file-system moves for the installer: hidden temporaries, fsync, atomic replace, digests."""
+"""Crash-safe moves of installed files: hidden temporaries, pointer swaps (Windows-safe), removal, digests."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -22,26 +21,8 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    if sys.platform == "win32":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict[str, object]) -> None:
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with temp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
 def remove(path: Path) -> None:
+    """Remove a file, link or directory tree; absent is fine."""
     if path.is_symlink() or path.is_file():
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -50,6 +31,7 @@ def remove(path: Path) -> None:
 
 
 def hidden_temp(directory: Path, label: str) -> Path:
+    """A hidden name in ``directory`` for something that is still arriving (``.<label>.<random>.incoming``)."""
     return directory / f".{label}.{secrets.token_hex(4)}.incoming"
 
 
@@ -66,21 +48,10 @@ def replace_pointer(temp: Path, pointer: Path) -> None:
 
 
 def move_file(source: Path, destination: Path) -> None:
+    """Rename, or copy + fsync across file systems."""
     try:
         os.replace(source, destination)
     except OSError:
         shutil.copyfile(source, destination)
         with destination.open("rb+") as handle:
             os.fsync(handle.fileno())
-
-
-def fsync_tree(root: Path) -> None:
-    if sys.platform == "win32":
-        return
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(directory, name)
-            if not path.is_symlink():
-                with path.open("rb") as handle:
-                    os.fsync(handle.fileno())
-        fsync_dir(Path(directory))

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from orbit.restart_policy import RestartPolicy
+from orbit.children.restart_policy import RestartPolicy
+from orbit.children.supervisor import ChildSpec
 from orbit.root_layout import RootLayout
-from orbit.supervisor import ChildSpec
 from osquery_bin_manager.launch_args import FleetConnection, LaunchSpec, build_args, child_environment
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orbit.fleet_client import UpdateChannels
-from orbit.secure_files import SECRET_MODE, write_atomic
+from orbit.fleet.client import UpdateChannels
+from safe_fs.atomic_write import SECRET_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 

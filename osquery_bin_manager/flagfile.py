@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from orbit.secure_files import SECRET_MODE, write_atomic
+from safe_fs.atomic_write import SECRET_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 

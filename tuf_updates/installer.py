@@ -29,23 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
-from orbit.update.archive import ArchiveLimits, safe_extract
-from orbit.update.atomic_fs import (
-    file_digest,
-    fsync_dir,
-    fsync_tree,
-    hidden_temp,
-    move_file,
-    remove,
-    replace_pointer,
-    write_json_atomic,
-)
-from orbit.update.directory_lock import DirectoryLock
-from orbit.update.errors import InstallError, storage_error
-from orbit.update.exec_check import DEFAULT_EXEC_CHECK_TIMEOUT, ExecCheck, run_help
-from orbit.update.install_record import TARGET_RECORD, InstalledVersion, read_record
-from orbit.update.repository_client import TargetInfo
-from orbit.update.targets import TargetName, TargetSpec, is_native
+from safe_fs.atomic_write import fsync_dir, fsync_tree, write_json_atomic
+from safe_fs.moves import file_digest, hidden_temp, move_file, remove, replace_pointer
+from tuf_updates.archive import ArchiveLimits, safe_extract
+from tuf_updates.directory_lock import DirectoryLock
+from tuf_updates.errors import InstallError, storage_error
+from tuf_updates.exec_check import DEFAULT_EXEC_CHECK_TIMEOUT, ExecCheck, run_help
+from tuf_updates.install_record import TARGET_RECORD, InstalledVersion, read_record
+from tuf_updates.repository_client import TargetInfo
+from tuf_updates.targets import TargetName, TargetSpec, is_native
 
 logger = logging.getLogger(__name__)
 

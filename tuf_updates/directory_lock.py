@@ -1,4 +1,4 @@
-"""An exclusive inter-process lock on a directory (fcntl on POSIX, msvcrt on Windows).
+"""An exclusive inter-process lock on a directory (``safe_fs.file_lock``).
 
 python-tuf's ``Updater`` is single-instance: two processes (the agent and ``orbitctl`` or a second agent) must
 never refresh one metadata directory at the same time; likewise two installs of one target. The lock file is
@@ -8,43 +8,16 @@ never refresh one metadata directory at the same time; likewise two installs of 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from orbit.update.errors import DirectoryLockedError
+from safe_fs.file_lock import try_lock, unlock
+from tuf_updates.errors import DirectoryLockedError
 
 LOCK_FILE_NAME = ".lock"  # not "*.json": the directory's metadata files stay the only JSON in it
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class DirectoryLock:
@@ -86,7 +59,7 @@ class DirectoryLock:
             self._thread_lock.release()
             raise DirectoryLockedError(f"cannot open the lock of {self._label} {self.path}: {exc}") from exc
         give_up = self._monotonic() + self._timeout
-        while not _try_lock(fd):
+        while not try_lock(fd):
             if self._monotonic() >= give_up:
                 os.close(fd)
                 self._thread_lock.release()
@@ -102,7 +75,7 @@ class DirectoryLock:
         if self._depth == 0 and self._fd is not None:
             fd, self._fd = self._fd, None
             try:
-                _unlock(fd)
+                unlock(fd)
             finally:
                 os.close(fd)
         self._thread_lock.release()

@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbit.update.errors import InstallError
+from tuf_updates.errors import InstallError
 
 DEFAULT_MAX_TOTAL_BYTES = 4 * 1024**3
 DEFAULT_MAX_MEMBERS = 100_000

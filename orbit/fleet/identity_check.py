@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from orbit.root_layout import RootLayout
-from orbit.secure_files import PUBLIC_MODE, write_atomic
+from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Literal, Protocol
 
 import psutil
 
-from orbit.gui_session import SESSION_ENV_KEYS, GuiSession, GuiSessionFinder
-from orbit.restart_policy import RestartPolicy
-from orbit.supervisor import ChildLaunch, ChildSpec
+from orbit.children.gui_session import SESSION_ENV_KEYS, GuiSession, GuiSessionFinder
+from orbit.children.restart_policy import RestartPolicy
+from orbit.children.supervisor import ChildLaunch, ChildSpec
 
 log = logging.getLogger(__name__)
 

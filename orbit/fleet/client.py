@@ -27,9 +27,9 @@ from urllib.parse import quote
 
 import httpx
 
-from orbit.device_token import DeviceTokenConflictError
-from orbit.node_key_store import MAX_NODE_KEY_LENGTH, NodeKeyStore
-from orbit.scripts_receiver import ScriptRequest, ScriptRequestError
+from orbit.fleet.device_token import DeviceTokenConflictError
+from orbit.fleet.node_key_store import MAX_NODE_KEY_LENGTH, NodeKeyStore
+from orbit.fleet.scripts_receiver import ScriptRequest, ScriptRequestError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from orbit.update.errors import InstallError
+from tuf_updates.errors import InstallError
 
 DEFAULT_EXEC_CHECK_TIMEOUT = 10.0
 _STDERR_TAIL = 300

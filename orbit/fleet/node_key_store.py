@@ -10,7 +10,8 @@ import os
 import threading
 from pathlib import Path
 
-from orbit.secure_files import SECRET_MODE, read_text_or_none, write_atomic
+from safe_fs.atomic_write import SECRET_MODE, write_atomic
+from safe_fs.secret_read import read_text_or_none
 
 MAX_NODE_KEY_LENGTH = 1024
 
@@ -25,8 +26,8 @@ class NodeKeyStore:
         with self._lock:
             if self._cached is None:
                 try:
-                    key = read_text_or_none(self.path)
-                except (OSError, UnicodeDecodeError):
+                    key = read_text_or_none(self.path, MAX_NODE_KEY_LENGTH + 64)
+                except (OSError, ValueError):  # unreadable, not UTF-8, far too large
                     key = None
                 if key is not None and (len(key) > MAX_NODE_KEY_LENGTH or not key.isprintable()):
                     key = None  # garbage: enroll again rather than send it

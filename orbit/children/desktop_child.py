@@ -6,11 +6,11 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from orbit.desktop_launch import DesktopLauncher, desktop_environment
-from orbit.gui_session import CurrentUserSessionFinder, GuiSessionFinder, default_finder
-from orbit.restart_policy import RestartPolicy
+from orbit.children.desktop_launch import DesktopLauncher, desktop_environment
+from orbit.children.gui_session import CurrentUserSessionFinder, GuiSessionFinder, default_finder
+from orbit.children.restart_policy import RestartPolicy
+from orbit.children.supervisor import ChildSpec
 from orbit.root_layout import RootLayout
-from orbit.supervisor import ChildSpec
 
 # tests and the demo run orbit as root without a logind session: use orbit's own user and display instead
 CURRENT_SESSION_ENV = "ORBIT_DEV_DESKTOP_CURRENT_SESSION"

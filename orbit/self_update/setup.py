@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orbit.root_layout import RootLayout
-from orbit.update.http_client import TlsOptions, build_http_client
-from orbit.update.installer import TargetInstaller
-from orbit.update.repository_client import UpdateClient
-from orbit.update.targets import Platform, TargetName, TargetSpec, host_platform
+from tuf_updates.http_client import TlsOptions, build_http_client
+from tuf_updates.installer import TargetInstaller
+from tuf_updates.repository_client import UpdateClient
+from tuf_updates.targets import Platform, TargetName, TargetSpec, host_platform
 
 log = logging.getLogger(__name__)
 

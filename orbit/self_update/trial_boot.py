@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-from orbit.secure_files import SECRET_MODE, write_atomic
+from safe_fs.atomic_write import SECRET_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from orbit.secure_files import PUBLIC_MODE, SECRET_MODE, write_atomic
+from safe_fs.atomic_write import PUBLIC_MODE, SECRET_MODE, write_atomic
 
 log = logging.getLogger(__name__)
 
