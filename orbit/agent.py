@@ -18,16 +18,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
-from orbit.actors import keep_running
+from orbit.actors import keep_running, retry_until_done
 from orbit.agent_state import AgentState
 from orbit.children.desktop_child import desktop_child
 from orbit.children.osqueryd_child import osqueryd_child, osqueryd_launch_spec
 from orbit.children.restart_policy import RestartPolicy
-from orbit.children.supervisor import ChildState, ChildStatus, Supervisor, kill_stale
+from orbit.children.supervisor import ChildStatus, Supervisor, kill_stale
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.fleet.client import OrbitClient, OrbitConfig
 from orbit.fleet.config_poller import ConfigPoller, Receiver
 from orbit.fleet.device_token import DeviceTokenManager
+from orbit.fleet.enroll_request import enroll_body
 from orbit.fleet.enroll_secret import EnrollSecretError, default_keystore, resolve_enroll_secret
 from orbit.fleet.identity_check import check_identity
 from orbit.fleet.insecure_proxy import InsecureProxy
@@ -42,6 +43,14 @@ from orbit.fleet.server_overrides import (
     save_overrides,
 )
 from orbit.options import Options
+from orbit.reactions import (
+    InstalledAction,
+    after_install,
+    channel_switch,
+    doubling_delays,
+    first_update_delay,
+    healthy_for,
+)
 from orbit.root_layout import RootLayout
 from orbit.self_update.self_updater import AgentExit, SelfUpdater
 from orbit.self_update.setup import (
@@ -53,13 +62,14 @@ from orbit.self_update.setup import (
     update_tls,
     user_agent,
 )
+from orbit.self_update.trial_boot import Quarantine
 from orbit.timings import Timings
 from orbit.version import orbit_version
 from osquery_bin_manager.flagfile import FlagfileReceiver
 from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_info
 from tuf_updates.http_client import TlsOptions, build_async_http_client
 from tuf_updates.targets import TargetName
-from tuf_updates.update_runner import TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
+from tuf_updates.update_runner import TargetReport, UpdateRunner, UpdateSchedule
 
 log = logging.getLogger(__name__)
 
@@ -200,36 +210,38 @@ class Agent:
         return False
 
     async def _wait_for_osqueryd(self) -> Path | None:
-        delay = 5.0
-        while not self.stop.is_set():
-            path = self.osqueryd_path()
-            if path is not None:
-                return path
-            log.error(
-                "event=osqueryd_missing expected=%s retry_in=%.0f",
-                self.installer.executable_path(self.targets.osqueryd),
-                delay,
-            )
-            if await self._sleep(delay):
-                return None
-            if self.runner is not None:
-                report = await asyncio.to_thread(self.runner.check_once)
-                self.state.note_update_report(report)
-            delay = min(delay * 2, 300.0)
-        return None
+        """The installed osqueryd (or the fallback); while there is none, check for updates between waits."""
+        checked = False
+
+        async def attempt() -> Path | None:
+            nonlocal checked
+            if checked and self.runner is not None:
+                self.state.note_update_report(await asyncio.to_thread(self.runner.check_once))
+            checked = True
+            return self.osqueryd_path()
+
+        def failed(delay: float) -> None:
+            expected = self.installer.executable_path(self.targets.osqueryd)
+            log.error("event=osqueryd_missing expected=%s retry_in=%.0f", expected, delay)
+
+        return await retry_until_done(attempt, self._sleep, doubling_delays(5.0, 300.0), failed)
 
     async def _read_host_info(self, osqueryd: Path) -> HostInfo | None:
         await asyncio.to_thread(kill_stale, self.layout.osquery_pidfile, "osqueryd")
-        delay = 2.0
-        while not self.stop.is_set():
+        error = ""
+
+        async def attempt() -> HostInfo | None:
+            nonlocal error
             try:
                 return await asyncio.to_thread(read_host_info, osqueryd, Path(self.options.osquery_db))
             except HostInfoError as exc:
-                log.error("event=host_info_failed error=%s retry_in=%.0f", exc, delay)
-            if await self._sleep(delay):
+                error = str(exc)
                 return None
-            delay = min(delay * 2, 300.0)
-        return None
+
+        def failed(delay: float) -> None:
+            log.error("event=host_info_failed error=%s retry_in=%.0f", error, delay)
+
+        return await retry_until_done(attempt, self._sleep, doubling_delays(2.0, 300.0), failed)
 
     async def _capabilities_loop(self) -> None:
         """Fleet's 5-minute ping: notice a server upgrade or downgrade (logged; nothing needs a restart here)."""
@@ -248,20 +260,8 @@ class Agent:
                     await self.token.ensure(True)
 
     def _enroll_body(self) -> Mapping[str, str]:
-        host = self.host
-        assert host is not None and self.secret is not None
-        body = {
-            "enroll_secret": self.secret,
-            "hardware_uuid": host.hardware_uuid,
-            "hardware_serial": host.hardware_serial,
-            "hostname": host.hostname,
-            "platform": host.platform,
-            "platform_like": host.platform_like,
-            "osquery_identifier": host.instance_id if self.options.host_identifier == "instance" else "",
-            "computer_name": host.computer_name,
-            "hardware_model": host.hardware_model,
-        }
-        return body
+        assert self.host is not None and self.secret is not None
+        return enroll_body(self.host, self.secret, self.options.host_identifier)
 
     def _fleet_tls(self) -> TlsOptions:
         cert, key = self.layout.fleet_client_cert, self.layout.fleet_client_key
@@ -298,15 +298,17 @@ class Agent:
         )
         self.runner.set_targets(self.targets.all(include_orbit=not self.options.dev_mode))
         log.info("event=channels_pinned old=%s new=%s", old, self.channels)
-        if old.osqueryd != self.channels.osqueryd and self.installer.is_installed(self.targets.osqueryd):
-            self._restart_osqueryd("osqueryd channel changed")
         desktop_spec = self.targets.desktop
-        if (
-            old.desktop != self.channels.desktop
-            and desktop_spec is not None
-            and self.desktop is not None
-            and self.installer.is_installed(desktop_spec)
-        ):
+        switch = channel_switch(
+            old,
+            self.channels,
+            osqueryd_installed=self.installer.is_installed(self.targets.osqueryd),
+            desktop_installed=desktop_spec is not None and self.installer.is_installed(desktop_spec),
+            desktop_supervised=self.desktop is not None,
+        )
+        if switch.restart_osqueryd:
+            self._restart_osqueryd("osqueryd channel changed")
+        if switch.restart_desktop and self.desktop is not None:
             self.desktop.restart("desktop channel changed")
         self.runner.check_soon()
 
@@ -344,24 +346,24 @@ class Agent:
     # -- updates -------------------------------------------------------------------------------------------
 
     async def _on_installed(self, name: str, report: TargetReport) -> None:
-        if report.outcome is TargetOutcome.STAGED:
-            if not self.options.dev_mode:
-                await self.updater.start(report)
-        elif name == TargetName.OSQUERYD:
+        action = after_install(
+            name, report.outcome, dev_mode=self.options.dev_mode, desktop_supervised=self.desktop is not None
+        )
+        if action is InstalledAction.START_TRIAL:
+            await self.updater.start(report)
+        elif action is InstalledAction.RESTART_OSQUERYD:
             self._restart_osqueryd(f"osqueryd updated to {report.version}")
-        elif name == TargetName.DESKTOP and self.desktop is not None:
+        elif action is InstalledAction.RESTART_DESKTOP and self.desktop is not None:
             self.desktop.restart(f"fleet-desktop updated to {report.version}")
 
     def _healthy_for(self) -> float:
-        """How long orbit has been healthy: osqueryd running (and, with a server, a successful config poll)."""
-        if self.options.fleet_url and (self.client is None or not self.client.enrolled):
-            return 0.0
-        if self.osqueryd is None:
-            return 0.0
-        status = self.osqueryd.status()
-        if status.state is not ChildState.RUNNING or status.uptime is None:
-            return 0.0
-        return float(status.uptime)
+        status = self.osqueryd.status() if self.osqueryd is not None else None
+        return healthy_for(
+            fleet_configured=bool(self.options.fleet_url),
+            enrolled=self.client is not None and self.client.enrolled,
+            osqueryd_state=status.state if status is not None else None,
+            osqueryd_uptime=status.uptime if status is not None else None,
+        )
 
     # -- run -----------------------------------------------------------------------------------------------
 
@@ -526,7 +528,9 @@ class Agent:
                 group.create_task(
                     keep_running("trial boot", lambda: self.updater.monitor(self._healthy_for, self._sleep), stop)
                 )
-            group.create_task(keep_running("status", lambda: self.state.run(self, stop), stop))
+            group.create_task(
+                keep_running("status", lambda: self.state.run(self, stop, self.timings.status_interval), stop)
+            )
             for name, factory in self.extra_actors(reachable):
                 group.create_task(keep_running(name, factory, stop))
 
@@ -564,6 +568,10 @@ class Agent:
             desktop = self.desktop = Supervisor(spec)
             actors.append(("desktop supervisor", lambda: desktop.run(self.stop)))
         return actors
+
+    @property
+    def quarantine(self) -> Quarantine:
+        return self.updater.quarantine
 
     def orbit_info(self) -> dict[str, str]:
         """The ``orbit_info`` row Fleet reads through osquery (its version, token, channels, script status)."""
@@ -608,9 +616,7 @@ def poller_delay(poller: ConfigPoller, timings: Timings) -> float:
 
 
 def runner_first_delay(agent: Agent) -> float:
-    """The early check already ran: the loop's first check waits one interval plus Fleet's jitter."""
-    interval = agent.options.update_interval
-    return interval + poller_rng.uniform(0.0, min(interval, 600.0))
+    return first_update_delay(agent.options.update_interval, poller_rng)
 
 
 poller_rng = random.Random()  # noqa: S311 - jitter

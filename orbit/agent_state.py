@@ -12,15 +12,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from orbit.children.supervisor import ChildStatus
+from orbit.children.supervisor import ChildStatus, Supervisor
+from orbit.fleet.client import OrbitClient
+from orbit.fleet.config_poller import ConfigPoller
+from orbit.fleet.server_overrides import Channels
+from orbit.options import Options
 from orbit.root_layout import RootLayout
+from orbit.self_update.trial_boot import Quarantine
 from safe_fs.atomic_write import SECRET_MODE, write_atomic
 from tuf_updates.update_runner import CheckReport
-
-if TYPE_CHECKING:
-    from orbit.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,25 @@ def child_json(status: ChildStatus | None) -> dict[str, object] | None:
         "next_start_in": status.next_start_in,
         "uptime": status.uptime,
     }
+
+
+class StatusSource(Protocol):
+    """What the status file reads of the running agent (``Agent`` provides it; tests can pass anything alike)."""
+
+    @property
+    def options(self) -> Options: ...
+    @property
+    def channels(self) -> Channels: ...
+    @property
+    def client(self) -> OrbitClient | None: ...
+    @property
+    def poller(self) -> ConfigPoller | None: ...
+    @property
+    def osqueryd(self) -> Supervisor | None: ...
+    @property
+    def quarantine(self) -> Quarantine: ...
+
+    def extra_children(self) -> dict[str, ChildStatus]: ...
 
 
 @dataclass
@@ -86,7 +107,7 @@ class AgentState:
     def health_summary(self) -> str:
         return f"server_reachable={self.server_reachable} updates={self.updates}"
 
-    def snapshot(self, agent: Agent) -> dict[str, object]:
+    def snapshot(self, agent: StatusSource) -> dict[str, object]:
         client = agent.client
         poller = agent.poller
         return {
@@ -127,23 +148,23 @@ class AgentState:
             "rollbacks": self.rollbacks[-10:],
             "quarantined": [
                 {"digest": entry.digest, "version": entry.version, "reason": entry.reason, "at": _iso(entry.at)}
-                for entry in agent.updater.quarantine.entries()
+                for entry in agent.quarantine.entries()
             ],
             "scripts_enabled": agent.options.enable_scripts,
             **self.extra,
         }
 
-    async def write_now(self, agent: Agent) -> None:
+    async def write_now(self, agent: StatusSource) -> None:
         try:
             data = json.dumps(self.snapshot(agent), indent=1, default=str)
             await asyncio.to_thread(write_atomic, self.layout.status_file, data, SECRET_MODE)
         except OSError as exc:
             log.warning("event=status_write_failed error=%s", exc)
 
-    async def run(self, agent: Agent, stop: asyncio.Event) -> None:
+    async def run(self, agent: StatusSource, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
             await self.write_now(agent)
             try:
-                await asyncio.wait_for(stop.wait(), timeout=agent.timings.status_interval)
+                await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
                 continue

@@ -7,7 +7,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from orbit.children.desktop_launch import DesktopLauncher, desktop_environment
-from orbit.children.gui_session import CurrentUserSessionFinder, GuiSessionFinder, default_finder
+from orbit.children.gui_session import CurrentUserSessionFinder, GuiSessionFinder
+from orbit.children.gui_session_linux import LinuxSessionFinder
+from orbit.children.gui_session_macos import MacSessionFinder
+from orbit.children.gui_session_windows import WindowsSessionFinder
 from orbit.children.restart_policy import RestartPolicy
 from orbit.children.supervisor import ChildSpec
 from orbit.root_layout import RootLayout
@@ -21,6 +24,15 @@ def session_finder(platform: str, environ: Mapping[str, str]) -> GuiSessionFinde
     if not as_root or environ.get(CURRENT_SESSION_ENV) == "1":
         return CurrentUserSessionFinder(dict(environ))
     return default_finder(platform)
+
+
+def default_finder(platform: str) -> GuiSessionFinder:
+    """The finder for ``platform`` (``linux``, ``macos`` or ``windows``)."""
+    if platform == "windows":
+        return WindowsSessionFinder()
+    if platform == "macos":
+        return MacSessionFinder()
+    return LinuxSessionFinder()
 
 
 def _read(path: Path) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from safe_fs.secret_read import FileTooLargeError, read_bounded
+
 log = logging.getLogger(__name__)
 
 KEYSTORE_SERVICE = "com.fleetdm.fleetd.enroll.secret"
@@ -65,13 +67,13 @@ class SecretSource:
 
 def _read_secret_file(path: Path) -> str | None:
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_SECRET_BYTES)
     except FileNotFoundError:
         return None
+    except FileTooLargeError:
+        raise EnrollSecretError(f"the enroll secret file {path} is larger than {MAX_SECRET_BYTES} bytes") from None
     except OSError as exc:
         raise EnrollSecretError(f"cannot read the enroll secret file {path}: {exc.strerror}") from None
-    if len(data) > MAX_SECRET_BYTES:
-        raise EnrollSecretError(f"the enroll secret file {path} is larger than {MAX_SECRET_BYTES} bytes")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:

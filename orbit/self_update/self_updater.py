@@ -15,8 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from orbit.agent_state import AgentState
 from orbit.root_layout import RootLayout
 from orbit.self_update.setup import orbit_link
 from orbit.self_update.trial_boot import (
@@ -38,6 +38,15 @@ from tuf_updates.update_runner import TargetReport
 log = logging.getLogger(__name__)
 
 EXIT_RESTART_FOR_UPDATE = 3
+
+
+class UpdateJournal(Protocol):
+    """Where the self-updater records what happened (the agent's status file: ``AgentState``)."""
+
+    start_kind: str
+
+    def note_rollback(self, version: str | None, running: str | None, reason: str) -> None: ...
+    def health_summary(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class SelfUpdater:
         self,
         layout: RootLayout,
         installer: TargetInstaller,
-        state: AgentState,
+        state: UpdateJournal,
         timings: Timings,
         *,
         version: str,

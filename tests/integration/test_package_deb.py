@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from packager.formats import deb, linux_service
-from packager.formats.linux_service import LinuxPackageError, PackageOutputError, ServiceConfigError
+from packager.formats.linux_service import LinuxPackageError, ServiceConfigError
+from packager.formats.output_file import PackageOutputError
 from packager.package.staged import StagedFile, StagedPackage, StagedSymlink
 from tests.support.dpkg_root import (
     ScratchRoot,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from packager.formats import rpm
-from packager.formats.linux_service import LinuxPackageError, PackageOutputError
+from packager.formats.linux_service import LinuxPackageError
+from packager.formats.output_file import PackageOutputError
 from packager.package.staged import StagedPackage
 from tests.support.dpkg_root import build_with_file_size_limit, make_scratch_root, run_tool, verify_unit
 from tests.support.staged_package import EPOCH, SECRET, make_staged

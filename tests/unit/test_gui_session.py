@@ -10,17 +10,13 @@ from orbit.children.gui_session import (
     CommandResult,
     CurrentUserSessionFinder,
     GuiSession,
-    LinuxSessionFinder,
-    MacSessionFinder,
     StaticSessionFinder,
     UserRecord,
-    WindowsSessionApi,
-    WindowsSessionFinder,
-    WtsSession,
     current_user_session,
-    parse_session_ids,
-    parse_who,
 )
+from orbit.children.gui_session_linux import LinuxSessionFinder, parse_session_ids, parse_who
+from orbit.children.gui_session_macos import MacSessionFinder
+from orbit.children.gui_session_windows import WindowsSessionApi, WindowsSessionFinder, WtsSession
 
 USERS = {
     "alice": UserRecord("alice", 1000, 1000, "/home/alice"),
