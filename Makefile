@@ -14,6 +14,7 @@ demo: bootstrap
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy $(PACKAGES) build_scripts benchmarks
