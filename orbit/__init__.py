@@ -1,9 +1,16 @@
-"""orbit: the agent daemon (root/SYSTEM).
+"""orbit: the agent daemon (root/SYSTEM), in wings (docs/adr/0011):
 
-Owns the options (CLI over ``ORBIT_*`` over defaults, then server overrides), the root-dir layout, Fleet's orbit
-API client, the actors (enroller/config poller, osqueryd supervisor, updater, token rotator, desktop launcher),
-generic child supervision, the TUF update runner and installer (``tuf_updates/``), the device token and
-``orbit doctor``. It may import ``osquery_bin_manager`` and nothing else of ours.
+- top: ``__main__`` (run | version | doctor), ``agent`` (wires the actors, decides nothing), ``reactions`` (the
+  agent's decisions, pure), ``agent_state`` (``state/status.json``), ``actors`` (keep-alive and start-up retries),
+  ``doctor``, ``windows_service``; the base below every wing: ``options``, ``root_layout``, ``timings``,
+  ``version``, ``logging_setup``
+- ``fleet/``: talking to Fleet (enroll, config, device token, scripts)
+- ``children/``: osqueryd and fleet-desktop under one supervisor, the GUI session per OS
+- ``self_update/``: update setup, trial boot, quarantine
+- ``extension/``: orbit's osquery extension (``orbit_info``, ``fleetd_logs``)
+
+It may import ``tuf_updates``, ``osquery_bin_manager`` and ``safe_fs``, nothing else of ours; the wings do not
+import each other (.importlinter).
 """
 
 import sys

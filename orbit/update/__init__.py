@@ -1,2 +1,2 @@
-"""Compatibility entry points: the update library moved to ``tuf_updates`` (docs/adr/0010). Only the contract's
+"""Compatibility entry points: the update library moved to ``tuf_updates`` (docs/adr/0011). Only the contract's
 ``python -m orbit.update.conformance_client`` stays here."""
