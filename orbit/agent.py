@@ -25,6 +25,7 @@ from orbit.children.osqueryd_child import osqueryd_child, osqueryd_launch_spec
 from orbit.children.restart_policy import RestartPolicy
 from orbit.children.supervisor import ChildStatus, Supervisor, kill_stale
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
+from orbit.fleet.capabilities import CapabilitiesWatcher
 from orbit.fleet.client import OrbitClient, OrbitConfig
 from orbit.fleet.config_poller import ConfigPoller, Receiver
 from orbit.fleet.device_token import DeviceTokenManager
@@ -243,34 +244,20 @@ class Agent:
 
         return await retry_until_done(attempt, self._sleep, doubling_delays(2.0, 300.0), failed)
 
-    async def _capabilities_loop(self) -> None:
-        """Fleet's 5-minute ping: notice a server upgrade or downgrade (logged; nothing needs a restart here)."""
-        client = self.client
-        assert client is not None
-        while not await self._sleep(self.timings.capabilities_interval):
-            before = client.server_capabilities
-            await client.ping()
-            if client.server_capabilities != before:
-                log.info(
-                    "event=server_capabilities_changed old=%s new=%s",
-                    ",".join(sorted(before)),
-                    ",".join(sorted(client.server_capabilities)),
-                )
-                if self.token is not None and "token_rotation" in client.server_capabilities - before:
-                    await self.token.ensure(True)
+    async def _token_rotation_enabled(self) -> None:
+        if self.token is not None:
+            await self.token.ensure(True)
 
     def _enroll_body(self) -> Mapping[str, str]:
         assert self.host is not None and self.secret is not None
         return enroll_body(self.host, self.secret, self.options.host_identifier)
 
     def _fleet_tls(self) -> TlsOptions:
-        cert, key = self.layout.fleet_client_cert, self.layout.fleet_client_key
-        has_client = cert.is_file() and key.is_file()
         ca = self.options.fleet_certificate
-        return TlsOptions(
-            root_ca=Path(ca) if ca else None,
-            client_cert=cert if has_client else None,
-            client_key=key if has_client else None,
+        return TlsOptions.with_client_files(
+            Path(ca) if ca else None,
+            self.layout.fleet_client_cert,
+            self.layout.fleet_client_key,
             insecure=self.options.insecure,
         )
 
@@ -396,10 +383,9 @@ class Agent:
         if self.runner is not None:
             self.runner.check_soon()
         if self.poller is not None:
-            self._poll_now.set()
+            self.poller.poll_soon()
 
     async def run(self) -> AgentExit:
-        self._poll_now = asyncio.Event()
         self._install_signals()
         self.layout.ensure()
         self.layout.remove_old_files()
@@ -516,7 +502,8 @@ class Agent:
             assert self.osqueryd is not None
             group.create_task(keep_running("osqueryd supervisor", lambda: self.osqueryd.run(stop), stop))  # type: ignore[union-attr]
             if self.poller is not None:
-                group.create_task(keep_running("config receivers", self._poll_loop, stop))
+                poller = self.poller
+                group.create_task(keep_running("config receivers", lambda: poller.run(stop, first_delay=None), stop))
             if self.runner is not None:
                 runner = self.runner
                 group.create_task(
@@ -541,7 +528,8 @@ class Agent:
             token = self.token
             actors.append(("device token", lambda: token.run(self.stop)))
         if self.client is not None:
-            actors.append(("capabilities checker", self._capabilities_loop))
+            watcher = CapabilitiesWatcher(self.client, self._token_rotation_enabled, self.timings.capabilities_interval)
+            actors.append(("capabilities checker", lambda: watcher.run(self.stop)))
         if self.insecure_proxy is not None:
             proxy = self.insecure_proxy
             actors.append(("insecure proxy", lambda: proxy.run(self.stop)))
@@ -592,27 +580,6 @@ class Agent:
 
     def extra_children(self) -> dict[str, ChildStatus]:
         return {"fleet-desktop": self.desktop.status()} if self.desktop is not None else {}
-
-    async def _poll_loop(self) -> None:
-        poller = self.poller
-        assert poller is not None
-        while not self.stop.is_set():
-            self._poll_now.clear()
-            waiter = asyncio.ensure_future(self._poll_now.wait())
-            stopper = asyncio.ensure_future(self.stop.wait())
-            delay = poller_delay(poller, self.timings)
-            await asyncio.wait((waiter, stopper), timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-            if self.stop.is_set():
-                return
-            await poller.poll_once()
-
-
-def poller_delay(poller: ConfigPoller, timings: Timings) -> float:
-    from orbit.fleet.config_poller import next_delay  # noqa: PLC0415
-
-    return next_delay(timings.config_interval, timings.config_max_backoff, poller.failures, poller_rng)
 
 
 def runner_first_delay(agent: Agent) -> float:

@@ -1,6 +1,6 @@
 """The HTTPS client of the agent: custom CA, mTLS, proxies from the environment, explicit timeouts, connect retries.
 
-Shared by the TUF fetcher and, later, the Fleet API client, so that both see the same TLS and proxy settings.
+Shared by the TUF fetcher, ``orbitctl package`` and the Fleet API client, so all see the same TLS and proxies.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ class TlsOptions:
     def __post_init__(self) -> None:
         if self.client_key is not None and self.client_cert is None:
             raise ValueError("a client key needs its client certificate")
+
+    @classmethod
+    def with_client_files(cls, root_ca: Path | None, cert: Path, key: Path, *, insecure: bool) -> TlsOptions:
+        """mTLS with ``cert``/``key`` when both files exist (an agent's optional client certificate), else none."""
+        has_client = cert.is_file() and key.is_file()
+        return cls(root_ca, cert if has_client else None, key if has_client else None, insecure)
 
 
 def ssl_context(tls: TlsOptions) -> ssl.SSLContext:
@@ -90,14 +96,37 @@ def environment_proxies(environ: Mapping[str, str]) -> dict[str, str | None]:
     return mounts
 
 
-def _proxy_mounts(
-    trust_env: bool, environ: Mapping[str, str] | None, transport: Callable[[str], TransportT]
-) -> dict[str, TransportT | None]:
-    """httpx ``mounts``: one transport per proxy pattern from the environment, ``None`` for NO_PROXY hosts."""
-    if not trust_env:
-        return {}
-    proxies = environment_proxies(os.environ if environ is None else environ)
-    return {pattern: None if proxy is None else transport(proxy) for pattern, proxy in proxies.items()}
+@dataclass(frozen=True)
+class ClientSettings:
+    """What the sync and the async client share: TLS, timeouts, identity, connect retries, proxies."""
+
+    tls: TlsOptions
+    user_agent: str
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    connect_retries: int = DEFAULT_CONNECT_RETRIES
+    trust_env: bool = True
+    environ: Mapping[str, str] | None = None
+    base_url: str = ""
+
+    def transports(
+        self, context: ssl.SSLContext, transport: Callable[..., TransportT]
+    ) -> tuple[TransportT, dict[str, TransportT | None]]:
+        """The direct transport and httpx ``mounts``: one transport per proxy pattern from the environment,
+        ``None`` for NO_PROXY hosts."""
+        direct = transport(verify=context, retries=self.connect_retries)
+        if not self.trust_env:
+            return direct, {}
+        proxies = environment_proxies(os.environ if self.environ is None else self.environ)
+        mounts: dict[str, TransportT | None] = {
+            pattern: None if proxy is None else transport(verify=context, retries=self.connect_retries, proxy=proxy)
+            for pattern, proxy in proxies.items()
+        }
+        return direct, mounts
+
+    @property
+    def timeouts(self) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, connect=self.connect_timeout)
 
 
 def build_http_client(
@@ -113,20 +142,18 @@ def build_http_client(
 ) -> httpx.Client:
     """One long-lived client: TLS from ``tls``, retries of failed connects, proxies from the environment.
 
-    ``timeout`` bounds each read/write (not a whole download: the fetcher adds a total deadline).
+    ``timeout`` bounds each read/write (not a whole download: the fetcher adds a total deadline). Redirects are
+    followed (a CDN in front of the update server).
     """
+    settings = ClientSettings(tls, user_agent, timeout, connect_timeout, connect_retries, trust_env, environ, base_url)
     context = ssl_context(tls)
-    mounts = _proxy_mounts(
-        trust_env,
-        environ,
-        lambda proxy: httpx.HTTPTransport(verify=context, retries=connect_retries, proxy=proxy),
-    )
+    direct, mounts = settings.transports(context, httpx.HTTPTransport)
     return httpx.Client(
         base_url=base_url,
         verify=context,
-        transport=httpx.HTTPTransport(verify=context, retries=connect_retries),
+        transport=direct,
         mounts=dict(mounts),
-        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        timeout=settings.timeouts,
         headers={"User-Agent": user_agent},
         follow_redirects=True,
         max_redirects=5,
@@ -145,19 +172,17 @@ def build_async_http_client(
     environ: Mapping[str, str] | None = None,
     base_url: str = "",
 ) -> httpx.AsyncClient:
-    """The asyncio twin of ``build_http_client`` (same TLS, proxies and retries) for the Fleet API client."""
+    """The asyncio twin of ``build_http_client`` (same ``ClientSettings``) for the Fleet API client: no redirects
+    (an API answer must come from the API), a few kept-alive connections for up to 55 minutes."""
+    settings = ClientSettings(tls, user_agent, timeout, connect_timeout, connect_retries, trust_env, environ, base_url)
     context = ssl_context(tls)
-    mounts = _proxy_mounts(
-        trust_env,
-        environ,
-        lambda proxy: httpx.AsyncHTTPTransport(verify=context, retries=connect_retries, proxy=proxy),
-    )
+    direct, mounts = settings.transports(context, httpx.AsyncHTTPTransport)
     return httpx.AsyncClient(
         base_url=base_url,
         verify=context,
-        transport=httpx.AsyncHTTPTransport(verify=context, retries=connect_retries),
+        transport=direct,
         mounts=dict(mounts),
-        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        timeout=settings.timeouts,
         headers={"User-Agent": user_agent},
         follow_redirects=False,
         trust_env=False,

@@ -61,6 +61,14 @@ class ConfigPoller:
         self.last_success: float | None = None
         self.last_error: str | None = None
         self.first_poll_done = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def poll_soon(self) -> None:
+        """Cut the current wait short (SIGHUP): the loop polls at once."""
+        self._wake.set()
+
+    def next_delay(self) -> float:
+        return next_delay(self._interval, self._max_backoff, self.failures, self._rng)
 
     async def poll_once(self) -> bool:
         self.polls += 1
@@ -104,15 +112,22 @@ class ConfigPoller:
             return False
         return True
 
-    async def run(self, stop: asyncio.Event, *, first_delay: float = 0.0) -> None:
-        delay = first_delay
+    async def run(self, stop: asyncio.Event, *, first_delay: float | None = 0.0) -> None:
+        """Poll until ``stop``; ``first_delay=None`` waits one regular delay first (the agent polled at start-up)."""
+        delay = self.next_delay() if first_delay is None else first_delay
         while not stop.is_set():
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                else:
-                    return
+            if delay > 0 and await self._wait(stop, delay):
+                return
             await self.poll_once()
-            delay = next_delay(self._interval, self._max_backoff, self.failures, self._rng)
+            delay = self.next_delay()
+
+    async def _wait(self, stop: asyncio.Event, delay: float) -> bool:
+        """Wait ``delay`` unless woken by ``poll_soon``; True when ``stop`` is set."""
+        self._wake.clear()
+        waiters = (asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return stop.is_set()

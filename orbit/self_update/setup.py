@@ -97,11 +97,7 @@ def user_agent(version: str) -> str:
 
 
 def update_tls(layout: RootLayout, ca: Path | None, insecure: bool) -> TlsOptions:
-    cert, key = layout.update_client_cert, layout.update_client_key
-    has_client = cert.is_file() and key.is_file()
-    return TlsOptions(
-        root_ca=ca, client_cert=cert if has_client else None, client_key=key if has_client else None, insecure=insecure
-    )
+    return TlsOptions.with_client_files(ca, layout.update_client_cert, layout.update_client_key, insecure=insecure)
 
 
 def make_update_client(

@@ -225,3 +225,28 @@ def test_a_change_only_receiver_that_failed_gets_the_same_config_again() -> None
 
     asyncio.run(scenario())
     assert calls == ["called", "called"]  # retried once after the failure, then only on change
+
+
+def test_poll_soon_cuts_a_long_wait_short_and_the_loop_carries_on() -> None:
+    answers = Answers(config(1))
+    polled = asyncio.Event()
+
+    async def fetch() -> OrbitConfig:
+        result = await answers()
+        polled.set()
+        return result
+
+    poller = ConfigPoller(fetch, [], interval=3600.0)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop, first_delay=None))  # waits ~an hour first
+        await asyncio.sleep(0)
+        assert answers.calls == 0
+        poller.poll_soon()  # SIGHUP
+        await asyncio.wait_for(polled.wait(), timeout=60)
+        assert answers.calls == 1
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)  # the next hour-long wait ends on stop at once
+
+    asyncio.run(main())
