@@ -22,7 +22,7 @@ What runs:
   the simulator has one per host). Their CPU time per request, next to the generator's, is the simulator's own
   per-request overhead.
 
-Speed is reported, never asserted (DESIGN.md §3: benchmarks are not tests).
+Speed is reported, never asserted (docs/design.md §3: benchmarks are not tests).
 
     .venv/bin/python benchmarks/sim_generator.py [--quick] [--seconds N] [--json]
 """

@@ -1,6 +1,6 @@
 """fleet-stub throughput on the osquery TLS API, next to a trivial starlette+uvicorn baseline measured in the same run.
 
-What runs (spec/python-stack.md §7.2 method):
+What runs (docs/reference/python-stack.md §7.2 method):
 
 * ``fleet-stub serve`` on ``127.0.0.1:0`` in a temporary data dir, and a baseline: one starlette endpoint that reads
   the body and answers ``{"queries": {}}``, served by uvicorn with the stub's own certificate and the stub's own
@@ -16,7 +16,7 @@ What runs (spec/python-stack.md §7.2 method):
   handshake, which show in req/s instead.
 
 Printed: req/s, p50/p99 latency, errors, server and generator CPU use, server RSS, and the stub/baseline ratios.
-Speed is reported, never asserted (DESIGN.md §3: benchmarks are not tests).
+Speed is reported, never asserted (docs/design.md §3: benchmarks are not tests).
 
     .venv/bin/python benchmarks/stub_throughput.py [--quick] [--seconds N] [--connections N] [--json]
 """

@@ -2,7 +2,7 @@
 
 ``fleet-desktop status --json`` does one round of the tray's checks (token file → the server's ``/desktop``
 endpoint) without a GUI and prints ``{"state", "items": [{"title", "enabled", "visible"}], "failing_policies"}``
-(CONTRACTS.md). The environment is built by orbit's own ``desktop_environment``, so the demo's one-shot child sees
+(docs/contracts.md). The environment is built by orbit's own ``desktop_environment``, so the demo's one-shot child sees
 exactly the ``FLEET_DESKTOP_*`` variables orbit would launch the tray with.
 """
 

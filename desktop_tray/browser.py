@@ -1,4 +1,4 @@
-"""The pages the menu opens (spec/orbit-behaviour.md §5) and how they are opened.
+"""The pages the menu opens (docs/reference/orbit-behaviour.md §5) and how they are opened.
 
 URLs: My device ``<url>/device/<token>``, Self-service ``<url>/device/<token>/self-service``, About Fleet
 ``<url>/api/latest/fleet/device/<token>/transparency``. The host part is replaced by the server's

@@ -1,4 +1,4 @@
-"""``fleet-desktop`` command line (CONTRACTS.md, spec/orbit-behaviour.md §10.1).
+"""``fleet-desktop`` command line (docs/contracts.md, docs/reference/orbit-behaviour.md §10.1).
 
 * ``fleet-desktop`` — run the tray app (configuration from the ``FLEET_DESKTOP_*`` environment);
 * ``fleet-desktop --version`` — ``fleet-desktop <version>``;

@@ -1,4 +1,4 @@
-"""fleet-desktop's configuration: the environment contract orbit fills in (spec/orbit-behaviour.md §10.2).
+"""fleet-desktop's configuration: the environment contract orbit fills in (docs/reference/orbit-behaviour.md §10.2).
 
 ``load_config`` turns the ``FLEET_DESKTOP_*`` variables into one frozen ``DesktopConfig`` or raises ``ConfigError``
 with a message that names the variable. Empty values count as unset (orbit always passes the certificate, key and

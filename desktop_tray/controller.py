@@ -1,4 +1,5 @@
-"""When to ask the server, and what a click does (spec/orbit-behaviour.md §10.4) — driven by an injected clock.
+"""When to ask the server, and what a click does (docs/reference/orbit-behaviour.md §10.4) — driven by an injected
+clock.
 
 ``step()`` does whatever is due and returns the seconds until something is due again; the app's poller thread
 calls it in a loop, ``status --json`` calls it once. Schedule:

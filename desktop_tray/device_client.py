@@ -1,4 +1,4 @@
-"""Fleet's device API as Fleet Desktop uses it (spec/fleet-api.md §5, orbit-behaviour.md §10.4).
+"""Fleet's device API as Fleet Desktop uses it (docs/reference/fleet-api.md §5, orbit-behaviour.md §10.4).
 
 ``desktop_summary()`` re-reads the token file and asks ``GET /api/latest/fleet/device/{token}/desktop``:
 

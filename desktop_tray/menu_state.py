@@ -1,4 +1,4 @@
-"""The tray menu as a pure state machine (spec/orbit-behaviour.md §10.3).
+"""The tray menu as a pure state machine (docs/reference/orbit-behaviour.md §10.3).
 
 ``apply(state, event)`` folds a server answer (or a token-file change) into a new ``TrayState``; ``render_menu``
 turns a state into the list of items Fleet's menu shows, in Fleet's order, each ``{title, enabled, visible}``.
@@ -174,7 +174,7 @@ def icon_status(state: TrayState) -> IconStatus:
 
 
 def status_document(state: TrayState, items: tuple[MenuItemView, ...]) -> dict[str, object]:
-    """Exactly what ``fleet-desktop status --json`` prints (CONTRACTS.md)."""
+    """Exactly what ``fleet-desktop status --json`` prints (docs/contracts.md)."""
     return {
         "state": state.connection.value,
         "items": [item.as_json() for item in items],

@@ -1,6 +1,7 @@
 """The device token as orbit hands it over: a file whose path is in ``FLEET_DESKTOP_DEVICE_IDENTIFIER_PATH``.
 
-orbit rotates the token hourly by rewriting the file (spec/orbit-behaviour.md §5). ``TokenFile.read`` re-reads it and
+orbit rotates the token hourly by rewriting the file (docs/reference/orbit-behaviour.md §5). ``TokenFile.read``
+re-reads it and
 remembers the file's identity (mtime, inode, size — an atomic rename with an unchanged mtime is still noticed);
 ``changed`` tells whether the file differs from what was last read. The token itself never goes to a log.
 """

@@ -1,4 +1,4 @@
-"""Where the per-user tray app keeps its log, lock and status files (spec/orbit-behaviour.md §10.1).
+"""Where the per-user tray app keeps its log, lock and status files (docs/reference/orbit-behaviour.md §10.1).
 
 ``<log dir>/Fleet`` with ``<log dir>`` = ``$XDG_STATE_HOME`` or ``~/.local/state`` on Linux, ``~/Library/Logs`` on
 macOS, ``%LocalAppData%`` on Windows — platformdirs answers for the user (fine for a per-user process,

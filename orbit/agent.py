@@ -1,6 +1,7 @@
-"""The agent: wires the actors together (DESIGN.md §2) and owns nothing else.
+"""The agent: wires the actors together (docs/design.md §2) and owns nothing else.
 
-Start-up follows Fleet's order (spec/orbit-behaviour.md §1.3) where it matters — early update check, osqueryd's
+Start-up follows Fleet's order (docs/reference/orbit-behaviour.md §1.3) where it matters — early update check,
+osqueryd's
 host info, the first config fetch before osqueryd starts (so its flags are already right), the device token —
 then every actor runs in one TaskGroup, each kept alive by ``keep_running``. Only a signal or orbit's own update
 ends the run; ``run`` then returns an ``AgentExit`` telling ``__main__`` whether to exit or exec another orbit.

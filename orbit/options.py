@@ -1,4 +1,4 @@
-"""orbit's options: every flag of Fleet's orbit with its ``ORBIT_*`` variable (spec/orbit-behaviour.md §8).
+"""orbit's options: every flag of Fleet's orbit with its ``ORBIT_*`` variable (docs/reference/orbit-behaviour.md §8).
 
 Precedence: command line over environment over defaults; server overrides (``server-overrides.json``) are applied
 later by the agent. Parsing is pure (argv, env and platform are inputs); bad or conflicting values raise

@@ -1,4 +1,4 @@
-"""Names and modes of everything in orbit's root directory (spec/orbit-behaviour.md §9.2), in one place.
+"""Names and modes of everything in orbit's root directory (docs/reference/orbit-behaviour.md §9.2), in one place.
 
 Existing Fleet tooling and admin runbooks look for these exact names, so they are constants, not choices. Files
 that are ours alone (not Fleet's) are marked as such.

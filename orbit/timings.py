@@ -1,4 +1,5 @@
-"""The agent's intervals and limits (spec/orbit-behaviour.md §14), with the few knobs Fleet itself reads from the
+"""The agent's intervals and limits (docs/reference/orbit-behaviour.md §14), with the few knobs Fleet itself reads from
+the
 environment, plus ``ORBIT_DEV_*`` knobs that tests and the demo use to compress minutes into seconds.
 
 The ``ORBIT_DEV_*`` variables are not part of the product's interface: packages never set them.

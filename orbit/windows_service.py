@@ -1,4 +1,4 @@
-"""The Windows service handshake for orbit (service ``Fleet osquery``, spec/orbit-behaviour.md §1.4, §9.3).
+"""The Windows service handshake for orbit (service ``Fleet osquery``, docs/reference/orbit-behaviour.md §1.4, §9.3).
 
 ``ServiceHost`` (pure, tested with a fake) runs ``async main(stop_event)`` under a ``ServiceControl``: it reports
 START_PENDING, then RUNNING once main is under way; a STOP, SHUTDOWN or PRESHUTDOWN control sets the stop event on

@@ -1,4 +1,5 @@
-"""osquery's flagfile as Fleet's flag receiver writes it (spec/orbit-behaviour.md §3.3), as pure functions, plus the
+"""osquery's flagfile as Fleet's flag receiver writes it (docs/reference/orbit-behaviour.md §3.3), as pure functions,
+plus the
 receiver that applies ``command_line_startup_flags`` and restarts only osqueryd.
 
 Values: strings as they are, booleans ``true``/``false``, integral numbers without decimals, other numbers in

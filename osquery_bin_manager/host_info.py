@@ -1,4 +1,5 @@
-"""Host identity as Fleet's orbit reads it: ``osqueryd -S --database_path DB --json "<query>"`` (spec §2.1).
+"""Host identity as Fleet's orbit reads it: ``osqueryd -S --database_path DB --json "<query>"``
+(docs/reference/orbit-behaviour.md §2.1).
 
 orbit's ``hardware_uuid`` must be osquery's ``system_info.uuid`` so that orbit's and osqueryd's enrollments land
 on one host record. A non-zero exit (osquery sometimes exits 78) is tolerated as long as stdout is a JSON array

@@ -1,4 +1,5 @@
-"""The osqueryd command line and environment orbit launches with (spec/orbit-behaviour.md §6), as a pure function.
+"""The osqueryd command line and environment orbit launches with (docs/reference/orbit-behaviour.md §6), as a pure
+function.
 
 Order matters (gflags: a later flag overrides an earlier one): data paths, Fleet connection flags, certificates,
 ``--force``, debug flags, ``--flagfile`` (user flags override everything above), then the protected flags users

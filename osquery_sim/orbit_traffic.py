@@ -1,7 +1,7 @@
 """The orbit side of a simulated host in load mode (``--with-orbit``): what Fleet's orbit sends.
 
 orbit enroll at start, ``/api/fleet/orbit/config`` every 30 s, the Fleet Desktop token registered at start and
-rotated every hour, the device-token ping and the capabilities ping every 5 min (spec/fleet-api.md §4, §7.2).
+rotated every hour, the device-token ping and the capabilities ping every 5 min (docs/reference/fleet-api.md §4, §7.2).
 Unlike osqueryd, orbit judges answers by their HTTP status.
 """
 

@@ -1,4 +1,4 @@
-"""How osqueryd judges a server's answer: by the body, never by the HTTP status (spec/fleet-api.md §3).
+"""How osqueryd judges a server's answer: by the body, never by the HTTP status (docs/reference/fleet-api.md §3).
 
 1. a body that is not JSON → failure; an empty body → success with ``{}``;
 2. ``node_invalid`` is JSON ``true`` → failure, and the node key must be dropped;

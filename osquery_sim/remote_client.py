@@ -1,6 +1,6 @@
 """osqueryd's remote-API client: enrollment, the node key, and authenticated requests with retries.
 
-Semantics from osquery (spec/fleet-api.md §3, §7.1): enroll whenever no node key is cached (up to
+Semantics from osquery (docs/reference/fleet-api.md §3, §7.1): enroll whenever no node key is cached (up to
 ``--tls_enroll_max_attempts`` tries, 0 = forever, sleeping min(k², ``--tls_enroll_max_interval``)); concurrent
 callers share one enrollment; ``node_invalid: true`` drops the cached key (unless ``--disable_reenrollment``) and
 the call fails, so the next try enrolls first; every request is judged by its body.

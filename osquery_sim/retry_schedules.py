@@ -1,4 +1,4 @@
-"""osquery's retry and backoff schedules as pure functions (spec/fleet-api.md §7.1)."""
+"""osquery's retry and backoff schedules as pure functions (docs/reference/fleet-api.md §7.1)."""
 
 from __future__ import annotations
 

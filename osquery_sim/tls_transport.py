@@ -1,6 +1,7 @@
 """osquery's TLS transport: HTTPS POSTs of JSON to ``https://<tls_hostname><endpoint>``, judged by the body.
 
-TLS follows osquery (spec/fleet-api.md §1.1): the server is verified against ``--tls_server_certs`` with SNI and
+TLS follows osquery (docs/reference/fleet-api.md §1.1): the server is verified against ``--tls_server_certs`` with SNI
+and
 the host name of ``--tls_hostname``; optional client certificate; TLS 1.2 or newer; 16 s per request; up to 10
 redirects; keep-alive. Bodies are gzip-compressed only when asked (the logger with ``--logger_tls_compress``) and
 responses are only requested gzip-encoded with ``--tls_accept_gzip``. Network failures never raise: they are a

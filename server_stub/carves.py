@@ -1,6 +1,6 @@
 """File carves: ``carve/begin`` opens a session, ``carve/block`` stores blocks strictly in order.
 
-Rules (Fleet's, spec/fleet-api.md §3.6–3.7): ``carve_size > 0``; ``block_size`` and ``carve_size`` below the
+Rules (Fleet's, docs/reference/fleet-api.md §3.6–3.7): ``carve_size > 0``; ``block_size`` and ``carve_size`` below the
 maximums; ``(block_count-1)*block_size < carve_size <= block_count*block_size``; block ids start at 0 and each
 must be the previous maximum + 1. Blocks are written at their offset in ``DIR/carves/<session>.bin`` before the
 counter moves, so re-sending the last block (a lost response) is harmless and accepted.

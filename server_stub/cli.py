@@ -1,4 +1,4 @@
-"""``fleet-stub`` command line (CONTRACTS.md): ``serve`` plus admin commands that talk to a running server."""
+"""``fleet-stub`` command line (docs/contracts.md): ``serve`` plus admin commands that talk to a running server."""
 
 from __future__ import annotations
 

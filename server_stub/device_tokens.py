@@ -1,4 +1,4 @@
-"""Fleet Desktop device tokens (spec/fleet-api.md §1.8, §4.4, §5).
+"""Fleet Desktop device tokens (docs/reference/fleet-api.md §1.8, §4.4, §5).
 
 A token is valid for one hour after it was last *changed*; registering the same value again does not extend it.
 One token per host; a new one replaces the old one at once (no grace period for the previous token). Tokens must

@@ -1,6 +1,6 @@
 """Error values raised by handlers and how each API family renders them.
 
-Two shapes exist on the wire (spec/fleet-api.md §1.5):
+Two shapes exist on the wire (docs/reference/fleet-api.md §1.5):
 
 * shape A (osquery endpoints): ``{"error": str, "uuid": str, "node_invalid": true?}``. osqueryd ignores HTTP
   status codes, so the body alone must say "failure"; ``node_invalid`` is a JSON boolean and present only when

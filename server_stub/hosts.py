@@ -1,4 +1,4 @@
-"""Host records and the identity rules that keep one record per machine (spec/fleet-api.md §1.8).
+"""Host records and the identity rules that keep one record per machine (docs/reference/fleet-api.md §1.8).
 
 orbit enrolls with ``hardware_uuid`` (or ``osquery_identifier``) and osqueryd with its ``host_identifier``; both
 land on the row whose ``osquery_host_id`` equals that identifier. Every enrollment reissues the family's key, so

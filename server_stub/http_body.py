@@ -1,6 +1,6 @@
 """Reading request bodies safely: size limits before and after gzip, and JSON decoding.
 
-Limits (spec/fleet-api.md §1.7): the body is never read past its limit, and a gzip body is inflated in bounded
+Limits (docs/reference/fleet-api.md §1.7): the body is never read past its limit, and a gzip body is inflated in bounded
 steps so a small bomb cannot inflate past the same limit. Truncated or malformed JSON is a 400; an empty body is a
 400 "Expected JSON Body" on endpoints that need fields.
 """

@@ -1,4 +1,5 @@
-"""JSON answers as Fleet sends them: ``Content-Type: application/json; charset=utf-8`` (spec/fleet-api.md §1.3)."""
+"""JSON answers as Fleet sends them: ``Content-Type: application/json; charset=utf-8`` (docs/reference/fleet-api.md
+§1.3)."""
 
 from __future__ import annotations
 

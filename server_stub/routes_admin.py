@@ -1,4 +1,4 @@
-"""The admin REST API (Bearer admin token), mirroring Fleet's REST shapes (CONTRACTS.md), and ``/metrics``."""
+"""The admin REST API (Bearer admin token), mirroring Fleet's REST shapes (docs/contracts.md), and ``/metrics``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Device endpoints for Fleet Desktop and the My device page (spec/fleet-api.md §5).
+"""Device endpoints for Fleet Desktop and the My device page (docs/reference/fleet-api.md §5).
 
 The token is a path segment; an unknown or expired token (older than an hour) is a 401 in shape B. The version
 segment is one of ``v1``, ``2022-04`` and ``latest``.

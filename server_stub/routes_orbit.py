@@ -1,4 +1,4 @@
-"""Fleet's orbit endpoints (spec/fleet-api.md §4): ping, enroll, config, device token, scripts.
+"""Fleet's orbit endpoints (docs/reference/fleet-api.md §4): ping, enroll, config, device token, scripts.
 
 Errors are shape B. Every 2xx answer carries the same ``X-Fleet-Capabilities`` (added by the wrapper), because
 orbit replaces its view of the server's capabilities from every answer and restarts when it flips.

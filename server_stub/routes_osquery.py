@@ -1,4 +1,4 @@
-"""The osquery TLS remote API (spec/fleet-api.md §3), served on ``/api/osquery/*`` and ``/api/v1/osquery/*``.
+"""The osquery TLS remote API (docs/reference/fleet-api.md §3), served on ``/api/osquery/*`` and ``/api/v1/osquery/*``.
 
 osqueryd judges every answer by its body, never by the status code, so every failure here is shape A with a
 string ``error`` (and ``node_invalid: true`` exactly when the node must enroll again).

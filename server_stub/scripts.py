@@ -1,4 +1,4 @@
-"""Scripts queued for a host and run by orbit (spec/fleet-api.md §4.6).
+"""Scripts queued for a host and run by orbit (docs/reference/fleet-api.md §4.6).
 
 Queued scripts show up in the host's orbit config as ``notifications.pending_script_execution_ids`` until orbit
 posts a result; orbit then fetches each with ``scripts/request`` and reports with ``scripts/result``.

@@ -145,7 +145,7 @@ def ensure_self_signed(directory: Path) -> TlsFiles:
 
 
 def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """TLS 1.2+ with ECDHE + AEAD ciphers only, as osqueryd requires (spec/fleet-api.md §1.1)."""
+    """TLS 1.2+ with ECDHE + AEAD ciphers only, as osqueryd requires (docs/reference/fleet-api.md §1.1)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS_CIPHERS)

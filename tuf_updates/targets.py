@@ -1,4 +1,4 @@
-"""Fleet's TUF target names (spec/fleet-api.md §6, spec/orbit-behaviour.md §7.2); pure, no I/O.
+"""Fleet's TUF target names (docs/reference/fleet-api.md §6, docs/reference/orbit-behaviour.md §7.2); pure, no I/O.
 
 A target is ``<name>/<platform>/<channel>/<file>``; ``.tar.gz`` targets carry the executable at a fixed sub-path
 once extracted. The local install directory of a target is ``bin/<name>/<platform>/<channel>/`` under orbit's root.

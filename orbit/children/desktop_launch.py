@@ -1,4 +1,4 @@
-"""How fleet-desktop is started in the logged-in user's graphical session (spec/orbit-behaviour.md §10.2).
+"""How fleet-desktop is started in the logged-in user's graphical session (docs/reference/orbit-behaviour.md §10.2).
 
 ``desktop_environment`` builds exactly Fleet's ``FLEET_DESKTOP_*`` variables (plus orbit's proxy variables: one
 proxy setting for every component). ``plan_linux`` / ``plan_macos`` / ``plan_windows`` turn a ``GuiSession`` into a

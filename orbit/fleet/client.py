@@ -1,4 +1,5 @@
-"""Fleet's orbit API, client side (spec/orbit-behaviour.md §2, §4; spec/fleet-api.md §4–§5), on httpx.AsyncClient.
+"""Fleet's orbit API, client side (docs/reference/orbit-behaviour.md §2, §4; docs/reference/fleet-api.md §4–§5), on
+httpx.AsyncClient.
 
 - Lazy enrollment: every authenticated call first gets the node key, enrolling (behind one lock, so concurrent
   callers never enroll twice) with Fleet's retries — 6 attempts, waits of 10, 20, 40, 80, 160 s; 404 = the

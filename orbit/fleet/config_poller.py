@@ -1,4 +1,4 @@
-"""The config loop (spec/orbit-behaviour.md §3.2): ``POST /api/fleet/orbit/config`` every 30 s, receivers fed.
+"""The config loop (docs/reference/orbit-behaviour.md §3.2): ``POST /api/fleet/orbit/config`` every 30 s, receivers fed.
 
 Better than Fleet's: the interval is jittered (±10 %), receivers that only react to changes are called only when
 the answer's digest changed (Fleet re-dispatches everything every 30 s), and failures back off exponentially from

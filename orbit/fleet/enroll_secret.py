@@ -1,4 +1,4 @@
-"""Where the enroll secret comes from (spec/orbit-behaviour.md §2.6), and the OS keystore behind an interface.
+"""Where the enroll secret comes from (docs/reference/orbit-behaviour.md §2.6), and the OS keystore behind an interface.
 
 Precedence: ``--enroll-secret``/``ORBIT_ENROLL_SECRET``, then ``--enroll-secret-path`` (trimmed). On macOS and
 Windows, unless ``--disable-keystore``, a secret read from the file is stored in the keystore (Keychain / Credential

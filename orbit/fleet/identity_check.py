@@ -1,4 +1,4 @@
-"""Noticing that this machine is not the host our files belong to (spec/orbit-behaviour.md §12.2).
+"""Noticing that this machine is not the host our files belong to (docs/reference/orbit-behaviour.md §12.2).
 
 A machine cloned, restored onto other hardware or migrated keeps orbit's files but not its hardware UUID; then the
 node key, the device token and osquery's database belong to another host, and using them would overwrite that

@@ -1,5 +1,5 @@
 """``--insecure``: a local TLS relay so that osqueryd, which always verifies, can reach a server nobody verifies
-(spec/orbit-behaviour.md §6.2, §11.7).
+(docs/reference/orbit-behaviour.md §6.2, §11.7).
 
 orbit listens on ``localhost:<random port>`` with a self-signed certificate for ``localhost`` (written to
 ``<root>/proxy/fleet.crt`` 0644, its key 0600 beside it) and relays each connection, byte for byte, to the Fleet

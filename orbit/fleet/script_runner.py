@@ -1,4 +1,4 @@
-"""Run one Fleet script on this host (spec/orbit-behaviour.md §11.3) and report what happened as a value.
+"""Run one Fleet script on this host (docs/reference/orbit-behaviour.md §11.3) and report what happened as a value.
 
 - The script goes into a fresh private directory ``fleet-<execution_id>-*`` (0700) as ``script`` (Unix) or
   ``script.ps1`` (Windows), mode 0600; that directory is also the working directory. It is removed afterwards

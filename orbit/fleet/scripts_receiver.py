@@ -1,4 +1,4 @@
-"""Receiver for ``notifications.pending_script_execution_ids`` (spec/orbit-behaviour.md §3.1, §3.2, §11.3).
+"""Receiver for ``notifications.pending_script_execution_ids`` (docs/reference/orbit-behaviour.md §3.1, §3.2, §11.3).
 
 Fleet's semantics, kept:
 

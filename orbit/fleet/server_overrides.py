@@ -1,4 +1,5 @@
-"""``server-overrides.json``: update channels pinned by the server, with fallback executables (spec §3.5, §1.3).
+"""``server-overrides.json``: update channels pinned by the server, with fallback executables
+(docs/reference/orbit-behaviour.md §3.5, §1.3).
 
 The file holds ``orbit-channel``, ``osqueryd-channel``, ``desktop-channel``, ``fallback-osqueryd-path`` and
 ``fallback-desktop-path`` (pretty JSON, 0600). Non-empty channels in it beat the command line and environment. A

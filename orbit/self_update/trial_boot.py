@@ -1,4 +1,5 @@
-"""orbit's own update with a trial boot and automatic rollback (better than Fleet: spec §7.4 "we do better").
+"""orbit's own update with a trial boot and automatic rollback (better than Fleet: docs/reference/orbit-behaviour.md
+§7.4 "we do better").
 
 1. The update runner *stages* the new orbit beside the current one (``.versions/<digest>/orbit``, exec-checked)
    without switching to it.

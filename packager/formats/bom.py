@@ -1,6 +1,6 @@
 """BOM ("BOMStore") writer: the bill of materials of a macOS component package (``base.pkg/Bom``).
 
-Layout (spec/packaging.md §5.4; all integers big-endian), chosen to be byte-identical to bomutils 0.2
+Layout (docs/reference/packaging.md §5.4; all integers big-endian), chosen to be byte-identical to bomutils 0.2
 ``mkbom -u 0 -g 80`` when given the same entries (bomutils records mtime 0; pass 0 to reproduce it exactly):
 
 - a 512-byte header: ``BOMStore``, version 1, number of blocks, index offset/length, vars offset (512)/length;

@@ -1,6 +1,6 @@
 """cpio "odc" (POSIX.1 portable, magic ``070707``) writer for the macOS Payload and Scripts archives.
 
-Format (spec/packaging.md §5.5): per entry a 76-byte ASCII header of fixed-width octal fields — magic, dev(6),
+Format (docs/reference/packaging.md §5.5): per entry a 76-byte ASCII header of fixed-width octal fields — magic, dev(6),
 ino(6), mode(6), uid(6), gid(6), nlink(6), rdev(6), mtime(11), namesize(6, including the NUL), filesize(11) —
 then the NUL-terminated name, then the data with no padding. Directories carry no data, symlinks carry their
 target. The archive ends with ``TRAILER!!!`` and, like GNU ``cpio -o``, is padded with NULs to a 512-byte block.

@@ -1,5 +1,5 @@
 """Text of the macOS package: the LaunchDaemon plist, ``Distribution``, ``PackageInfo`` and ``postinstall``
-(spec/packaging.md §3.4, §5.6; orbit-behaviour.md §9.3). Pure functions of their arguments; every value that
+(docs/reference/packaging.md §3.4, §5.6; orbit-behaviour.md §9.3). Pure functions of their arguments; every value that
 reaches XML is escaped and every value that reaches the shell script is quoted.
 """
 

@@ -1,5 +1,5 @@
 """``fleet-osquery.msi``: wixl builds the MSI from the generated .wxs, ``msi_fixups`` adds what wixl cannot author
-and makes it reproducible (spec/packaging.md §3.5, §6; ADR 0007).
+and makes it reproducible (docs/reference/packaging.md §3.5, §6; ADR 0007).
 
 Steps: check the input (x64 only; no file, and no payload, over 2 GiB); copy every payload file into a private
 build directory with its mtime set to ``SOURCE_DATE_EPOCH`` (the cabinet stores mtimes) while hashing it; render

@@ -1,4 +1,4 @@
-"""What wixl 0.101 cannot author, added to its MSI afterwards (spec/packaging.md §6.2, §6.3; ADR 0007).
+"""What wixl 0.101 cannot author, added to its MSI afterwards (docs/reference/packaging.md §6.2, §6.3; ADR 0007).
 
 1. ``msibuild -q`` SQL (same libmsi as wixl):
 
@@ -38,7 +38,7 @@ from packager.formats import wxs
 
 SUMMARY_STREAM = "\x05SummaryInformation"
 CREATING_APPLICATION = "orbitctl"
-# SDDL (spec/packaging.md §3.5): owner/group SYSTEM, protected DACL.
+# SDDL (docs/reference/packaging.md §3.5): owner/group SYSTEM, protected DACL.
 ROOT_SDDL = "O:SYG:SYD:PAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)"
 PRIVATE_SDDL = "O:SYG:SYD:PAI(A;;FA;;;SY)(A;;FA;;;BA)"
 RESTART_DELAY_MS = 1000

@@ -1,5 +1,6 @@
 """macOS flat package (``.pkg``) builder: a product archive (xar) holding ``Distribution`` and the component
-``base.pkg/`` (``PackageInfo``, ``Bom``, ``Payload``, ``Scripts``), written on any OS (spec/packaging.md §3.4, §5).
+``base.pkg/`` (``PackageInfo``, ``Bom``, ``Payload``, ``Scripts``), written on any OS (docs/reference/packaging.md
+§3.4, §5).
 
 The payload installs at ``/``: ``./opt/orbit/…`` (the staged files and links) and, with the service,
 ``./Library/LaunchDaemons/com.fleetdm.orbit.plist``; every entry is owned by uid 0 / gid 80 (admin) like

@@ -41,7 +41,7 @@ RPMLINT_FILTERS = (
     r"zero-length /opt/orbit/osquery\.flags$",
     # The unit belongs in /usr/lib/systemd/system even in an arch-specific package.
     r"only-non-binary-in-usr-lib$",
-    # Fleet ships the TUF metadata under both names (spec §3.6).
+    # Fleet ships the TUF metadata under both names (docs/reference/packaging.md §3.6).
     r"files-duplicate /opt/orbit/updates-metadata\.json /opt/orbit/tuf-metadata\.json$",
     # orbit rotates its own log; /var/log/osquery stays empty (osquery logs under /opt/orbit).
     r"log-files-without-logrotate ",

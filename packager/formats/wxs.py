@@ -1,4 +1,5 @@
-"""The WiX source (.wxs) of the Windows installer, as wixl 0.101 understands it (spec/packaging.md §3.5, §6.1).
+"""The WiX source (.wxs) of the Windows installer, as wixl 0.101 understands it (docs/reference/packaging.md §3.5,
+§6.1).
 
 Pure: a ``StagedPackage`` plus each payload file's digest in, XML text out — no file is read here (``msi.py`` copies
 and hashes the payload, runs wixl, then ``msi_fixups.py`` adds what wixl cannot author). See ADR 0007.
@@ -57,7 +58,7 @@ SECRET_FILE = PurePosixPath("secret.txt")
 SECRET_FILE_ID = "F_SECRET"  # noqa: S105 - a File table key, not a secret
 SERVICE_EXECUTABLE = PurePosixPath("bin/orbit/orbit.exe")
 REGISTRY_KEY = r"SOFTWARE\FleetDM\Orbit"
-# Fleet's MSI property placeholder for "no secret given at install time" (spec/orbit-behaviour.md §9.3).
+# Fleet's MSI property placeholder for "no secret given at install time" (docs/reference/orbit-behaviour.md §9.3).
 SECRET_PLACEHOLDER = "dummy"  # noqa: S105 - the documented "unset" value
 LOG_FILE = r"[System64Folder]config\systemprofile\AppData\Local\FleetDM\Orbit\Logs\orbit-osquery.log"
 CABINET = "orbit.cab"
@@ -84,7 +85,8 @@ STANDARD_SEQUENCE = (
     ("StartServices", 5900, "VersionNT"),
 )
 
-# ORBIT_* variable → orbit flag, in Fleet's argument order (spec/packaging.md §3.5). Values that are properties or
+# ORBIT_* variable → orbit flag, in Fleet's argument order (docs/reference/packaging.md §3.5). Values that are
+# properties or
 # fixed paths are handled in ``service_arguments``; anything else in ``orbit_env`` is an error (never dropped).
 _VALUE_FLAGS = (
     ("ORBIT_UPDATE_URL", "update-url"),
@@ -329,7 +331,8 @@ def end_user_email(staged: StagedPackage) -> str | None:
 
 
 def service_arguments(staged: StagedPackage) -> str:
-    """Fleet's MSI service arguments (spec/packaging.md §3.5, spec/orbit-behaviour.md §9.3): the URL, Desktop,
+    """Fleet's MSI service arguments (docs/reference/packaging.md §3.5, docs/reference/orbit-behaviour.md §9.3): the
+    URL, Desktop,
     scripts and e-mail come from properties; the secret by path only."""
     env = staged.orbit_env
     known = _BOUND_VARIABLES | {name for name, _ in _VALUE_FLAGS} | {name for name, _ in _SWITCH_FLAGS}

@@ -1,4 +1,4 @@
-"""xar writer for the macOS product archive (spec/packaging.md §5.3).
+"""xar writer for the macOS product archive (docs/reference/packaging.md §5.3).
 
 File = a 28-byte big-endian header (magic ``xar!``, header size 28, version 1, compressed and uncompressed TOC
 lengths, checksum algorithm 1 = SHA-1), the zlib-compressed TOC XML, then the heap. Heap offset 0 holds the SHA-1

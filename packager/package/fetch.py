@@ -1,4 +1,4 @@
-"""Fetching the agent's binaries for a package through orbit's own TUF client (spec/packaging.md §3.2).
+"""Fetching the agent's binaries for a package through orbit's own TUF client (docs/reference/packaging.md §3.2).
 
 Every byte that goes into a package is verified against the repository's signed metadata, starting from the root
 given with ``--update-roots``; the refreshed metadata itself is embedded in the package (Fleet's single-file store,

@@ -1,4 +1,5 @@
-"""``orbitctl package`` flags (fleetctl package's, spec/packaging.md §3.1) and their validation, as pure code."""
+"""``orbitctl package`` flags (fleetctl package's, docs/reference/packaging.md §3.1) and their validation, as pure
+code."""
 
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ def _agent_path(platform: str, relative: str) -> str:
 
 
 def orbit_environment(options: PackageOptions, platform: str) -> dict[str, str]:
-    """The agent's configuration as ``ORBIT_*`` (spec §9.3): the secret is never among them."""
+    """The agent's configuration as ``ORBIT_*`` (docs/reference/orbit-behaviour.md §9.3): the secret is never among
+    them."""
     env: dict[str, str] = {
         "ORBIT_UPDATE_URL": options.update_url,
         "ORBIT_ORBIT_CHANNEL": options.orbit_channel,

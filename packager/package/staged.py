@@ -1,4 +1,5 @@
-"""The one staged package every format builder consumes (spec/packaging.md §3.2): what to install, where, with which
+"""The one staged package every format builder consumes (docs/reference/packaging.md §3.2): what to install, where,
+with which
 modes, and the agent's service configuration. Builders add only their own service definitions and scripts.
 
 ``files`` are relative to the agent's root directory (``/opt/orbit`` on Linux and macOS, ``ORBITROOT`` =

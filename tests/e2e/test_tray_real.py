@@ -220,7 +220,7 @@ def test_xorg_click_opens_my_device(
 
 @pytest.mark.parametrize("backend", ["xorg", "gtk", "appindicator"])
 def test_sigterm_ends_the_app_promptly(session: XSession, stub: RunningStub, files: DesktopFiles, backend: str) -> None:
-    """orbit stops fleet-desktop with SIGTERM (spec/orbit-behaviour.md §10.1): a clean exit 0, not a kill."""
+    """orbit stops fleet-desktop with SIGTERM (docs/reference/orbit-behaviour.md §10.1): a clean exit 0, not a kill."""
     app = _start(session, stub, files, backend)
     _wait_status(app, files, tray="icon", state="connected")
     session.wait_for_tray_icon()

@@ -1,4 +1,5 @@
-"""The admin REST API (CONTRACTS.md "fleet-stub"): bearer auth, hosts, live queries, teams, agent options, policies,
+"""The admin REST API (docs/contracts.md "fleet-stub"): bearer auth, hosts, live queries, teams, agent options,
+policies,
 enroll secrets, carves and ``/metrics``."""
 
 from __future__ import annotations

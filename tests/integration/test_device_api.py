@@ -1,4 +1,4 @@
-"""Device endpoints for Fleet Desktop and the "My device" pages (spec/fleet-api.md §1.4–1.6, §1.8, §5).
+"""Device endpoints for Fleet Desktop and the "My device" pages (docs/reference/fleet-api.md §1.4–1.6, §1.8, §5).
 
 A host is set up the way orbit does it: orbit enrolls, osqueryd enrolls with the same hardware UUID, orbit
 registers the Desktop token. Policies are defined with the admin API and answered through distributed read/write

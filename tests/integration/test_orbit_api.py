@@ -1,4 +1,4 @@
-"""Fleet's orbit endpoints as orbit speaks them (spec/fleet-api.md §1.4–1.8, §4): shape B errors, one host per
+"""Fleet's orbit endpoints as orbit speaks them (docs/reference/fleet-api.md §1.4–1.8, §4): shape B errors, one host per
 machine, agent options reaching orbit, device tokens and scripts, and the capabilities header orbit watches."""
 
 from __future__ import annotations

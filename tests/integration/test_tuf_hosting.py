@@ -1,4 +1,5 @@
-"""Serving a TUF repository folder under ``/tuf/`` (spec/fleet-api.md §6, CONTRACTS.md ``--tuf-repo``)."""
+"""Serving a TUF repository folder under ``/tuf/`` (docs/reference/fleet-api.md §6, docs/contracts.md
+``--tuf-repo``)."""
 
 from __future__ import annotations
 

@@ -326,7 +326,7 @@ ORBITCTL_ENV = {
 
 
 def test_a_repository_published_by_orbitctl_updates(tmp_path: Path) -> None:
-    """Interop with our repository tooling (CONTRACTS.md: ``orbitctl updates init|add|roots``)."""
+    """Interop with our repository tooling (docs/contracts.md: ``orbitctl updates init|add|roots``)."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ORBITCTL_")}, **ORBITCTL_ENV}
 
     def orbitctl(*args: str) -> str:

@@ -1,4 +1,4 @@
-"""A scratch root for installing the .deb and .rpm for real (spec/packaging.md §4.5): ``dpkg --root`` and
+"""A scratch root for installing the .deb and .rpm for real (docs/reference/packaging.md §4.5): ``dpkg --root`` and
 ``rpm --root`` run the maintainer scripts chrooted into it, so it holds a static busybox for ``/bin/sh`` and the
 core tools, a ``/dev/null``, empty dpkg and rpm databases, and stubs for ``systemctl``, ``systemd-run`` and
 ``pkill`` that append their argv to ``/service-calls.log`` — the tests read which service actions each step

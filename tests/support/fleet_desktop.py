@@ -1,5 +1,5 @@
 """fleet-desktop as orbit runs it, against a running fleet-stub: a host with a Desktop token and policies, the
-token file, and the environment orbit passes (spec/orbit-behaviour.md §10.2, CONTRACTS.md).
+token file, and the environment orbit passes (docs/reference/orbit-behaviour.md §10.2, docs/contracts.md).
 
 The host is set up the way the agents do it: orbit enrolls, osqueryd enrolls with the same hardware UUID, orbit
 registers the token, policies are made with the admin API and answered as osqueryd answers them (a row = pass,

@@ -1,4 +1,5 @@
-"""Running osqueryd-sim as a process with the command line orbit gives osqueryd (spec/orbit-behaviour.md §6)."""
+"""Running osqueryd-sim as a process with the command line orbit gives osqueryd (docs/reference/orbit-behaviour.md
+§6)."""
 
 from __future__ import annotations
 

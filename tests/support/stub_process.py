@@ -1,4 +1,4 @@
-"""fleet-stub as a real process, driven through its CLI (CONTRACTS.md)."""
+"""fleet-stub as a real process, driven through its CLI (docs/contracts.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``fleet-desktop`` command line, single-instance lock and per-user paths (spec/orbit-behaviour.md §10.1)."""
+"""``fleet-desktop`` command line, single-instance lock and per-user paths (docs/reference/orbit-behaviour.md §10.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""fleet-desktop's environment contract, TLS set-up and token file (spec/orbit-behaviour.md §5, §10.2, §11.7)."""
+"""fleet-desktop's environment contract, TLS set-up and token file (docs/reference/orbit-behaviour.md §5, §10.2,
+§11.7)."""
 
 from __future__ import annotations
 

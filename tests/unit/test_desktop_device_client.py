@@ -1,4 +1,4 @@
-"""fleet-desktop's device-API client against an ``httpx.MockTransport`` server (spec/fleet-api.md §5)."""
+"""fleet-desktop's device-API client against an ``httpx.MockTransport`` server (docs/reference/fleet-api.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The tray menu as Fleet Desktop shows it, for each kind of server answer (spec/orbit-behaviour.md §10.3–10.4).
+"""The tray menu as Fleet Desktop shows it, for each kind of server answer (docs/reference/orbit-behaviour.md
+§10.3–10.4).
 
 The answers come from an ``httpx.MockTransport`` "server" through the real device client and controller, with an
 injected clock; the expected menus are written out as the user would see them.

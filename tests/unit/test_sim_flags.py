@@ -482,7 +482,7 @@ def test_as_dict_has_every_canonical_flag() -> None:
     assert "config_tls_refresh" not in values
 
 
-# --- the flags orbit passes (spec/orbit-behaviour.md §6) ----------------------------------------------------------
+# --- the flags orbit passes (docs/reference/orbit-behaviour.md §6) ----------------------------------------------------
 
 ORBIT_COMMAND_LINE = [
     "--pidfile=/opt/orbit/osquery.pid",

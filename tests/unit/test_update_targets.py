@@ -1,4 +1,4 @@
-"""Fleet's target names, paths and platforms (spec/fleet-api.md §6)."""
+"""Fleet's target names, paths and platforms (docs/reference/fleet-api.md §6)."""
 
 from __future__ import annotations
 
