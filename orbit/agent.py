@@ -19,7 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
-from orbit.actors import keep_running, retry_until_done
+import httpx
+
+from orbit.actors import STOP_GRACE_S, DaemonThreadExecutor, Stopped, keep_running, retry_until_done, until_stopped
 from orbit.agent_state import AgentState
 from orbit.children.desktop_child import desktop_child
 from orbit.children.osqueryd_child import osqueryd_child, osqueryd_launch_spec
@@ -74,6 +76,11 @@ from tuf_updates.targets import TargetName
 from tuf_updates.update_runner import TargetReport, UpdateRunner, UpdateSchedule
 
 log = logging.getLogger(__name__)
+
+
+DESKTOP_SUPERVISOR = "desktop supervisor"
+# actors that stop their children in order on the stop event and must not be cancelled half-way
+SELF_STOPPING_ACTORS = frozenset({DESKTOP_SUPERVISOR})
 
 
 class AgentStartError(RuntimeError):
@@ -132,6 +139,7 @@ class Agent:
         self.insecure_proxy: InsecureProxy | None = None
         self.scripts: ScriptsReceiver | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._http: httpx.AsyncClient | None = None
 
     # -- start-up steps ------------------------------------------------------------------------------------
 
@@ -387,6 +395,7 @@ class Agent:
             self.poller.poll_soon()
 
     async def run(self) -> AgentExit:
+        asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())
         self._install_signals()
         self.layout.ensure()
         self.layout.remove_old_files()
@@ -405,37 +414,60 @@ class Agent:
             self.state.updates,
         )
         try:
-            if await self._early_update_check():
-                log.info("event=exiting_for_early_update")
-                return self._result()
-            osqueryd = await self._wait_for_osqueryd()
-            if osqueryd is None:
-                return self._result()
-            self.host = await self._read_host_info(osqueryd)
-            if self.host is None:
-                return self._result()
-            self.state.host_uuid = self.host.hardware_uuid
-            changed = await asyncio.to_thread(
-                check_identity, self.layout, Path(self.options.osquery_db), self.host.hardware_uuid
-            )
-            if changed is not None:
-                self.state.extra["identity_changed"] = changed
-            await self._run_actors()
+            # every start-up step (an early update's download, enrollment backoff, the first config poll) ends
+            # at once on SIGTERM; the actors then stop themselves (keep_running), children last
+            reachable = await until_stopped(self._start_up(), self.stop)
+            if reachable is not None:
+                await self._run_group(reachable)
+        except Stopped:
+            log.info("event=stopped_during_start_up")
         finally:
+            await self._close()
             await self.state.write_now(self)
         return self._result()
+
+    async def _start_up(self) -> bool | None:
+        """Fleet's start-up order up to the actors; None when the agent must not go on (an update to exec into, or
+        a stop); else whether the server answered the first ping."""
+        if await self._early_update_check():
+            log.info("event=exiting_for_early_update")
+            return None
+        osqueryd = await self._wait_for_osqueryd()
+        if osqueryd is None:
+            return None
+        self.host = await self._read_host_info(osqueryd)
+        if self.host is None:
+            return None
+        self.state.host_uuid = self.host.hardware_uuid
+        changed = await asyncio.to_thread(
+            check_identity, self.layout, Path(self.options.osquery_db), self.host.hardware_uuid
+        )
+        if changed is not None:
+            self.state.extra["identity_changed"] = changed
+        await self._prepare_actors()
+        return await self._first_contact()
+
+    async def _close(self) -> None:
+        """Whatever start-up opened: background script runs, the insecure proxy, the Fleet HTTP client."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=STOP_GRACE_S + 1.0)
+        if self.insecure_proxy is not None:
+            await self.insecure_proxy.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     def _result(self) -> AgentExit:
         return self._exit or AgentExit(0, reason="stopped")
 
-    async def _run_actors(self) -> None:
+    async def _prepare_actors(self) -> None:
         options = self.options
         timings = self.timings
-        http = None
         if options.fleet_url:
-            http = build_async_http_client(self._fleet_tls(), user_agent=user_agent(self.version))
+            self._http = build_async_http_client(self._fleet_tls(), user_agent=user_agent(self.version))
             self.client = OrbitClient(
-                http,
+                self._http,
                 options.fleet_url,
                 NodeKeyStore(self.layout.node_key),
                 self._enroll_body,
@@ -480,28 +512,29 @@ class Agent:
                 output=logging.getLogger("osqueryd").info if options.log_file else None,
             )
         )
-        try:
-            reachable = False
-            if self.client is not None and self.poller is not None:
-                reachable = await self.client.ping()
-                self.state.server_reachable = reachable
-                if reachable:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.poller.poll_once(), timeout=60.0)
-                if options.fleet_desktop:
-                    self.token = DeviceTokenManager(self.layout.device_token, self.client)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.token.ensure(reachable), timeout=60.0)
-            await self._run_group(reachable)
-        finally:
-            if http is not None:
-                await http.aclose()
+
+    async def _first_contact(self) -> bool:
+        """Ping, the first config poll (so osqueryd starts with the server's flags) and the device token, each
+        bounded to a minute; True when the server answered the ping."""
+        reachable = False
+        if self.client is not None and self.poller is not None:
+            reachable = await self.client.ping()
+            self.state.server_reachable = reachable
+            if reachable:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.poller.poll_once(), timeout=60.0)
+            if self.options.fleet_desktop:
+                self.token = DeviceTokenManager(self.layout.device_token, self.client)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.token.ensure(reachable), timeout=60.0)
+        return reachable
 
     async def _run_group(self, reachable: bool) -> None:
         stop = self.stop
         async with asyncio.TaskGroup() as group:
             assert self.osqueryd is not None
-            group.create_task(keep_running("osqueryd supervisor", lambda: self.osqueryd.run(stop), stop))  # type: ignore[union-attr]
+            osqueryd = self.osqueryd
+            group.create_task(keep_running("osqueryd supervisor", lambda: osqueryd.run(stop), stop, stops_itself=True))
             if self.poller is not None:
                 poller = self.poller
                 group.create_task(keep_running("config receivers", lambda: poller.run(stop, first_delay=None), stop))
@@ -520,7 +553,7 @@ class Agent:
                 keep_running("status", lambda: self.state.run(self, stop, self.timings.status_interval), stop)
             )
             for name, factory in self.extra_actors(reachable):
-                group.create_task(keep_running(name, factory, stop))
+                group.create_task(keep_running(name, factory, stop, stops_itself=name in SELF_STOPPING_ACTORS))
 
     def extra_actors(self, reachable: bool) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
         """Actors of optional features (device token, desktop, osquery extension)."""
@@ -555,7 +588,7 @@ class Agent:
                 policy=RestartPolicy(stable_after=self.timings.stable_reset),
             )
             desktop = self.desktop = Supervisor(spec)
-            actors.append(("desktop supervisor", lambda: desktop.run(self.stop)))
+            actors.append((DESKTOP_SUPERVISOR, lambda: desktop.run(self.stop)))
         return actors
 
     @property

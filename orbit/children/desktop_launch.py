@@ -28,7 +28,7 @@ import psutil
 
 from orbit.children.gui_session import SESSION_ENV_KEYS, GuiSession, GuiSessionFinder
 from orbit.children.restart_policy import RestartPolicy
-from orbit.children.supervisor import ChildLaunch, ChildSpec
+from orbit.children.supervisor import CHILD_STOP_TIMEOUT_S, ChildLaunch, ChildSpec
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +496,7 @@ class DesktopLauncher:
         log_path: Path | None = None,
         policy: RestartPolicy | None = None,
         retry_interval: float = DESKTOP_START_RETRY,
-        stop_timeout: float = 10.0,
+        stop_timeout: float = CHILD_STOP_TIMEOUT_S,
     ) -> ChildSpec:
         """The supervisor spec: our ``launch``, the pidfile written by the supervisor, Fleet's 30 s start retry."""
         return ChildSpec(

@@ -34,6 +34,10 @@ from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 log = logging.getLogger(__name__)
 
 
+# SIGTERM → SIGKILL: a stopping service (systemctl stop, an uninstall) has orbit and every child gone within 2 s.
+CHILD_STOP_TIMEOUT_S = 1.5
+
+
 class ChildState(Enum):
     STARTING = "starting"
     RUNNING = "running"
@@ -64,7 +68,7 @@ class ChildSpec:
     argv: Callable[[], list[str]] = _no_argv
     env: Callable[[], dict[str, str]] = dict
     cwd: Path | None = None
-    stop_timeout: float = 10.0
+    stop_timeout: float = CHILD_STOP_TIMEOUT_S
     pidfile: Path | None = None
     stale_name: str | None = None  # a live process in the pidfile whose name contains this is killed at start
     log_path: Path | None = None

@@ -94,6 +94,11 @@ class InsecureProxy:
         async with self._server:
             await stop.wait()
 
+    async def close(self) -> None:
+        """Stop listening (``run`` does it on stop; this covers a start-up cut short before ``run``)."""
+        if self._server is not None:
+            self._server.close()
+
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.wait_for(
