@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from build_scripts.freeze import PROGRAMS
 from build_scripts.lock import (
     DEV,
     LOCK_DIR,
@@ -84,6 +85,15 @@ def test_frozen_program_locks_carry_only_their_program() -> None:
     assert not names["osqueryd-sim"] & {"tuf", "keyring", "cryptography", "pillow"}
     assert "pyinstaller" not in names["orbitctl"] | names["fleet-stub"]
     assert {"pyinstaller", "pytest", "pygobject", "pycairo", "uv", "setuptools"} <= names[DEV.name]
+
+
+def test_every_frozen_program_is_built_from_a_lock_with_pyinstaller() -> None:
+    """build_scripts/freeze.py --venvs installs requirements/NAME.lock for program NAME."""
+    profiles = {p.name: p for p in PROFILES}
+    for program in PROGRAMS.values():
+        assert program.lock == LOCK_DIR / f"{program.name}.lock"
+        assert program.lock.is_file()
+        assert "build" in profiles[program.name].extras
 
 
 # --- the check fails when it should -------------------------------------------------------------------------------
