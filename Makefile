@@ -3,10 +3,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PACKAGES := orbit tuf_updates safe_fs desktop_tray packager osquery_bin_manager server_stub osquery_sim
 
-.PHONY: demo test lint typecheck unit bootstrap clean
+.PHONY: demo test lint typecheck unit bootstrap lock clean
 
 bootstrap:
 	@build_scripts/bootstrap.sh
+
+# requirements/*.lock from pyproject.toml (uv pinned in the dev extra; ADR 0010). UPGRADE=1 moves transitive pins on.
+lock: bootstrap
+	$(PY) build_scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 demo: bootstrap
 	$(PY) -m build_scripts.demo

@@ -11,19 +11,24 @@
   ``ORBIT_BUILD_DATE`` (orbit) or ``FLEET_DESKTOP_BUILD_VERSION`` (fleet-desktop) before the program's first import —
   the stamp orbit/version.py and desktop_tray/version.py already read. osqueryd-sim reports the osquery version it
   imitates (osquery_sim/version.py) and needs no stamp.
-* Each program is one ``python -m PyInstaller`` subprocess of ``--python`` (default: this interpreter). For a
-  release, run it from a minimal venv (``pip install .[build]``: runtime dependencies plus PyInstaller); the
-  excludes below keep the development venv's extras (pytest, pygments, gi, …) out when building from ``.venv``.
+* Each program is one ``python -m PyInstaller`` subprocess. ``--venvs DIR`` (releases, ADR 0010): each program is
+  built by the Python of its own venv ``DIR/NAME``, installed from ``requirements/NAME.lock`` with
+  ``--require-hashes`` (that program's dependencies and PyInstaller, nothing else; recreated when the lock changes),
+  so the binary carries the locked versions of what it imports. Without it, by ``--python`` (default: this
+  interpreter), e.g. the development venv for the tests: the excludes below keep its extras (pytest, pygments, gi,
+  other programs' libraries …) out, and the dev lock holds the same versions as the programs' locks.
 
 ``--jobs 3`` runs the three PyInstaller processes side by side. Prints one line per program (mode, build seconds,
-size) and writes ``DIR/freeze-report.json``.
+size) and writes ``DIR/freeze-report.json`` (with the interpreter and lock each program was built with).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,9 +59,16 @@ COMMON_EXCLUDES = (
     "starlette",
     "uvicorn",
     "packager",
+    "olefile",  # orbitctl's (MSI); also found through the dev venv's other packages
     "server_stub",
     "uvloop",  # fleet-stub's event loop; hooks would collect its 13 MB extension otherwise
     "httptools",
+    # httpx's optional command line (httpx._main) imports these where installed: in the dev venv (orbitctl's rich,
+    # uvicorn's click), not in the programs' locks — so a build from .venv would carry 1.3 MB a release does not
+    "rich",
+    "click",
+    "markdown_it",
+    "mdurl",
 )
 # a daemon has no tray
 NO_GUI_EXCLUDES = ("PIL", "pystray", "Xlib", "desktop_tray")
@@ -70,6 +82,11 @@ class Program:
     excludes: tuple[str, ...] = ()
     hidden_imports: tuple[str, ...] = ()
     data: tuple[tuple[str, str], ...] = ()  # (source relative to ROOT, destination inside the bundle)
+
+    @property
+    def lock(self) -> Path:
+        """The hashed lock its release build environment is installed from (build_scripts/lock.py)."""
+        return ROOT / "requirements" / f"{self.name}.lock"
 
 
 PROGRAMS: dict[str, Program] = {
@@ -110,12 +127,22 @@ class Stamp:
 
 
 @dataclass(frozen=True)
+class BuildEnvironment:
+    """The interpreter PyInstaller runs with, and the lock its venv was installed from (None: a given interpreter)."""
+
+    python: str
+    lock_name: str | None = None
+    lock_sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class BuildResult:
     name: str
     onefile: bool
     path: Path
     seconds: float
     size_bytes: int
+    environment: BuildEnvironment
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -124,6 +151,9 @@ class BuildResult:
             "path": str(self.path),
             "seconds": round(self.seconds, 1),
             "size_bytes": self.size_bytes,
+            "python": self.environment.python,
+            "lock": self.environment.lock_name,
+            "lock_sha256": self.environment.lock_sha256,
         }
 
 
@@ -200,7 +230,38 @@ def build_environment(base: Mapping[str, str], stamp: Stamp) -> dict[str, str]:
     return env
 
 
-def freeze(program: Program, *, out: Path, stamp: Stamp, python: str) -> BuildResult:
+def venv_python(venv: Path) -> Path:
+    return venv / "Scripts" / "python.exe" if sys.platform == "win32" else venv / "bin" / "python"
+
+
+def locked_environment(program: Program, venvs: Path, base_python: str) -> BuildEnvironment:
+    """``venvs/NAME`` installed from the program's lock; reused while the lock is unchanged, else made anew."""
+    if not program.lock.is_file():
+        raise FreezeError(f"{program.lock.relative_to(ROOT)} is missing: run `make lock`")
+    digest = hashlib.sha256(program.lock.read_bytes()).hexdigest()
+    venv = venvs / program.name
+    stamp = venv / f".installed-{digest[:16]}"
+    environment = BuildEnvironment(str(venv_python(venv)), str(program.lock.relative_to(ROOT)), digest)
+    if stamp.is_file():
+        return environment
+    if venv.exists():
+        if not (venv / "pyvenv.cfg").is_file():
+            raise FreezeError(f"{venv} exists and is not a venv: not replacing it")
+        shutil.rmtree(venv)  # a fresh venv: nothing from an older lock stays in the build
+    pip = [environment.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    steps = [[base_python, "-m", "venv", str(venv)], [*pip, "--require-hashes", "--requirement", str(program.lock)]]
+    for command in steps:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise FreezeError(f"{program.name}: {' '.join(command[:4])} … failed:\n{result.stderr[-4000:]}")
+    stamp.touch()
+    return environment
+
+
+def freeze(program: Program, *, out: Path, stamp: Stamp, python: str, venvs: Path | None = None) -> BuildResult:
+    """Build one program with ``python`` or, given ``venvs``, with the venv of its own lock."""
+    environment = locked_environment(program, venvs, python) if venvs else BuildEnvironment(python)
+    python = environment.python
     with tempfile.TemporaryDirectory(prefix=f"freeze-{program.name}-") as tmp:
         work = Path(tmp)
         hook = work / "pyi_rth_build_stamp.py"
@@ -218,7 +279,7 @@ def freeze(program: Program, *, out: Path, stamp: Stamp, python: str) -> BuildRe
     if not path.is_file():
         raise FreezeError(f"PyInstaller reported success but {path} is missing")
     bundle = path if program.onefile else path.parent
-    return BuildResult(program.name, program.onefile, path, seconds, size_of(bundle))
+    return BuildResult(program.name, program.onefile, path, seconds, size_of(bundle), environment)
 
 
 def source_date_epoch(environ: Mapping[str, str], option: int | None) -> tuple[int, bool]:
@@ -243,6 +304,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=1, help="PyInstaller processes in parallel (default: 1)")
     parser.add_argument("--python", default=sys.executable, help="interpreter with PyInstaller (default: this one)")
+    parser.add_argument(
+        "--venvs",
+        type=Path,
+        default=None,
+        help="build each program in its own venv DIR/NAME installed from requirements/NAME.lock (for releases); "
+        "--python is then the interpreter the venvs are made with",
+    )
     return parser.parse_args(argv)
 
 
@@ -262,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         programs = [replace(p, onefile=args.mode == "onefile") for p in programs]
     # one PyInstaller process per program, each with its own work directory, so they may run side by side
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(freeze, p, out=out, stamp=stamp, python=args.python) for p in programs]
+        venvs: Path | None = args.venvs.resolve() if args.venvs else None
+        futures = [pool.submit(freeze, p, out=out, stamp=stamp, python=args.python, venvs=venvs) for p in programs]
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         for error in errors:
@@ -271,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [f.result() for f in futures]
     for result in results:
         mode = "onefile" if result.onefile else "onedir"
-        print(f"{result.name}: {mode} {result.seconds:.1f} s {result.size_bytes / 1e6:.1f} MB {result.path}")
+        built_with = result.environment.lock_name or result.environment.python
+        size = f"{result.size_bytes / 1e6:.1f} MB"
+        print(f"{result.name}: {mode} {result.seconds:.1f} s {size} {result.path} ({built_with})")
     report = {"version": stamp.version, "commit": stamp.commit, "source_date_epoch": epoch}
     report["programs"] = [r.as_json() for r in results]
     (out / "freeze-report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
