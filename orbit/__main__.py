@@ -8,6 +8,7 @@ orbit (``execve``), keeping the pid that systemd or launchd supervises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -61,8 +62,36 @@ def _run(options: Options, argv: Sequence[str]) -> int:
         print(f"orbit: {exc}", file=sys.stderr)
         return 1
     finally:
+        reap_helpers()
         lock.release()
     return _finish(result)
+
+
+def reap_helpers() -> int:
+    """Kill what is left of orbit's own helper processes (``osqueryd -S``, an exec check of a download) when the
+    agent has stopped: the supervised children are already gone, and a helper a stop cut short must neither outlive
+    orbit nor survive an ``execve`` into another orbit. Returns how many were killed."""
+    import psutil  # noqa: PLC0415 - only on the way out
+
+    try:
+        helpers = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for helper in helpers:
+        with contextlib.suppress(psutil.Error):
+            helper.kill()
+    # our own children are reaped here; a killed grandchild may stay a zombie until init reaps it: dead all the same
+    ours = []
+    for helper in helpers:
+        with contextlib.suppress(psutil.Error):
+            if helper.ppid() == os.getpid():
+                ours.append(helper)
+    _gone, alive = psutil.wait_procs(ours, timeout=1.0)
+    if alive:
+        log.warning("event=helpers_not_stopped pids=%s", ",".join(str(p.pid) for p in alive))
+    if helpers:
+        log.info("event=helpers_killed count=%d", len(helpers))
+    return len(helpers)
 
 
 def _run_under_scm(agent: Agent) -> AgentExit:

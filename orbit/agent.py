@@ -370,6 +370,8 @@ class Agent:
         if self._exit is None:
             self._exit = result
         self.stop.set()
+        for task in self._background:  # a running script is killed now, not after the children have stopped
+            task.cancel()
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; True when the agent is stopping."""
@@ -384,8 +386,14 @@ class Agent:
             return  # the service control manager's stop arrives through request_stop
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_exit, AgentExit(0, reason=f"signal {sig.name}"))
+            loop.add_signal_handler(sig, self._stop_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _stop_signal(self, name: str) -> None:
+        log.info("event=stop_requested signal=%s", name)
+        if self._exit is None:
+            self.updater.note_stop_signal()
+        self._request_exit(AgentExit(0, reason=f"signal {name}"))
 
     def _reload(self) -> None:
         log.info("event=reload reason=SIGHUP")

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -115,6 +115,10 @@ class SelfUpdater:
             self.trial = marker
             log.info("event=trial_boot version=%s previous=%s", marker.version, marker.previous_version)
             return
+        if kind is StartKind.INTERRUPTED_TRIAL:
+            clear_marker(self.layout.trial_marker)
+            log.warning("event=trial_boot_interrupted version=%s action=%r", marker.version, "tried again")
+            return
         reason = "the new orbit exited before it was confirmed healthy"
         self.quarantine.add(marker.digest, marker.version, reason)
         clear_marker(self.layout.trial_marker)
@@ -122,6 +126,16 @@ class SelfUpdater:
             self.installer.discard_staged(self.spec_for(marker), marker.digest_id)
         self.state.note_rollback(marker.version, marker.previous_version, reason)
         log.error("event=self_update_rolled_back version=%s running=%s reason=%r", marker.version, self.version, reason)
+
+    def note_stop_signal(self) -> None:
+        """A signal stops the candidate before it judged itself: mark the trial interrupted, so the orbit the
+        service manager starts next tries it again instead of quarantining a good update."""
+        marker = self.trial
+        if marker is None:
+            return
+        with contextlib.suppress(OSError):
+            write_marker(self.layout.trial_marker, replace(marker, interrupted=True))
+        log.info("event=trial_boot_interrupted version=%s", marker.version)
 
     def is_quarantined(self, spec: TargetSpec, digest: str) -> bool:
         return spec.name is TargetName.ORBIT and self.quarantine.contains(digest)

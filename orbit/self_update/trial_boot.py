@@ -43,6 +43,8 @@ class TrialMarker:
     target_path: str  # orbit/<platform>/<channel>/orbit
     started_at: float
     deadline: float  # seconds the candidate has to become healthy
+    # the candidate was stopped by a signal (systemctl stop, a reboot) before it could judge itself: not a failure
+    interrupted: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -60,12 +62,14 @@ class StartKind(Enum):
     NORMAL = "normal"
     CANDIDATE = "candidate"  # we are the new version on trial
     FAILED_TRIAL = "failed_trial"  # a candidate died before confirming; we are the old version again
+    INTERRUPTED_TRIAL = "interrupted_trial"  # a candidate was stopped by a signal: try it again, quarantine nothing
 
 
 def read_marker(path: Path) -> TrialMarker | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return TrialMarker(**{key: data[key] for key in TrialMarker.__dataclass_fields__})
+        fields = {key: data[key] for key in TrialMarker.__dataclass_fields__ if key != "interrupted"}
+        return TrialMarker(**fields, interrupted=data.get("interrupted") is True)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -88,7 +92,7 @@ def classify_start(marker: TrialMarker | None, env: Mapping[str, str]) -> StartK
         return StartKind.NORMAL
     if env.get(TRIAL_ENV) == marker.digest_id:
         return StartKind.CANDIDATE
-    return StartKind.FAILED_TRIAL
+    return StartKind.INTERRUPTED_TRIAL if marker.interrupted else StartKind.FAILED_TRIAL
 
 
 class Quarantine:

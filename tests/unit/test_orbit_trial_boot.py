@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -74,6 +75,19 @@ def test_classify_start() -> None:
     assert classify_start(MARKER, {TRIAL_ENV: MARKER.digest_id}) is StartKind.CANDIDATE
     assert classify_start(MARKER, {TRIAL_ENV: "another-digest"}) is StartKind.FAILED_TRIAL
     assert classify_start(MARKER, {}) is StartKind.FAILED_TRIAL  # the service manager restarted the old orbit
+
+
+def test_a_trial_stopped_by_a_signal_is_tried_again_not_quarantined(tmp_path: Path) -> None:
+    interrupted = dataclasses.replace(MARKER, interrupted=True)
+    assert classify_start(interrupted, {}) is StartKind.INTERRUPTED_TRIAL
+    assert classify_start(interrupted, {TRIAL_ENV: MARKER.digest_id}) is StartKind.CANDIDATE
+    path = tmp_path / "trial-boot.json"
+    write_marker(path, interrupted)
+    assert read_marker(path) == interrupted
+    # a marker written before the field existed reads as not interrupted
+    old = {k: v for k, v in json.loads(MARKER.to_json()).items() if k != "interrupted"}
+    path.write_text(json.dumps(old))
+    assert read_marker(path) == MARKER
 
 
 def test_quarantine_add_and_contains(tmp_path: Path) -> None:
