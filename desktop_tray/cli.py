@@ -172,12 +172,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args and args[0] == "status":
         options = args[1:]
         if options not in ([], ["--json"]):
-            _error(f"unknown status option(s): {' '.join(options)}")
             print(USAGE, file=sys.stderr)
+            _error(f"unknown status option(s): {' '.join(options)}")
             return EXIT_USAGE
         return status_command(env, as_json=options == ["--json"])
     if args:
-        _error(f"unknown argument(s): {' '.join(args)}")
         print(USAGE, file=sys.stderr)
+        _error(f"unknown argument(s): {' '.join(args)}")
         return EXIT_USAGE
     return run_command(env)

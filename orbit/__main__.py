@@ -1,8 +1,9 @@
 """``orbit`` (run, the default), ``orbit version``, ``orbit doctor [--json]``.
 
-Exit codes: 0 after a graceful stop, 1 when the agent cannot start (bad secret source, another instance running,
-unusable root dir), 2 for invalid options. A self-update (or its rollback) replaces this process with the other
-orbit (``execve``), keeping the pid that systemd or launchd supervises.
+Exit codes: 0 after a graceful stop, 1 when the agent cannot start here (another instance running, unusable root
+dir), 2 for a configuration that cannot work (invalid options, no or malformed Fleet URL, no enroll secret, an
+unreadable certificate) — each said in one line on stderr and in the log. A self-update (or its rollback) replaces
+this process with the other orbit (``execve``), keeping the pid that systemd or launchd supervises.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +62,7 @@ def _run(options: Options, argv: Sequence[str]) -> int:
     except AgentStartError as exc:
         log.error("event=start_failed error=%s", exc)
         print(f"orbit: {exc}", file=sys.stderr)
-        return 1
+        return 2
     finally:
         reap_helpers()
         lock.release()
@@ -135,6 +137,16 @@ def _finish(result: AgentExit) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `orbit doctor --json | head`: the reader stopped early, not our error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE, as the shell reports it
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         options = parse_options(args, os.environ, platform=host_os())
@@ -148,7 +160,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orbit.doctor import run_doctor  # noqa: PLC0415
 
         return run_doctor(options, os.environ)
+    if (problem := run_configuration_problem(options)) is not None:
+        print(f"orbit: {problem}", file=sys.stderr)
+        return 2
     return _run(options, args)
+
+
+def run_configuration_problem(options: Options) -> str | None:
+    """What makes ``orbit run`` pointless, in one line: a daemon that can never reach its server must not start
+    and log ``osqueryd_missing`` forever."""
+    if options.fleet_url is None and not options.dev_mode:
+        return "--fleet-url (ORBIT_FLEET_URL) is required: the address of your Fleet server, e.g. https://fleet.example.com"
+    for flag, path in (
+        ("--fleet-certificate", options.fleet_certificate),
+        ("--update-tls-certificate", options.update_tls_certificate),
+    ):
+        if path is not None and (problem := certificate_problem(Path(path))) is not None:
+            return f"{flag} {path}: {problem}"
+    return None
+
+
+def certificate_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as a CA bundle, or None."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return "not a PEM certificate bundle (no BEGIN CERTIFICATE block)"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError) as exc:
+        return f"not a usable certificate bundle ({exc})"
+    return None
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ SELF_STOPPING_ACTORS = frozenset({DESKTOP_SUPERVISOR})
 
 
 class AgentStartError(RuntimeError):
-    """Configuration that cannot work (exit 1 with the message; the service manager will not fix it)."""
+    """Configuration that cannot work (exit 2 with the message; the service manager will not fix it)."""
 
 
 class Agent:

@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from tuf_updates.durations import DurationError, parse_duration
@@ -118,8 +119,15 @@ def _bool(value: str, source: str) -> bool:
     raise OptionsError(f"{source}: {value!r} is not a boolean (use true or false)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one ``OptionsError`` line instead of a screenful of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise OptionsError(f"invalid command line: {message} (see orbit --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orbit", description="Fleet's agent: runs and updates osqueryd.")
+    parser = _Parser(prog="orbit", description="Fleet's agent: runs and updates osqueryd.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--json", action="store_true", help="doctor: machine-readable output")
     for flag in FLAGS:
@@ -133,12 +141,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def normalize_fleet_url(value: str) -> str:
+    """``https://host[:port][/path]``. A bare host is taken as https when it is clearly a host name (a dot, an IP
+    address, ``localhost``, or a port): ``notaurl`` is refused rather than dialled. Credentials in the URL are
+    refused (they would end up in logs)."""
     url = value.strip()
-    if "://" not in url:
+    expected = "expected https://host[:port], e.g. https://fleet.example.com"
+    if not url or any(ch.isspace() for ch in url):
+        raise OptionsError(f"--fleet-url {value!r} is not a URL ({expected})")
+    explicit = "://" in url
+    if not explicit:
         url = f"https://{url}"
     parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise OptionsError(f"--fleet-url {value!r} is not a URL (expected https://host[:port])")
+    try:
+        port = parts.port
+    except ValueError:
+        raise OptionsError(f"--fleet-url {value!r} has an invalid port ({expected})") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise OptionsError(f"--fleet-url {value!r} is not a URL ({expected})")
+    if parts.username is not None or parts.password is not None:
+        raise OptionsError("--fleet-url must not carry a user name or password")
+    if not explicit and port is None and "." not in host and ":" not in host and host != "localhost":
+        raise OptionsError(f"--fleet-url {value!r} is not a URL ({expected})")
     return url.rstrip("/")
 
 
@@ -148,12 +172,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str], *, platform: str 
     if "--" in own:
         cut = own.index("--")
         own, osquery_args = own[:cut], tuple(own[cut + 1 :])
-    try:
-        args = _parser().parse_args(own)
-    except SystemExit as exc:
-        if exc.code == 0:  # --help was printed
-            raise
-        raise OptionsError("invalid command line (see orbit --help)") from exc
+    args = _parser().parse_args(own)  # --help prints and exits 0; a mistake raises OptionsError
     values: dict[str, str | bool | None] = {}
     for flag in FLAGS:
         raw = getattr(args, flag.name.replace("-", "_"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from osquery_sim.flag_specs import FlagKind
 from osquery_sim.gflags import FlagError, Flags, parse_command_line
@@ -48,6 +48,10 @@ def configure_logging(flags: Flags) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return _quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     program = os.path.basename(sys.argv[0]) if argv is None else "osqueryd-sim"
     if program in ("__main__.py", "-c", ""):
@@ -77,3 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from osquery_sim.daemon import run_daemon  # noqa: PLC0415
 
     return run_daemon(flags, dict(os.environ), SIM_VERSION)
+
+
+def _quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """A reader that stopped early (``osqueryd-sim --help | head``): not our error, no traceback, the shell's 141."""
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
+        return 128 + 13  # SIGPIPE
+    return code

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from packager import __version__
 from packager.package import cli as package_cli
@@ -22,12 +23,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return _quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "updates":
         return updates_cli.run(args)
     if args.command == "package":
         return package_cli.run(args)
     return 2
+
+
+def _quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """A reader that stopped early (``orbitctl updates roots | head``): not our error, no traceback, exit 141."""
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
+        return 128 + 13  # SIGPIPE
+    return code
 
 
 if __name__ == "__main__":

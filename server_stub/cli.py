@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -175,6 +175,10 @@ def _run_admin(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return _quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         from server_stub.server import StartupError, serve  # noqa: PLC0415 - keeps admin commands light
@@ -196,8 +200,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingsError, ConfigFileError, StartupError) as exc:
             print(f"fleet-stub: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except OSError as exc:  # the data dir cannot be written, the port is taken …
+            print(f"fleet-stub: error: cannot start: {exc}", file=sys.stderr)
+            return 1
     try:
         return _run_admin(args)
     except AdminClientError as exc:
         print(f"fleet-stub: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """A reader that stopped early (``fleet-stub hosts … | head``) is not our error: no traceback, the shell's 141."""
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
+        return 128 + 13  # SIGPIPE
+    return code

@@ -199,7 +199,12 @@ class StubServer(uvicorn.Server):
 
 
 def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
-    context = server_ssl_context(files.cert, files.key)
+    try:
+        context = server_ssl_context(files.cert, files.key)
+    except (ssl.SSLError, OSError) as exc:
+        raise StartupError(
+            f"cannot load the TLS certificate {files.cert} and key {files.key} (PEM, matching each other): {exc}"
+        ) from None
 
     def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return context

@@ -131,6 +131,15 @@ def build_settings(
     key = _path(pick(tls_key, "FLEET_STUB_TLS_KEY"))
     if (cert is None) != (key is None):
         raise SettingsError("--tls-cert and --tls-key must be given together")
+    data_path = Path(data).expanduser().absolute()
+    if data_path.exists() and not data_path.is_dir():
+        raise SettingsError(f"--data-dir {data}: exists and is not a directory")
+    repo = _path(pick(tuf_repo, "FLEET_STUB_TUF_REPO"))
+    if repo is not None and not repo.is_dir():
+        raise SettingsError(f"--tuf-repo {repo}: no such directory (give REPO/repository of `orbitctl updates init`)")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{flag} {path}: no such file")
     identifier = env.get("FLEET_STUB_OSQUERY_HOST_IDENTIFIER", "provided")
     if identifier not in HOST_IDENTIFIER_MODES:
         raise SettingsError(f"FLEET_STUB_OSQUERY_HOST_IDENTIFIER must be one of {', '.join(HOST_IDENTIFIER_MODES)}")
@@ -138,11 +147,11 @@ def build_settings(
     if token is not None and len(token) < 8:
         raise SettingsError("--admin-token must be at least 8 characters")
     return ServeSettings(
-        data_dir=Path(data).expanduser().absolute(),
+        data_dir=data_path,
         listen_host=host,
         listen_port=port,
         enroll_secrets=tuple(parse_enroll_secret(v) for v in secret_values),
-        tuf_repo=_path(pick(tuf_repo, "FLEET_STUB_TUF_REPO")),
+        tuf_repo=repo,
         admin_token=token,
         tls_cert=cert,
         tls_key=key,

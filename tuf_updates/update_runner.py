@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +28,9 @@ from tuf_updates.retry_limiter import RetryDecision, RetryLimiter
 from tuf_updates.targets import TargetSpec
 
 logger = logging.getLogger(__name__)
+
+# the same failure, unchanged, is logged at WARNING at most this often
+REPEAT_WARNING = timedelta(hours=1)
 
 DEFAULT_INTERVAL = 15 * 60.0
 DEFAULT_MAX_JITTER = 10 * 60.0
@@ -170,6 +173,7 @@ class UpdateRunner:
         self._on_installed = on_installed
         self._on_report = on_report
         self._last_refresh_error: str | None = None
+        self._last_refresh_warning: datetime | None = None
         self._deferred = deferred or (lambda _spec: False)
         self._quarantined = quarantined or (lambda _spec, _digest: False)
         self._paused = paused or (lambda _spec: False)
@@ -219,9 +223,21 @@ class UpdateRunner:
 
     def _refresh_failed(self, started: datetime, targets: tuple[TargetSpec, ...], exc: UpdateError) -> CheckReport:
         message = str(exc)
-        # a lagging mirror answers the same stale timestamp every tick: say so once, not every 15 minutes
-        level = logging.DEBUG if message == self._last_refresh_error else logging.WARNING
-        logger.log(level, "update check failed, keeping the installed binaries kind=%s error=%s", exc.kind, message)
+        # a lagging mirror answers the same stale timestamp every tick: a repeat is a WARNING once an hour (so the
+        # log of a broken host always shows the cause), DEBUG in between
+        now = self._clock()
+        repeat = message == self._last_refresh_error
+        quiet = repeat and self._last_refresh_warning is not None and now - self._last_refresh_warning < REPEAT_WARNING
+        if not quiet:
+            self._last_refresh_warning = now
+        level = logging.DEBUG if quiet else logging.WARNING
+        logger.log(
+            level,
+            "update check failed, keeping the installed binaries kind=%s error=%s%s",
+            exc.kind,
+            message,
+            " (still failing)" if repeat else "",
+        )
         self._last_refresh_error = message
         skipped = tuple(
             TargetReport(

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = validate(args, os.environ)
     except PackageOptionsError as exc:
-        console.print(f"orbitctl package: {exc}")
+        console.print(f"orbitctl package: {exc}", soft_wrap=True)
         return 2
     work = Path(tempfile.mkdtemp(prefix="orbitctl-package-"))
     try:
@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         with console.status(f"building {outfile.name}…"):
             result = build_with(options.type, staged, outfile)
     except (FetchError, PackageOptionsError, ValueError) as exc:
-        console.print(f"orbitctl package: {exc}")
+        console.print(f"orbitctl package: {exc}", soft_wrap=True)
         return 1
     except OSError as exc:
-        console.print(f"orbitctl package: {exc}")
+        console.print(f"orbitctl package: {exc}", soft_wrap=True)
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -64,12 +64,31 @@ def test_windows_root_default() -> None:
         (["--osquery-db", "osquery.db"], {}, "absolute"),
         (["--orbit-channel", "a/b"], {}, "invalid channel"),
         (["--fleet-url", "https://"], {}, "not a URL"),
+        (["--fleet-url", "notaurl"], {}, "not a URL"),
+        (["--fleet-url", "https://fleet.example.com:99999"], {}, "invalid port"),
+        (["--fleet-url", "ftp://fleet.example.com"], {}, "not a URL"),
+        (["--fleet-url", "https://fleet .example.com"], {}, "not a URL"),
+        (["--fleet-url", "https://admin:pw@fleet.example.com"], {}, "user name or password"),
         (["--no-such-flag"], {}, "invalid command line"),
     ],
 )
 def test_bad_values(argv: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(OptionsError, match=message):
         parse_options(argv, env)
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("fleet.example.com", "https://fleet.example.com"),
+        ("https://fleet/", "https://fleet"),  # a single-label name is fine when the scheme says it is a URL
+        ("localhost:8412", "https://localhost:8412"),
+        ("10.0.0.5", "https://10.0.0.5"),
+        ("https://[::1]:8412/prefix", "https://[::1]:8412/prefix"),
+    ],
+)
+def test_fleet_urls_that_are_accepted(given: str, used: str) -> None:
+    assert parse_options(["--fleet-url", given], {}).fleet_url == used
 
 
 def test_the_secret_never_appears_in_repr() -> None:

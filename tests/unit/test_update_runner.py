@@ -168,16 +168,24 @@ def test_a_refused_repository_touches_nothing(
     assert installer.installs == [] and repo.downloads == []
 
 
-def test_the_same_refresh_error_is_logged_once(
+def test_the_same_refresh_error_is_a_warning_once_an_hour_with_its_cause(
     repo: FakeRepository, installer: FakeInstaller, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     repo.refresh_error = UpdateError("stale timestamp (lagging mirror?)", kind=FailureKind.STALE)
     runner = _runner(repo, installer, clock)
     with caplog.at_level("DEBUG", logger="tuf_updates.update_runner"):
-        for _ in range(3):
+        for _ in range(12):  # three hours of 15-minute checks
             runner.check_once()
-    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "kind=stale" in warnings[0].getMessage()
+            clock.now += timedelta(minutes=15)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3  # the first failure, then once an hour: a broken host's log always shows the cause
+    assert all("kind=stale" in w and "lagging mirror" in w for w in warnings)
+    assert "still failing" in warnings[1]
+    repo.refresh_error = UpdateError("connection refused", kind=FailureKind.NETWORK)
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="tuf_updates.update_runner"):
+        runner.check_once()  # a new cause is a warning at once
+    assert [r.levelname for r in caplog.records if "connection refused" in r.getMessage()] == ["WARNING"]
 
 
 def test_three_failures_of_one_hash_cool_down_and_a_new_hash_is_tried(
