@@ -63,6 +63,7 @@ LOAD_HOSTS = 300
 LOAD_SECONDS = 8
 TRAY_TIMEOUT = 30.0
 DIST_ENV = "DEMO_DIST_DIR"  # where the installers go (default: the project's dist/)
+LOGS_ENV = "DEMO_LOGS_DIR"  # where a failed run keeps its logs (default: the project's .demo-logs/)
 LAUNCHERS = {  # each TUF target's launcher: module, file name, first version
     TargetName.ORBIT: ("orbit", "orbit", "1.0.0"),
     TargetName.OSQUERYD: ("osquery_sim", "osqueryd", "5.14.1"),
@@ -237,7 +238,8 @@ class Demo:
         self.board.set("stub", "running", "starting (HTTPS, self-signed CA, SQLite)")
         data_dir = self.base / "stub"
         argv = [sys.executable, "-m", "server_stub", "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
-        argv += ["--enroll-secret", SECRET, "--tuf-repo", str(self.repo / "repository")]
+        # a secret or token always as --flag=value or in the environment: a value may start with "-"
+        argv += [f"--enroll-secret={SECRET}", "--tuf-repo", str(self.repo / "repository")]
         self.spawn("fleet-stub", argv, child_env(FLEET_STUB_DETAIL_UPDATE_INTERVAL="5"))
         proc = self.procs["fleet-stub"]
         info_path = data_dir / "server.json"
@@ -336,9 +338,11 @@ class Demo:
         argv = [sys.executable, "-m", "osquery_sim", "load", "--hosts", str(LOAD_HOSTS)]
         argv += ["--tls_hostname", str(self.info["url"]).removeprefix("https://")]
         argv += ["--tls_server_certs", str(self.info["ca_cert"]), "--duration", str(LOAD_SECONDS), "--with-orbit"]
-        argv += ["--ramp", "2", "--admin_token", str(self.info["admin_token"]), "--progress_interval", "4"]
+        argv += ["--ramp", "2", "--progress_interval", "4"]
+        # the admin token is URL-safe base64 and starts with "-" once in 64 runs: never a separate argv word
+        env = child_env(ENROLL_SECRET=SECRET, FLEET_ADMIN_TOKEN=str(self.info["admin_token"]))
         with (self.logs / "load.json").open("wb") as out:
-            self.spawn("load", argv, child_env(ENROLL_SECRET=SECRET), stdout=out)
+            self.spawn("load", argv, env, stdout=out)
 
     def finish_load(self) -> None:
         load = self.procs["load"]
@@ -564,17 +568,34 @@ def run_demo(console: Console) -> int:
                 if (p.is_symlink() or p.is_file()) and p.name != ".lock"
             )
         if code == 1:
-            log = demo.logs / "orbit.log"
-            if log.is_file():
-                tail = log.read_text(errors="replace").splitlines()[-15:]
-                console.print(
-                    "orbit.log (last lines):\n  " + "\n  ".join(tail), markup=False, highlight=False, soft_wrap=True
-                )
+            show_failed_logs(console, demo, board)
         shutil.rmtree(base, ignore_errors=True)
         for note in notes:
             console.print(f"  {note}", markup=False, highlight=False)
     report(console, demo, board, code)
     return code
+
+
+def show_failed_logs(console: Console, demo: Demo, board: Board) -> None:
+    """Before the clean-up deletes them: the last lines of each failed step's logs on the screen, and every log kept
+    under ``.demo-logs/`` (or ``DEMO_LOGS_DIR``) for a closer look."""
+    failed = [key for key, row in board.rows.items() if row.state == "failed"]
+    names = {
+        "stub": "fleet-stub",
+        "tray": "tray-status",
+        **{kind: f"package-{kind}" for kind in installers.INSTALLER_TYPES},
+    }
+    shown = [names.get(key, key) for key in failed] or ["orbit"]
+    for name in dict.fromkeys([*shown, "orbit"]):
+        for log in sorted(demo.logs.glob(f"{name}.*")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            if tail:
+                text = f"{log.name} (last lines):\n  " + "\n  ".join(tail)
+                console.print(text, markup=False, highlight=False, soft_wrap=True)
+    kept = Path(os.environ.get(LOGS_ENV) or ROOT / ".demo-logs").absolute() / time.strftime("%Y%m%d-%H%M%S")
+    with contextlib.suppress(OSError):
+        shutil.copytree(demo.logs, kept)
+        console.print(f"all logs of this run kept in {kept}", markup=False, highlight=False)
 
 
 def report(console: Console, demo: Demo, board: Board, code: int) -> None:

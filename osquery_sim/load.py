@@ -72,6 +72,7 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
     parser.add_argument("--tls_hostname", required=True, help="HOST:PORT of the Fleet server")
     parser.add_argument("--tls_server_certs", default="", help="CA bundle that verifies the server")
     parser.add_argument("--enroll_secret", default=os.environ.get("ENROLL_SECRET", ""), help="(or env ENROLL_SECRET)")
+    parser.add_argument("--enroll_secret_path", help="a file holding the enroll secret (osquery's flag)")
     parser.add_argument("--distributed_interval", type=int, default=10)
     parser.add_argument("--config_refresh", type=int, default=60)
     parser.add_argument("--logger_tls_period", type=int, default=10)
@@ -83,13 +84,21 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
         default=os.environ.get("FLEET_ADMIN_TOKEN", ""),
         help="check lost/duplicated lines against the server's counts (or env FLEET_ADMIN_TOKEN)",
     )
+    parser.add_argument("--admin_token_file", help="a file holding the admin token")
     parser.add_argument("--progress_interval", type=float, default=10.0)
     parser.add_argument("--seed", default="", help="identity seed: the same seed gives the same host uuids")
     args = parser.parse_args(argv)
     if args.hosts <= 0:
         parser.error("--hosts must be positive")
+    try:
+        if args.enroll_secret_path:
+            args.enroll_secret = _read_secret(args.enroll_secret_path)
+        if args.admin_token_file:
+            args.admin_token = _read_secret(args.admin_token_file)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not args.enroll_secret:
-        parser.error("--enroll_secret (or ENROLL_SECRET) is required")
+        parser.error("--enroll_secret (or ENROLL_SECRET, or --enroll_secret_path) is required")
     return LoadOptions(
         hosts=args.hosts,
         tls_hostname=args.tls_hostname,
@@ -105,6 +114,21 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
         progress_interval=args.progress_interval,
         seed=args.seed,
     )
+
+
+def _read_secret(path: str) -> str:
+    """The first line of a small secret file (as osquery reads ``--enroll_secret_path``); ValueError if unusable."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(65537)
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > 65536:
+        raise ValueError(f"{path}: larger than 64 KiB")
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        raise ValueError(f"{path}: empty")
+    return text.splitlines()[0].strip()
 
 
 class HostTables:

@@ -14,7 +14,7 @@ from server_stub import __version__
 from server_stub.admin_client import AdminClient, AdminClientError, read_server_info
 from server_stub.declarative_config import ConfigFileError
 from server_stub.json_fields import JsonObject
-from server_stub.settings import SettingsError, build_settings
+from server_stub.settings import SettingsError, admin_token_from, build_settings, secret_lines
 
 EXIT_USAGE = 2
 
@@ -28,8 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="state directory (env FLEET_STUB_DATA_DIR)")
     serve.add_argument("--listen", help="HOST:PORT, port 0 picks a free one (default 127.0.0.1:8412)")
     serve.add_argument("--enroll-secret", action="append", metavar="SECRET[:TEAM]", help="may be repeated")
+    serve.add_argument(
+        "--enroll-secret-file", action="append", metavar="FILE", help="SECRET[:TEAM] per line (keeps them out of argv)"
+    )
     serve.add_argument("--tuf-repo", help="published TUF repository directory to serve under /tuf/")
     serve.add_argument("--admin-token", help="admin API token (default: generated and kept in DIR)")
+    serve.add_argument("--admin-token-file", metavar="FILE", help="a file holding the admin token")
     serve.add_argument("--tls-cert", help="server certificate (PEM); default: self-signed under DIR/tls")
     serve.add_argument("--tls-key", help="server key (PEM)")
     serve.add_argument("--config", help="declarative configuration file (TOML or JSON), re-read on SIGHUP")
@@ -184,12 +188,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from server_stub.server import StartupError, serve  # noqa: PLC0415 - keeps admin commands light
 
         try:
+            secrets = [*(args.enroll_secret or []), *secret_lines(args.enroll_secret_file or [])]
             settings = build_settings(
                 data_dir=args.data_dir,
                 listen=args.listen,
-                enroll_secrets=args.enroll_secret,
+                enroll_secrets=secrets or None,
                 tuf_repo=args.tuf_repo,
-                admin_token=args.admin_token,
+                admin_token=admin_token_from(args.admin_token, args.admin_token_file),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 config_file=args.config,

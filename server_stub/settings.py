@@ -88,6 +88,45 @@ def env_list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in raw.replace("\n", ",").split(",") if item.strip()]
 
 
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _read_small(path: str, flag: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{flag} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise SettingsError(f"{flag} {path}: larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{flag} {path}: not UTF-8 text") from None
+
+
+def secret_lines(paths: Sequence[str]) -> list[str]:
+    """``--enroll-secret-file``: one ``SECRET[:TEAM]`` per line; blank lines and ``#`` comments are skipped."""
+    lines = []
+    for path in paths:
+        for line in _read_small(path, "--enroll-secret-file").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                lines.append(line.strip())
+    return lines
+
+
+def admin_token_from(flag_value: str | None, path: str | None) -> str | None:
+    """``--admin-token``, or the content of ``--admin-token-file`` (not both)."""
+    if path is None:
+        return flag_value
+    if flag_value:
+        raise SettingsError("--admin-token and --admin-token-file are mutually exclusive")
+    token = _read_small(path, "--admin-token-file").strip()
+    if not token:
+        raise SettingsError(f"--admin-token-file {path}: empty")
+    return token
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value).expanduser().absolute() if value else None
 
@@ -139,7 +178,7 @@ def build_settings(
         raise SettingsError(f"--tuf-repo {repo}: no such directory (give REPO/repository of `orbitctl updates init`)")
     for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
         if path is not None and not path.is_file():
-            raise SettingsError(f"{flag} {path}: no such file")
+            raise SettingsError(f"TLS file not found: {flag} {path}")
     identifier = env.get("FLEET_STUB_OSQUERY_HOST_IDENTIFIER", "provided")
     if identifier not in HOST_IDENTIFIER_MODES:
         raise SettingsError(f"FLEET_STUB_OSQUERY_HOST_IDENTIFIER must be one of {', '.join(HOST_IDENTIFIER_MODES)}")

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from safe_fs.secret_read import FileTooLargeError, read_bounded
 from tuf_updates.durations import DurationError, parse_duration
 
 TYPES = ("deb", "rpm", "pkg", "msi")
@@ -72,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add("--type", required=True, choices=TYPES, help="installer format")
     add("--fleet-url", help="Fleet server URL (with --enroll-secret)")
     add("--enroll-secret", help=f"enroll secret (or the {SECRET_ENV} variable, which keeps it out of argv)")
+    add("--enroll-secret-file", type=Path, help="a file holding the enroll secret (keeps it out of argv)")
     add("--fleet-certificate", type=Path, help="CA bundle for the Fleet server (shipped as fleet.pem)")
     add("--fleet-tls-client-certificate", type=Path, help="mTLS client certificate for Fleet")
     add("--fleet-tls-client-key", type=Path, help="mTLS client key for Fleet")
@@ -119,10 +121,35 @@ def default_outfile(kind: str, version: str, arch: str) -> Path:
     return Path(f"fleet-osquery{EXTENSIONS[kind]}")
 
 
+MAX_SECRET_BYTES = 4096
+
+
+def _secret(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """--enroll-secret, else --enroll-secret-file, else the environment."""
+    path: Path | None = getattr(args, "enroll_secret_file", None)
+    if path is None:
+        return args.enroll_secret or env.get(SECRET_ENV) or None
+    if args.enroll_secret:
+        raise PackageOptionsError("--enroll-secret and --enroll-secret-file are mutually exclusive")
+    try:
+        data = read_bounded(path, MAX_SECRET_BYTES)
+    except FileTooLargeError:
+        raise PackageOptionsError(f"--enroll-secret-file {path}: larger than {MAX_SECRET_BYTES} bytes") from None
+    except OSError as exc:
+        raise PackageOptionsError(f"--enroll-secret-file {path}: {exc.strerror or exc}") from None
+    try:
+        secret = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise PackageOptionsError(f"--enroll-secret-file {path}: not UTF-8 text") from None
+    if not secret:
+        raise PackageOptionsError(f"--enroll-secret-file {path}: empty")
+    return secret
+
+
 def validate(args: argparse.Namespace, env: Mapping[str, str]) -> PackageOptions:
     """fleetctl's rules, with clear messages."""
     kind: str = args.type
-    secret = args.enroll_secret or env.get(SECRET_ENV) or None
+    secret = _secret(args, env)
     if bool(args.fleet_url) != bool(secret) and not args.use_system_configuration:
         raise PackageOptionsError("--fleet-url and --enroll-secret must be given together")
     if args.insecure and (args.fleet_certificate or args.update_tls_certificate):

@@ -35,7 +35,7 @@ def _enroll(client: httpx.Client, hardware_uuid: str) -> str:
 
 def test_serve_contract_server_json_and_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    stub = StubProcess(data, "--enroll-secret", SECRET)
+    stub = StubProcess(data, f"--enroll-secret={SECRET}")
     try:
         info = stub.wait_ready()
         assert set(info) == {"url", "ca_cert", "pid", "admin_token"}
@@ -56,14 +56,14 @@ def test_serve_contract_server_json_and_sigterm(tmp_path: Path) -> None:
 
 def test_restart_reuses_ca_admin_token_and_state(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    first = StubProcess(data, "--enroll-secret", SECRET)
+    first = StubProcess(data, f"--enroll-secret={SECRET}")
     info = first.wait_ready()
     ca_before = (data / "tls" / "ca.pem").read_bytes()
     hardware_uuid = str(uuid.uuid4())
     with _client(info) as client:
         key = _enroll(client, hardware_uuid)
     assert first.stop() == 0
-    second = StubProcess(data, "--enroll-secret", SECRET)
+    second = StubProcess(data, f"--enroll-secret={SECRET}")
     try:
         info2 = second.wait_ready()
         assert (data / "tls" / "ca.pem").read_bytes() == ca_before
@@ -76,7 +76,7 @@ def test_restart_reuses_ca_admin_token_and_state(tmp_path: Path) -> None:
 
 def test_kill_9_loses_no_acknowledged_log_lines(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    stub = StubProcess(data, "--enroll-secret", SECRET)
+    stub = StubProcess(data, f"--enroll-secret={SECRET}")
     info = stub.wait_ready()
     acknowledged = 0
     with _client(info) as client:
@@ -88,7 +88,7 @@ def test_kill_9_loses_no_acknowledged_log_lines(tmp_path: Path) -> None:
                 acknowledged += len(lines)
     stub.stop(signal.SIGKILL)
     assert stub.proc.returncode == -signal.SIGKILL
-    restarted = StubProcess(data, "--enroll-secret", SECRET)
+    restarted = StubProcess(data, f"--enroll-secret={SECRET}")
     try:
         info2 = restarted.wait_ready()
         headers = {"Authorization": f"Bearer {info2['admin_token']}"}
@@ -152,7 +152,7 @@ def test_bad_serve_arguments_exit_2_with_a_clear_message(tmp_path: Path, args: l
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    stub = StubProcess(tmp_path / "a", "--enroll-secret", SECRET)
+    stub = StubProcess(tmp_path / "a", f"--enroll-secret={SECRET}")
     try:
         port = str(stub.wait_ready()["url"]).rsplit(":", 1)[1]
         result = subprocess.run(
@@ -170,7 +170,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_admin_cli_hosts_and_query(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    stub = StubProcess(data, "--enroll-secret", SECRET, "--live-query-timeout", "2")
+    stub = StubProcess(data, f"--enroll-secret={SECRET}", "--live-query-timeout", "2")
     try:
         info = stub.wait_ready()
         with _client(info) as client:

@@ -166,7 +166,7 @@ class OrbitWorld:
     # -- server --------------------------------------------------------------------------------------------
 
     def start_stub(self) -> None:
-        args = ["--enroll-secret", SECRET, "--tuf-repo", str(self.repo / "repository")]
+        args = [f"--enroll-secret={SECRET}", "--tuf-repo", str(self.repo / "repository")]
         if self.port is not None:
             args += ["--listen", f"127.0.0.1:{self.port}"]
         # host details every 5 s (Fleet's osquery_detail_update_interval, 1 h by default): orbit registers its
