@@ -24,9 +24,10 @@ import httpx
 from orbit.actors import STOP_GRACE_S, DaemonThreadExecutor, Stopped, keep_running, retry_until_done, until_stopped
 from orbit.agent_state import AgentState
 from orbit.children.desktop_child import desktop_child
+from orbit.children.orphans import kill_orphans
 from orbit.children.osqueryd_child import osqueryd_child, osqueryd_launch_spec
 from orbit.children.restart_policy import RestartPolicy
-from orbit.children.supervisor import ChildStatus, Supervisor, kill_stale
+from orbit.children.supervisor import ChildStatus, Supervisor
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.fleet.capabilities import CapabilitiesWatcher
 from orbit.fleet.client import OrbitClient, OrbitConfig
@@ -237,7 +238,12 @@ class Agent:
         return await retry_until_done(attempt, self._sleep, doubling_delays(5.0, 300.0), failed)
 
     async def _read_host_info(self, osqueryd: Path) -> HostInfo | None:
-        await asyncio.to_thread(kill_stale, self.layout.osquery_pidfile, "osqueryd")
+        await asyncio.to_thread(
+            kill_orphans,
+            record=self.layout.child_record("osqueryd"),
+            pidfile=self.layout.osquery_pidfile,
+            executables=[osqueryd],
+        )
         error = ""
 
         async def attempt() -> HostInfo | None:

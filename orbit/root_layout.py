@@ -134,6 +134,10 @@ class RootLayout:
     def status_file(self) -> Path:
         return self.state_dir / "status.json"
 
+    def child_record(self, name: str) -> Path:
+        """orbit's record of a running child (pid, group, start time), for orphan detection after a crash."""
+        return self.state_dir / f"{name}.child.json"
+
     @property
     def desktop_pidfile(self) -> Path:
         return self.root / "fleet-desktop.pid"

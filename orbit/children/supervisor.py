@@ -20,14 +20,14 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-import psutil
-
+from orbit.children.orphans import clear_record, kill_orphans, write_record
 from orbit.children.restart_policy import BreakerState, RestartPolicy, RestartTracker
 from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 
@@ -70,7 +70,10 @@ class ChildSpec:
     cwd: Path | None = None
     stop_timeout: float = CHILD_STOP_TIMEOUT_S
     pidfile: Path | None = None
-    stale_name: str | None = None  # a live process in the pidfile whose name contains this is killed at start
+    # orbit's record of the running child (pid, group, start time): what a later orbit recognises as an orphan
+    record: Path | None = None
+    # what the child runs, to recognise the pid in its own ``pidfile`` as an orphan (osqueryd writes one)
+    orphan_executables: Callable[[], Sequence[Path]] | None = None
     log_path: Path | None = None
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     output: Callable[[str], None] | None = None  # each line of the child's stdout+stderr (e.g. into orbit's log)
@@ -96,30 +99,6 @@ class ChildStatus:
     last_exit_code: int | None
     next_start_in: float | None
     uptime: float | None = None  # seconds the current process has been running
-
-
-def kill_stale(pidfile: Path, name_fragment: str, timeout: float = 5.0) -> int | None:
-    """Kill a leftover process recorded in ``pidfile`` when its name matches; returns its pid."""
-    try:
-        text = pidfile.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not text.isdigit() or int(text) == os.getpid():
-        return None
-    try:
-        process = psutil.Process(int(text))
-        if name_fragment not in " ".join([process.name(), *process.cmdline()[:3]]):
-            return None
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except psutil.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-    except psutil.Error:
-        return None
-    log.warning("event=stale_child_killed pid=%s pidfile=%s", text, pidfile)
-    return int(text)
 
 
 class Supervisor:
@@ -189,6 +168,8 @@ class Supervisor:
             if handle is not None:
                 handle.close()
         log.info("event=child_started name=%s pid=%d", self.spec.name, process.pid)
+        if self.spec.record is not None:
+            write_record(self.spec.record, process.pid, launch.argv[0] if launch.argv else "")
         if self.spec.output is not None and process.stdout is not None:
             pump = asyncio.ensure_future(_pump_lines(process.stdout, self.spec.output))
             self._pumps.add(pump)
@@ -200,7 +181,17 @@ class Supervisor:
                 log.warning("event=pidfile_write_failed name=%s error=%s", self.spec.name, exc)
         return process
 
+    def _kill_orphans(self) -> list[int]:
+        spec = self.spec
+        executables = list(spec.orphan_executables()) if spec.orphan_executables is not None else []
+        if spec.record is None and not executables:
+            return []
+        pidfile = spec.pidfile if executables and not spec.write_pidfile else None
+        return kill_orphans(record=spec.record, pidfile=pidfile, executables=executables)
+
     def _remove_pidfile(self, pid: int) -> None:
+        if self.spec.record is not None:
+            clear_record(self.spec.record, pid)
         pidfile = self.spec.pidfile
         if not self.spec.write_pidfile or pidfile is None:
             return
@@ -236,8 +227,7 @@ class Supervisor:
             raise
 
     async def _run(self, stop: asyncio.Event) -> None:
-        if self.spec.pidfile is not None and self.spec.stale_name:
-            await asyncio.to_thread(kill_stale, self.spec.pidfile, self.spec.stale_name)
+        await asyncio.to_thread(self._kill_orphans)
         delay = 0.0
         while not stop.is_set():
             if delay > 0:
@@ -271,6 +261,8 @@ class Supervisor:
             woke = await _wait_any(stop, self._restart_requested, None, exited)
             if woke is not exited:
                 await self._stop(process)
+            else:
+                _kill_group_leftovers(process.pid)  # a wrapper's (or a one-file bootloader's) children go with it
             exited.cancel()
             code = process.returncode
             self._last_exit = code
@@ -296,6 +288,15 @@ class Supervisor:
         if self._process is not None:
             await self._stop(self._process)
             self._remove_pidfile(self._process.pid)
+
+
+def _kill_group_leftovers(pgid: int) -> None:
+    """The child (its group's leader) exited: end what it left in its group, so a restart never runs beside it."""
+    if sys.platform == "win32":
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+        log.warning("event=child_group_leftovers_killed pgid=%d", pgid)
 
 
 MAX_LINE = 16 * 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from orbit.children.restart_policy import BreakerState, RestartPolicy
-from orbit.children.supervisor import ChildSpec, ChildState, Supervisor, kill_stale
+from orbit.children.supervisor import ChildSpec, ChildState, Supervisor
 
 PY = sys.executable
 
@@ -140,17 +140,6 @@ def test_the_whole_process_group_is_stopped(tmp_path: Path) -> None:
     grandchild = asyncio.run(scenario())
     time.sleep(0.2)
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
-
-
-def test_stale_child_from_the_pidfile_is_killed(tmp_path: Path) -> None:
-    import subprocess  # noqa: PLC0415
-
-    stale = subprocess.Popen([PY, "-c", "import time; time.sleep(600)  # osqueryd-stale"])
-    pidfile = tmp_path / "osquery.pid"
-    pidfile.write_text(f"{stale.pid}\n")
-    assert kill_stale(pidfile, "no-such-name") is None and stale.poll() is None
-    assert kill_stale(pidfile, "osqueryd-stale") == stale.pid
-    assert stale.wait(5) is not None
 
 
 def test_a_cancelled_supervisor_still_stops_its_child(tmp_path: Path) -> None:

@@ -280,4 +280,4 @@ def test_child_spec_uses_the_launcher_and_fleets_retry(tmp_path: Path) -> None:
     launcher = DesktopLauncher(Finder(None), lambda: None, dict, "linux", pidfile=tmp_path / "fleet-desktop.pid")
     spec = launcher.child_spec()
     assert spec.launch == launcher.launch and spec.not_ready_retry == 30.0
-    assert spec.write_pidfile and spec.pidfile == tmp_path / "fleet-desktop.pid" and spec.stale_name is None
+    assert spec.write_pidfile and spec.pidfile == tmp_path / "fleet-desktop.pid" and spec.record is None
