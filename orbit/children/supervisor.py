@@ -28,6 +28,7 @@ from enum import Enum
 from pathlib import Path
 
 from orbit.children.orphans import clear_record, kill_orphans, write_record
+from orbit.children.output_limit import OutputCap, OutputLimiter
 from orbit.children.restart_policy import BreakerState, RestartPolicy, RestartTracker
 from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 
@@ -77,6 +78,7 @@ class ChildSpec:
     log_path: Path | None = None
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     output: Callable[[str], None] | None = None  # each line of the child's stdout+stderr (e.g. into orbit's log)
+    output_cap: OutputCap = field(default_factory=OutputCap)  # at most this much of it per window
     user: str | int | None = None
     group: str | int | None = None
     extra_groups: tuple[str | int, ...] | None = None
@@ -171,7 +173,9 @@ class Supervisor:
         if self.spec.record is not None:
             write_record(self.spec.record, process.pid, launch.argv[0] if launch.argv else "")
         if self.spec.output is not None and process.stdout is not None:
-            pump = asyncio.ensure_future(_pump_lines(process.stdout, self.spec.output))
+            limiter = OutputLimiter(self.spec.name, self.spec.output, self.spec.output_cap)
+            pump = asyncio.ensure_future(_pump_lines(process.stdout, limiter))
+            pump.add_done_callback(lambda _done: limiter.close())
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
         if self.spec.write_pidfile and self.spec.pidfile is not None:

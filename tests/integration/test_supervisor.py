@@ -183,3 +183,26 @@ def test_child_output_goes_line_by_line_to_the_output_callback(tmp_path: Path) -
     assert lines[0] == "first line"
     assert lines[1:4] == ["x" * 16384, "x" * 16384, "x" * (40000 - 2 * 16384)]  # cut into pieces, nothing lost
     assert "from stderr" in lines
+
+
+def test_a_flooding_child_reaches_the_log_capped_with_a_line_saying_what_was_dropped(tmp_path: Path) -> None:
+    from orbit.children.output_limit import OutputCap  # noqa: PLC0415
+
+    lines: list[str] = []
+    code = (
+        "import sys\nfor i in range(5000):\n    print('chatter', i)\nsys.stdout.flush()\nimport time\ntime.sleep(600)\n"
+    )
+
+    async def scenario() -> None:
+        spec = _spec(tmp_path, code, output=lines.append, output_cap=OutputCap(max_lines=50, window_s=600))
+        supervisor = Supervisor(spec)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: len(lines) >= 50, timeout=60)
+        stop.set()
+        await runner
+        await _until(lambda: len(lines) > 50, timeout=60)  # the pipe closed with the child: the drop is reported
+
+    asyncio.run(scenario())
+    assert lines[:50] == [f"chatter {i}" for i in range(50)]
+    assert len(lines) == 51 and "4950 lines" in lines[50] and "dropped" in lines[50]
