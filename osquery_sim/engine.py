@@ -22,6 +22,7 @@ from osquery_sim.remote_client import RemoteClient
 from osquery_sim.result_logs import LogContext, diff_rows, differential_lines, snapshot_line, status_line
 from osquery_sim.retry_schedules import distributed_wait, logger_backoff
 from osquery_sim.sim_store import SimStore
+from osquery_sim.version import SIM_VERSION
 from osquery_sim.wakeable import WakeableEvent, sleep_unless_set
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class EngineSettings:
     schedule_default_interval: int = 3600
     decorations_top_level: bool = False
     schedule_epoch: int = 0
-    version: str = "5.14.1+sim"
+    version: str = SIM_VERSION
     overridable: frozenset[str] = field(default_factory=frozenset)
 
 

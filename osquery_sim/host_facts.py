@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from osquery_sim.flag_rows import effective_flags
 from osquery_sim.gflags import Flags
 from osquery_sim.identity import SimIdentity, machine_identity
 from osquery_sim.sim_store import SimStore
@@ -61,5 +62,8 @@ def build_host_facts(flags: Flags, store: SimStore, version: str) -> HostFacts:
     instance_id = flags.string("sim_instance_id") or store.instance_id()
     runtime = SimRuntime(version=version, instance_id=instance_id, pid=os.getpid(), start_time=int(time.time()))
     return HostFacts(
-        identity=identity, instance_id=instance_id, database=SimDatabase(identity, runtime), runtime=runtime
+        identity=identity,
+        instance_id=instance_id,
+        database=SimDatabase(identity, runtime, flags=effective_flags(flags)),
+        runtime=runtime,
     )

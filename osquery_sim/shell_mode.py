@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from osquery_sim.flag_rows import effective_flags
 from osquery_sim.gflags import Flags
 from osquery_sim.host_facts import identity_overrides
 from osquery_sim.identity import machine_identity
@@ -35,7 +36,7 @@ def run_shell_mode(flags: Flags) -> int:
             store.close()
     identity = machine_identity(identity_overrides(flags))
     runtime = SimRuntime(version=SIM_VERSION, instance_id=instance_id, pid=os.getpid(), start_time=int(time.time()))
-    database = SimDatabase(identity, runtime)
+    database = SimDatabase(identity, runtime, flags=effective_flags(flags))
     try:
         return run_shell(sql, database, json_output=flags.boolean("json"), out=sys.stdout, err=sys.stderr)
     finally:

@@ -23,6 +23,7 @@ import httpx
 
 from osquery_sim.lean_http import LeanHttpClient, LeanHttpError, split_host_port
 from osquery_sim.remote_answer import RemoteAnswer, judge
+from osquery_sim.version import SIM_VERSION
 
 REQUEST_TIMEOUT_SECONDS = 16.0
 MAX_REDIRECTS = 10
@@ -36,7 +37,7 @@ class TlsSettings:
     client_cert: str = ""
     client_key: str = ""
     accept_gzip: bool = False
-    user_agent: str = "osquery/5.14.1+sim"
+    user_agent: str = f"osquery/{SIM_VERSION}"
     send_node_key_header: bool = True
 
 
@@ -139,6 +140,10 @@ class TlsTransport(OsqueryTransport):
             response = await self._client.post(endpoint, content=payload, headers=headers)
         except httpx.HTTPError as exc:
             raise TransportFailure(f"{type(exc).__name__}: {exc}") from exc
+        except (ssl.SSLError, OSError) as exc:
+            # a TLS alert after the handshake (a server demanding a client certificate we lack) comes through httpx
+            # as the raw ssl error: to osqueryd that is a failed request, retried by its rules, never a crash
+            raise TransportFailure(f"TLS error: {exc}") from exc
         return response.content
 
     async def close(self) -> None:
@@ -176,6 +181,8 @@ class LeanTlsTransport(OsqueryTransport):
             return (await self._client.request("POST", endpoint, payload, headers)).body
         except LeanHttpError as exc:
             raise TransportFailure(str(exc)) from exc
+        except (ssl.SSLError, OSError) as exc:
+            raise TransportFailure(f"TLS error: {exc}") from exc
 
     async def close(self) -> None:
         await self._client.aclose()

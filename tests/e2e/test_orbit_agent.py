@@ -136,6 +136,13 @@ def test_new_osqueryd_is_installed_and_running_after_one_check(world: OrbitWorld
     assert {"target": "osqueryd/linux/stable/osqueryd", "outcome": "installed", "version": "5.15.0", "error": None} in (
         targets
     )
+    # the server sees the update: the new osqueryd reports the version it was published as
+    with world.admin() as admin:
+        live = admin.post(
+            f"/api/latest/fleet/hosts/{world.hosts()[0]['id']}/query",
+            json={"query": "SELECT version FROM osquery_info"},
+        )
+    assert live.json()["rows"] == [{"version": "5.15.0+sim"}], live.text
 
 
 def test_tampered_target_is_rejected_and_nothing_changes(world: OrbitWorld) -> None:

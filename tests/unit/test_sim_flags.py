@@ -712,3 +712,24 @@ def test_table_covers_osquery_builtins_and_sim_flags() -> None:
 )
 def test_gflags_value_grammar(flag_type: FlagType, text: str, value: object) -> None:
     assert parse_value(flag_type, text) == value
+
+
+def test_osquery_flags_lists_osquerys_flags_with_defaults_and_effective_values(tmp_path: Path) -> None:
+    from osquery_sim.flag_rows import effective_flags  # noqa: PLC0415
+    from osquery_sim.identity import machine_identity  # noqa: PLC0415
+    from osquery_sim.table_rows import SimRuntime  # noqa: PLC0415
+    from osquery_sim.tables import SimDatabase  # noqa: PLC0415
+
+    flags = parse("--config_refresh=42", "--host_identifier", "uuid", "--nodisable_distributed", "--sim_hostname=h")
+    rows = {row.name: row for row in effective_flags(flags)}
+    assert rows["config_refresh"].value == "42" and rows["config_refresh"].default_value == "0"
+    assert rows["host_identifier"].value == "uuid" and rows["host_identifier"].default_value == "hostname"
+    assert rows["disable_distributed"].value == "false" and rows["disable_distributed"].default_value == "true"
+    assert rows["sim_hostname"].value == "h"  # the simulator's own knobs are visible to a live query
+    assert "flagfile" not in rows and "v" not in rows  # gflags' and glog's own flags are not osquery's
+    database = SimDatabase(machine_identity({}), SimRuntime("5.14.1+sim", "i", 1, 1), flags=effective_flags(flags))
+    try:
+        answer = database.query("SELECT value FROM osquery_flags WHERE name = 'config_refresh'")
+    finally:
+        database.close()
+    assert answer == [{"value": "42"}]

@@ -457,3 +457,12 @@ def test_shell_pretty_table(db: SimDatabase) -> None:
     ]
     assert out.endswith("+\n")
     assert render_pretty([], ["a"]) == ""
+
+
+def test_the_simulator_reports_the_version_it_was_published_as() -> None:
+    from osquery_sim.version import sim_version  # noqa: PLC0415
+
+    assert sim_version({}) == "5.14.1+sim"
+    assert sim_version({"ORBIT_BUILD_VERSION": "5.15.0"}) == "5.15.0+sim"
+    assert sim_version({"ORBIT_BUILD_VERSION": "5.15.0+build7"}) == "5.15.0+build7.sim"
+    assert sim_version({"ORBIT_BUILD_VERSION": "5.15.0+sim"}) == "5.15.0+sim"
