@@ -1,4 +1,4 @@
-"""``orbit`` (run, the default), ``orbit version``, ``orbit doctor [--json]``.
+"""``orbit`` (run, the default), ``orbit version``, ``orbit doctor [--json]``, ``orbit flare [--output FILE]``.
 
 Exit codes: 0 after a graceful stop, 1 when the agent cannot start here (another instance running, unusable root
 dir), 2 for a configuration that cannot work (invalid options, no or malformed Fleet URL, no enroll secret, an
@@ -160,6 +160,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from orbit.doctor import run_doctor  # noqa: PLC0415
 
         return run_doctor(options, os.environ)
+    if options.command == "flare":
+        from orbit.flare import run_flare  # noqa: PLC0415
+
+        return run_flare(options, os.environ)
     if (problem := run_configuration_problem(options)) is not None:
         print(f"orbit: {problem}", file=sys.stderr)
         return 2

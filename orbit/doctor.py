@@ -323,12 +323,21 @@ def _age(iso: object) -> float | None:
         return None
 
 
-def run_doctor(options: Options, env: Mapping[str, str]) -> int:
+def doctor_report(options: Options, env: Mapping[str, str]) -> tuple[bool, list[Check], dict[str, object]]:
+    """The checks, whether any failed, and the ``--json`` document (also what ``orbit flare`` bundles)."""
     platform = "windows" if sys.platform == "win32" else "macos" if sys.platform == "darwin" else "linux"
     checks = Doctor(options, env, platform).run()
     failed = any(check.status is Verdict.FAIL for check in checks)
+    payload: dict[str, object] = {
+        "ok": not failed,
+        "checks": [{**asdict(check), "status": check.status.value} for check in checks],
+    }
+    return failed, checks, payload
+
+
+def run_doctor(options: Options, env: Mapping[str, str]) -> int:
+    failed, checks, payload = doctor_report(options, env)
     if options.json:
-        payload = {"ok": not failed, "checks": [{**asdict(check), "status": check.status.value} for check in checks]}
         sys.stdout.write(json.dumps(payload, indent=1) + "\n")
     else:
         for check in checks:
@@ -337,4 +346,4 @@ def run_doctor(options: Options, env: Mapping[str, str]) -> int:
     return 1 if failed else 0
 
 
-__all__ = ["Check", "Doctor", "Verdict", "run_doctor"]
+__all__ = ["Check", "Doctor", "Verdict", "doctor_report", "run_doctor"]

@@ -27,7 +27,7 @@ class OptionsError(ValueError):
 
 @dataclass(frozen=True)
 class Options:
-    command: str  # run | version | doctor
+    command: str  # run | version | doctor | flare
     root_dir: PurePath
     fleet_url: str | None
     enroll_secret: str | None
@@ -55,6 +55,7 @@ class Options:
     disable_setup_experience: bool
     json: bool
     osquery_args: tuple[str, ...]
+    output: PurePath | None = None  # flare: where the bundle goes
 
     def __repr__(self) -> str:  # never print the secret
         return f"Options(command={self.command!r}, root_dir={str(self.root_dir)!r}, fleet_url={self.fleet_url!r})"
@@ -130,13 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="orbit", description="Fleet's agent: runs and updates osqueryd.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--json", action="store_true", help="doctor: machine-readable output")
+    parser.add_argument("--output", help="flare: the bundle's path (default: ./orbit-flare-<host>-<time>.tar.gz)")
     for flag in FLAGS:
         help_text = argparse.SUPPRESS if flag.hidden else f"(env {flag.env})"
         if flag.kind == "bool":
             parser.add_argument(f"--{flag.name}", nargs="?", const="true", default=None, metavar="BOOL", help=help_text)
         else:
             parser.add_argument(f"--{flag.name}", default=None, help=help_text)
-    parser.add_argument("command", nargs="?", choices=("run", "version", "doctor"), default="run")
+    parser.add_argument("command", nargs="?", choices=("run", "version", "doctor", "flare"), default="run")
     return parser
 
 
@@ -250,4 +252,5 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str], *, platform: str 
         disable_setup_experience=enabled("disable-setup-experience"),
         json=bool(args.json),
         osquery_args=osquery_args,
+        output=path(args.output) if args.output else None,
     )
