@@ -138,9 +138,24 @@ class Doctor:
                 self.add("enrolled", Verdict.PASS, "orbit's last authenticated request succeeded")
             else:
                 self.add("enrolled", Verdict.FAIL, f"not enrolled; last error: {status.get('last_error') or 'none'}")
+        self._check_config_polls(status)
         self._check_children(status)
         self._check_rollbacks(status)
         self._check_identity(status)
+
+    def _check_config_polls(self, status: Mapping[str, object]) -> None:
+        """A persistent failure to reach the server, named with its cause (a refused connection, a TLS error)."""
+        config = status.get("config")
+        if not self.options.fleet_url or not isinstance(config, Mapping):
+            return
+        failures = config.get("failures") or 0
+        if not failures:
+            self.add("config polls", Verdict.PASS, f"{config.get('polls') or 0} polls, the last one succeeded")
+            return
+        since = config.get("seconds_since_success")
+        when = "never succeeded" if since is None else f"last success {float(str(since)):.0f}s ago"
+        verdict = Verdict.FAIL if since is None or float(str(since)) > 600 else Verdict.WARN
+        self.add("config polls", verdict, f"{failures} failing in a row ({when}): {config.get('last_error')}")
 
     def _check_children(self, status: Mapping[str, object]) -> None:
         children = status.get("children")
