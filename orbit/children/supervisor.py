@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from orbit.children.orphans import clear_record, kill_orphans, write_record
 from orbit.children.output_limit import OutputCap, OutputLimiter
@@ -244,7 +245,12 @@ class Supervisor:
             self._state = ChildState.STARTING
             delay = 0.0
             try:
-                launch = await self._resolve_launch()
+                resolving: asyncio.Future[ChildLaunch | None] = asyncio.ensure_future(self._resolve_launch())
+                # finding a GUI session can take a while (loginctl): a stop must not wait for it
+                if await _wait_any(stop, asyncio.Event(), None, resolving) is stop:
+                    resolving.cancel()
+                    break
+                launch = resolving.result()
                 if launch is None:
                     self._state = ChildState.WAITING
                     self._next_start_at = self._clock() + self.spec.not_ready_retry
@@ -324,7 +330,7 @@ async def _pump_lines(stream: asyncio.StreamReader, output: Callable[[str], None
 
 
 async def _wait_any(
-    stop: asyncio.Event, restart: asyncio.Event, timeout: float | None, extra: asyncio.Future[int] | None = None
+    stop: asyncio.Event, restart: asyncio.Event, timeout: float | None, extra: asyncio.Future[Any] | None = None
 ) -> object:
     """Wait for the first of stop / restart / ``extra``; returns which (or None on timeout)."""
     waiters: dict[asyncio.Future[object], object] = {
@@ -332,7 +338,7 @@ async def _wait_any(
         asyncio.ensure_future(restart.wait()): restart,
     }
     if extra is not None:
-        waiters[extra] = extra  # type: ignore[index]
+        waiters[extra] = extra
     done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     for future in waiters:
         if future is not extra:
