@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from safe_fs.secret_read import FileTooLargeError, read_bounded
+from safe_fs.secret_read import SecretFileError, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,9 @@ class SecretSource:
 
 def _read_secret_file(path: Path) -> str | None:
     try:
-        data = read_bounded(path, MAX_SECRET_BYTES)
-    except FileNotFoundError:
-        return None
-    except FileTooLargeError:
-        raise EnrollSecretError(f"the enroll secret file {path} is larger than {MAX_SECRET_BYTES} bytes") from None
-    except OSError as exc:
-        raise EnrollSecretError(f"cannot read the enroll secret file {path}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise EnrollSecretError(f"the enroll secret file {path} is not UTF-8 text") from None
-    return text or None
+        return read_secret_file(path, MAX_SECRET_BYTES)
+    except SecretFileError as exc:
+        raise EnrollSecretError(f"the enroll secret file {exc.path} {exc.reason}") from None
 
 
 def resolve_enroll_secret(

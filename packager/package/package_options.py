@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from safe_fs.secret_read import FileTooLargeError, read_bounded
+from safe_fs.secret_read import SecretFileError, read_secret_file
 from tuf_updates.durations import DurationError, parse_duration
 
 TYPES = ("deb", "rpm", "pkg", "msi")
@@ -132,17 +132,11 @@ def _secret(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
     if args.enroll_secret:
         raise PackageOptionsError("--enroll-secret and --enroll-secret-file are mutually exclusive")
     try:
-        data = read_bounded(path, MAX_SECRET_BYTES)
-    except FileTooLargeError:
-        raise PackageOptionsError(f"--enroll-secret-file {path}: larger than {MAX_SECRET_BYTES} bytes") from None
-    except OSError as exc:
-        raise PackageOptionsError(f"--enroll-secret-file {path}: {exc.strerror or exc}") from None
-    try:
-        secret = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise PackageOptionsError(f"--enroll-secret-file {path}: not UTF-8 text") from None
-    if not secret:
-        raise PackageOptionsError(f"--enroll-secret-file {path}: empty")
+        secret = read_secret_file(path, MAX_SECRET_BYTES)
+    except SecretFileError as exc:
+        raise PackageOptionsError(f"--enroll-secret-file {exc.path} {exc.reason}") from None
+    if secret is None:
+        raise PackageOptionsError(f"--enroll-secret-file {path}: missing or empty")
     return secret
 
 
