@@ -76,5 +76,8 @@ def build_app(state: StubState) -> Starlette:
         Mount("/tuf", app=_TufFiles(state)),
     ]
     app = Starlette(routes=all_routes, exception_handlers={HTTPException: _http_error})
+    # Starlette would answer "/path/" with a redirect built from the client's Host header (an open redirect that a
+    # hostile client steers); Fleet's router answers 404 there, and so do we
+    app.router.redirect_slashes = False
     app.state.stub = state
     return app

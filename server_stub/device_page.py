@@ -28,13 +28,28 @@ li{margin:8px 0}.resolution{color:#515774;font-size:.9em;margin-left:24px}
 """
 
 
+# The page's URL carries the device token: nothing may cache it, frame it, run foreign script in it or leak the URL
+# as a referrer. The only style is inline, the only links are our own pages and the transparency redirect.
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     html = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>"
     )
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status, headers=PAGE_SECURITY_HEADERS)
 
 
 def _invalid() -> HTMLResponse:

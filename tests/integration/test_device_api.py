@@ -355,6 +355,11 @@ def test_my_device_page_shows_host_and_policies(stub: RunningStub) -> None:
     for response in (page, policies_page, self_service):
         assert response.status_code == 200, response.request.url
         assert response.headers["content-type"].startswith("text/html")
+        # the URL carries the device token: not cached, not framed, not leaked as a referrer, no foreign script
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert "default-src 'none'" in response.headers["content-security-policy"]
     html = page.text
     assert HOSTNAME in html
     assert "Ubuntu 22.04.4 LTS" in html
@@ -408,3 +413,10 @@ def test_invalid_or_expired_link_page(stub: RunningStub, suffix: str) -> None:
         text = response.text.lower()
         assert "invalid" in text and "expired" in text
         assert HOSTNAME not in response.text
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(stub: RunningStub) -> None:
+    """Starlette would redirect "/path/" to https://<Host header>/path: an open redirect a client steers."""
+    with stub.admin() as admin:
+        answer = admin.get("/api/latest/fleet/hosts/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert answer.status_code == 404 and "location" not in answer.headers
