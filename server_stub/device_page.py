@@ -62,10 +62,20 @@ def _invalid() -> HTMLResponse:
     )
 
 
-def _host_for(request: Request, state: StubState) -> hosts.Host | None:
+def _host_for(request: Request, state: StubState) -> hosts.Host | Response:
+    """The token's host, or the page to answer: invalid link, or 429 once this client has guessed too often."""
+    client = request.client.host if request.client is not None else "?"
+    if (wait := state.device_guesses.retry_after(client)) is not None:
+        page = _page("Too many attempts", "<main><h1>Too many attempts</h1><p>Try again later.</p></main>", 429)
+        page.headers["Retry-After"] = str(max(1, round(wait)))
+        return page
     token = str(request.path_params.get("token", ""))
     host_id = device_tokens.host_for_token(state.conn, token, state.clock())
-    return hosts.get_host(state.conn, host_id) if host_id is not None else None
+    host = hosts.get_host(state.conn, host_id) if host_id is not None else None
+    if host is None:
+        state.device_guesses.failed(client)
+        return _invalid()
+    return host
 
 
 def _nav(token: str) -> str:
@@ -99,8 +109,8 @@ def _policies_section(state: StubState, host: hosts.Host) -> str:
 
 async def my_device(request: Request, state: StubState) -> Response:
     host = _host_for(request, state)
-    if host is None:
-        return _invalid()
+    if not isinstance(host, hosts.Host):
+        return host
     token = str(request.path_params["token"])
     rows = [
         ("Host name", host.computer_name or host.hostname),
@@ -122,15 +132,15 @@ async def my_device(request: Request, state: StubState) -> Response:
 
 async def policies_page(request: Request, state: StubState) -> Response:
     host = _host_for(request, state)
-    if host is None:
-        return _invalid()
+    if not isinstance(host, hosts.Host):
+        return host
     return _page("Policies", f"{_nav(str(request.path_params['token']))}<main>{_policies_section(state, host)}</main>")
 
 
 async def self_service(request: Request, state: StubState) -> Response:
     host = _host_for(request, state)
-    if host is None:
-        return _invalid()
+    if not isinstance(host, hosts.Host):
+        return host
     body = (
         f"{_nav(str(request.path_params['token']))}<main><section><h1>Self-service</h1>"
         "<p>Your IT department has not made any software available for self-service on this device.</p>"

@@ -47,6 +47,7 @@ class ApiError(Exception):
     reason: str
     node_invalid: bool = False
     summary: str | None = None
+    retry_after: int | None = None  # seconds, sent as Retry-After (429)
 
     def __str__(self) -> str:
         return f"{self.status}: {self.reason}"
@@ -72,15 +73,21 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, f"Request exceeds the max size limit of {limit} bytes")
 
 
+def too_many_requests(retry_after: float) -> ApiError:
+    return ApiError(429, "too many failed attempts; try again later", retry_after=max(1, round(retry_after)))
+
+
 def render_error(error: ApiError, shape: ErrorShape) -> Response:
     error_id = str(uuid.uuid4())
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     if shape is ErrorShape.OSQUERY:
         body: dict[str, object] = {"error": error.reason, "uuid": error_id}
         if error.node_invalid:
             body["node_invalid"] = True
-        return JSONResponse(body, status_code=error.status)
+        return JSONResponse(body, status_code=error.status, headers=headers)
     summary = error.summary or _SUMMARY_BY_STATUS.get(error.status, "Error")
     return JSONResponse(
         {"message": summary, "errors": [{"name": "base", "reason": error.reason}], "uuid": error_id},
         status_code=error.status,
+        headers=headers,
     )

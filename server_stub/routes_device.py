@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from server_stub import device_tokens, hosts, policies
 from server_stub.api import Family, Handler, endpoint
-from server_stub.errors import not_found, unauthorized
+from server_stub.errors import not_found, too_many_requests, unauthorized
 from server_stub.host_views import host_json, policy_json
 from server_stub.http_body import MIB, read_json_object
 from server_stub.json_response import JSONResponse
@@ -31,10 +31,14 @@ DEBUG_ERRORS_LIMIT = 5 * MIB
 def device_host(request: Request, state: StubState) -> hosts.Host:
     if request.path_params.get("version") not in API_VERSIONS:
         raise not_found("unknown API version")
+    client = request.client.host if request.client is not None else "?"
+    if (wait := state.device_guesses.retry_after(client)) is not None:
+        raise too_many_requests(wait)
     token = str(request.path_params.get("token", ""))
     host_id = device_tokens.host_for_token(state.conn, token, state.clock())
     host = hosts.get_host(state.conn, host_id) if host_id is not None else None
     if host is None:
+        state.device_guesses.failed(client)
         raise unauthorized("authentication error: invalid or expired device token")
     return host
 

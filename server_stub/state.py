@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from server_stub.carves import CarveStore
 from server_stub.database import open_database
+from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
 from server_stub.metrics import Metrics
@@ -27,6 +28,7 @@ class StubState:
     carves: CarveStore
     live: LiveQueryHub
     metrics: Metrics = field(default_factory=Metrics)
+    device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
 
     @property
     def capabilities_header(self) -> str:

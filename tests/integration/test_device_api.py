@@ -420,3 +420,13 @@ def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(stub: Runn
     with stub.admin() as admin:
         answer = admin.get("/api/latest/fleet/hosts/", headers={"Host": "evil.example"}, follow_redirects=False)
     assert answer.status_code == 404 and "location" not in answer.headers
+
+
+def test_guessing_device_tokens_is_throttled_per_client(stub: RunningStub) -> None:
+    with stub.client() as client:
+        answers = [client.get(f"/api/latest/fleet/device/guess-{n}/desktop").status_code for n in range(100)]
+        assert set(answers) == {401}
+        throttled = client.get("/api/latest/fleet/device/guess-100/desktop")
+        page = client.get("/device/guess-101")
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+    assert page.status_code == 429 and "Too many attempts" in page.text
