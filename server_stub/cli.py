@@ -189,6 +189,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
         try:
             secrets = [*(args.enroll_secret or []), *secret_lines(args.enroll_secret_file or [])]
+            if args.enroll_secret or args.admin_token:
+                print(
+                    "fleet-stub: warning: a secret on the command line is visible to every local user (ps); use "
+                    "--enroll-secret-file / --admin-token-file or FLEET_STUB_ENROLL_SECRET / FLEET_STUB_ADMIN_TOKEN",
+                    file=sys.stderr,
+                )
             settings = build_settings(
                 data_dir=args.data_dir,
                 listen=args.listen,

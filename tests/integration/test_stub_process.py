@@ -237,3 +237,18 @@ def test_sigterm_does_not_wait_for_idle_keep_alive_clients(tmp_path: Path) -> No
         assert time.monotonic() - began < 10
     finally:
         client.close()
+
+
+def test_a_secret_on_the_command_line_is_warned_about_and_a_file_is_not(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.txt"
+    secrets.write_text(f"{SECRET}\n")
+    argv_stub = StubProcess(tmp_path / "a", f"--enroll-secret={SECRET}")
+    file_stub = StubProcess(tmp_path / "b", "--enroll-secret-file", str(secrets))
+    try:
+        argv_stub.wait_ready()
+        file_stub.wait_ready()
+    finally:
+        argv_stub.stop()
+        file_stub.stop()
+    assert "visible to every local user" in argv_stub.output()[1]
+    assert "visible to every local user" not in file_stub.output()[1]
