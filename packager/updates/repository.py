@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ from packager.updates import role_keys
 from packager.updates.target_names import target_path
 from safe_fs.atomic_write import PUBLIC_MODE, fsync_dir, write_atomic
 from safe_fs.file_lock import try_lock, unlock
+
+log = logging.getLogger(__name__)
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 HASHES = ["sha256", "sha512"]
@@ -72,6 +75,11 @@ class RepoPaths:
     @property
     def targets(self) -> Path:
         return self.repository / "targets"
+
+    @property
+    def staging(self) -> Path:
+        """Private copies being published: beside ``repository/`` (the served tree), on its file system."""
+        return self.base / ".staging"
 
 
 @dataclass
@@ -171,6 +179,24 @@ def publish(paths: RepoPaths, publication: Publication) -> None:
         _write_public(paths.repository / "timestamp.json", publication.timestamp)
     for source, destination in publication.plain_files:
         _place_target(source, destination)
+
+
+def sweep_leftovers(paths: RepoPaths) -> int:
+    """Remove what a killed ``orbitctl updates`` left: staged copies, and hidden temporaries inside the served tree
+    (published files never start with a dot). Called with the repository lock held. Returns how many went."""
+    removed = 0
+    candidates = [*paths.staging.glob(".staging-*"), *paths.targets.glob(".staging-*")]  # the latter: older orbitctl
+    if paths.targets.is_dir():
+        candidates += [p for p in paths.targets.rglob(".*") if p.is_file()]
+    if paths.repository.is_dir():
+        candidates += [p for p in paths.repository.glob(".*.tmp") if p.is_file()]
+    for path in dict.fromkeys(candidates):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.warning("removed %d leftover file(s) of an interrupted orbitctl run under %s", removed, paths.base)
+    return removed
 
 
 def _stage_copy(source: Path, directory: Path) -> Path:
@@ -332,7 +358,8 @@ def add(
     keys = _load_keys(paths, state, ("targets", "snapshot", "timestamp"), passphrases)
     # A private copy, hashed after copying: what clients get is exactly what was hashed and signed, even if the
     # source file changes meanwhile or later (published files are hard links of this copy).
-    staged = _stage_copy(source, paths.targets)
+    sweep_leftovers(paths)
+    staged = _stage_copy(source, paths.staging)
     try:
         with staged.open("rb") as handle:
             length, hashes = _file_hashes(handle)

@@ -295,3 +295,38 @@ def test_a_version_is_immutable_but_channels_move(tmp_path: Path, repo: Path) ->
     assert targets["orbit/linux/stable/orbit"]["custom"] == {"version": "2.0.1"}
     assert targets["orbit/linux/edge/orbit"]["custom"] == {"version": "2.0.0"}
     assert targets["orbit/linux/2.0.0/orbit"]["length"] == 3
+
+
+def test_leftovers_of_a_killed_add_are_swept_and_staging_stays_out_of_the_served_tree(
+    repo: Path, tmp_path: Path
+) -> None:
+    targets = repo / "repository" / "targets"
+    (targets / "osqueryd" / "linux" / "stable").mkdir(parents=True)
+    leftovers = [
+        targets / ".staging-abc123",  # an older orbitctl staged inside the served tree
+        targets / "osqueryd" / "linux" / "stable" / ".osqueryd.k2j3",  # a half-placed target
+        repo / "repository" / ".timestamp.json.0a1b2c.tmp",  # a half-written metadata file
+        repo / ".staging" / ".staging-def456",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    binary = tmp_path / "osqueryd"
+    binary.write_bytes(b"#!/bin/sh\necho osqueryd\n")
+    ok(
+        "add",
+        "--path",
+        str(repo),
+        "--target",
+        str(binary),
+        "--name",
+        "osqueryd",
+        "--platform",
+        "linux",
+        "--version",
+        "5.15.0",
+    )
+    assert not any(path.exists() for path in leftovers)
+    hidden = [p for p in (repo / "repository").rglob(".*")]
+    assert hidden == [], hidden  # nothing half-done is ever served
+    assert list((repo / ".staging").iterdir()) == []
