@@ -64,15 +64,20 @@ class LogSink:
             except OSError as exc:
                 os.ftruncate(fd, start)
                 raise LogWriteError(str(exc)) from exc
+            try:
+                with write_transaction(self._conn):
+                    self._conn.execute(
+                        """INSERT INTO log_counters (host_id, log_type, lines, bytes) VALUES (?, ?, ?, ?)
+                           ON CONFLICT(host_id, log_type) DO UPDATE SET lines = lines + excluded.lines,
+                           bytes = bytes + excluded.bytes""",
+                        (host_id, log_type, len(items), len(data)),
+                    )
+            except sqlite3.Error as exc:
+                # the batch will not be acknowledged, so it must not stay: its retry would store it twice
+                os.ftruncate(fd, start)
+                raise LogWriteError(f"cannot record the batch: {exc}") from exc
         finally:
             os.close(fd)
-        with write_transaction(self._conn):
-            self._conn.execute(
-                """INSERT INTO log_counters (host_id, log_type, lines, bytes) VALUES (?, ?, ?, ?)
-                   ON CONFLICT(host_id, log_type) DO UPDATE SET lines = lines + excluded.lines,
-                   bytes = bytes + excluded.bytes""",
-                (host_id, log_type, len(items), len(data)),
-            )
         return len(items)
 
     def counts(self, host_id: int) -> LogCounts:

@@ -15,4 +15,10 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        # a COMMIT that fails (disk full) leaves the transaction open: roll it back, or every later BEGIN fails too
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
