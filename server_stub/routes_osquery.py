@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CARVE_BLOCK_LIMIT = (MAX_BLOCK_SIZE + 2) // 3 * 4 + MIB
 DETAIL_RETRY_SECONDS = 60.0
+ORBIT_INFO_WAIT_SECONDS = 3600.0  # after that, a host whose orbit serves no orbit_info waits for the detail interval
 SEEN_RESOLUTION_SECONDS = 1.0
 
 
@@ -136,8 +137,15 @@ async def distributed_read(request: Request, state: StubState) -> Response:
     now = state.clock()
     settings = state.settings
     known = bool(host.hostname and host.platform)
+    # orbit enrolled, but its orbit_info row (served by orbit's osquery extension, which registers a moment after
+    # osqueryd starts) has not come yet: ask again every minute for a while, not only after the detail interval
+    orbit_pending = (
+        host.orbit_enrolled_at is not None
+        and not host.orbit_version
+        and now - host.orbit_enrolled_at < ORBIT_INFO_WAIT_SECONDS
+    )
     send_details = details_due(host.detail_updated_at, now, settings.detail_update_interval) or (
-        not known and details_due(host.detail_updated_at, now, DETAIL_RETRY_SECONDS)
+        (not known or orbit_pending) and details_due(host.detail_updated_at, now, DETAIL_RETRY_SECONDS)
     )
     host_policies = policies.policies_for_host(state.conn, host.team_id, host.platform)
     send_policies = bool(host_policies) and policies_due(

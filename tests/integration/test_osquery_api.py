@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.agents import assert_shape_a, host_details, host_id_for_uuid, osquery_enroll
+from tests.support.agents import assert_shape_a, host_details, host_id_for_uuid, orbit_enroll, osquery_enroll
 from tests.support.stub_server import GLOBAL_SECRET, RunningStub
 
 PREFIXES = ("/api/osquery", "/api/v1/osquery")
@@ -367,3 +367,44 @@ def test_carve_block_hostile_inputs(stub: RunningStub) -> None:
             json={"block_id": 0, "session_id": session, "request_id": "fleet_distributed_query_1", "data": "!!"},
         )
         assert_shape_a(not_base64, node_invalid=False)
+
+
+def _write_details(client: httpx.Client, key: str, hardware_uuid: str, orbit_version: str | None) -> None:
+    details = host_details(hardware_uuid, "laptop")
+    rows: dict[str, list[object]] = {
+        "fleet_detail_query_system_info": [details["system_info"]],
+        "fleet_detail_query_os_version": [details["os_version"]],
+        "fleet_detail_query_osquery_info": [details["osquery_info"]],
+    }
+    statuses = dict.fromkeys(rows, 0)
+    if orbit_version is None:  # orbit's extension not registered yet: osquery answers "no such table"
+        rows["fleet_detail_query_orbit_info"] = []
+        statuses["fleet_detail_query_orbit_info"] = 1
+    else:
+        rows["fleet_detail_query_orbit_info"] = [{"version": orbit_version}]
+        statuses["fleet_detail_query_orbit_info"] = 0
+    answer = client.post(
+        "/api/v1/osquery/distributed/write",
+        json={"node_key": key, "queries": rows, "statuses": statuses, "messages": dict.fromkeys(rows, "")},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_orbit_info_missing_from_the_first_details_is_asked_again_within_a_minute(stub: RunningStub) -> None:
+    """orbit's extension registers a moment after osqueryd starts: the first detail round can miss orbit_info, and
+    the next must not wait for the detail interval (an hour) — orbit_version shows within a minute of start."""
+    assert stub.clock is not None
+    hardware_uuid = str(uuid.uuid4()).upper()
+    with stub.client() as client, stub.admin() as admin:
+        orbit_enroll(client, hardware_uuid)
+        key = osquery_enroll(client, hardware_uuid=hardware_uuid)
+        assert "fleet_detail_query_orbit_info" in _read(client, key)["queries"]  # type: ignore[operator]
+        _write_details(client, key, hardware_uuid, orbit_version=None)
+        assert _read(client, key)["queries"] == {}
+        stub.clock.advance(61)
+        assert "fleet_detail_query_orbit_info" in _read(client, key)["queries"]  # type: ignore[operator]
+        _write_details(client, key, hardware_uuid, orbit_version="1.2.3")
+        stub.clock.advance(61)
+        assert _read(client, key)["queries"] == {}  # known now: back to the detail interval
+        host = admin.get(f"/api/latest/fleet/hosts/{host_id_for_uuid(admin, hardware_uuid)}").json()["host"]
+    assert host["orbit_version"] == "1.2.3"
