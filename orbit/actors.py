@@ -61,10 +61,12 @@ async def keep_running(
     *,
     policy: RestartPolicy | None = None,
     stops_itself: bool = False,
+    finite: bool = False,
 ) -> None:
     """Run ``factory()`` until ``stop``, restarting it with backoff when it fails or returns. On stop it gets
     ``STOP_GRACE_S`` to end by itself and is then cancelled — except an actor that ``stops_itself`` (a supervisor,
-    which must stop its child in order and is never cut short)."""
+    which must stop its child in order and is never cut short). A ``finite`` actor (the trial-boot monitor) has a job
+    that ends: its normal return ends it quietly; only a failure restarts it."""
     tracker = RestartTracker(policy or RestartPolicy(first_delay=1.0, max_delay=300.0))
     while not stop.is_set():
         began = time.monotonic()
@@ -81,6 +83,9 @@ async def keep_running(
             log.exception("event=actor_failed actor=%s", name)
         else:
             if stop.is_set():
+                return
+            if finite:
+                log.info("event=actor_done actor=%s", name)
                 return
             log.warning("event=actor_returned actor=%s", name)
         delay = tracker.record_exit(time.monotonic() - began)

@@ -561,7 +561,9 @@ class Agent:
                 )
             if self.updater.trial is not None:
                 group.create_task(
-                    keep_running("trial boot", lambda: self.updater.monitor(self._healthy_for, self._sleep), stop)
+                    keep_running(
+                        "trial boot", lambda: self.updater.monitor(self._healthy_for, self._sleep), stop, finite=True
+                    )
                 )
             group.create_task(
                 keep_running("status", lambda: self.state.run(self, stop, self.timings.status_interval), stop)
