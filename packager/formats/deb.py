@@ -58,6 +58,9 @@ LINTIAN_OVERRIDES = (
     # Scripts call systemctl themselves (guarded by /run/systemd/system) so the .deb and the .rpm share them and
     # the package does not depend on debhelper's helpers.
     "maintainer-script-calls-systemctl",
+    # /opt, /usr/local and /usr/local/bin belong to the system but no package lists them: listing them would make
+    # dpkg delete them on removal when empty, so the preinst makes sure they exist instead (linux_service.SYSTEM_DIRS)
+    "missing-intermediate-directory",
 )
 
 
@@ -203,11 +206,12 @@ def _gzip(data: bytes) -> bytes:
 
 
 def _with_parents(entries: tuple[PayloadEntry, ...]) -> tuple[PayloadEntry, ...]:
-    """Every ancestor directory gets its own entry (0755), as in a tree dpkg-deb packs."""
+    """Every ancestor directory gets its own entry (0755), as in a tree dpkg-deb packs — except the system's own
+    unowned directories (``linux_service.SYSTEM_DIRS``), which the preinst makes sure exist."""
     by_path = {entry.path: entry for entry in entries}
     for entry in entries:
         for parent in entry.path.parents:
-            if parent != PurePosixPath("/"):
+            if parent != PurePosixPath("/") and parent not in linux_service.SYSTEM_DIRS:
                 by_path.setdefault(parent, PayloadEntry(parent, 0o755))
     return tuple(sorted(by_path.values(), key=lambda entry: entry.path.parts))
 
@@ -241,6 +245,7 @@ def _control_tar(
     members = {
         "control": (control.encode(), 0o644),
         "md5sums": (md5sums.encode(), 0o644),
+        "preinst": (linux_service.deb_preinst().encode(), 0o755),
         "postinst": (linux_service.deb_postinst(start_service=staged.service).encode(), 0o755),
         "postrm": (linux_service.deb_postrm(staged.agent_root).encode(), 0o755),
         "prerm": (linux_service.deb_prerm().encode(), 0o755),

@@ -283,6 +283,29 @@ def _purge_variable(agent_root: PurePosixPath) -> str:
     return "'" + " ".join(str(path) for path in purge_paths(agent_root)) + "'"
 
 
+# Directories every Debian system has but no package lists (base-files creates them in its postinst): a .deb that
+# listed them would own them alone, and dpkg would delete them on remove/purge when they are empty. The preinst
+# creates them instead (dpkg needs a file's parent to exist), so they are never ours.
+SYSTEM_DIRS = (PurePosixPath("/opt"), PurePosixPath("/usr/local"), PurePosixPath("/usr/local/bin"))
+
+
+def deb_preinst() -> str:
+    """Before unpacking: the system directories our files go into exist (they are not in the package)."""
+    return _script(
+        "preinst",
+        (),
+        """case "$1" in
+    install|upgrade)
+        for dir in $SYSTEM_DIRS; do
+            [ -d "$dir" ] || { mkdir -p "$dir" && chmod 0755 "$dir"; }
+        done
+        ;;
+esac
+""",
+        SYSTEM_DIRS="'" + " ".join(str(path) for path in SYSTEM_DIRS) + "'",
+    )
+
+
 def deb_postinst(*, start_service: bool) -> str:
     """dpkg calls it with ``configure`` after unpacking (install and upgrade alike) and with ``abort-*`` when it
     rolls back a failed removal or upgrade; each time the agent must end up enabled and running."""

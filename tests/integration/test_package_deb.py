@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from packager.formats import deb, linux_service
-from packager.formats.linux_service import LinuxPackageError, ServiceConfigError
+from packager.formats.linux_service import SYSTEM_DIRS, LinuxPackageError, ServiceConfigError
 from packager.formats.output_file import PackageOutputError
 from packager.package.staged import StagedFile, StagedPackage, StagedSymlink
 from tests.support.dpkg_root import (
@@ -73,7 +73,7 @@ def _listing(package: Path) -> dict[str, tuple[str, str, str]]:
 def test_control_fields(built: tuple[StagedPackage, Path], tmp_path: Path) -> None:
     _staged, package = built
     info = run_tool("dpkg-deb", "-I", package).stdout
-    for member in ("control", "md5sums", "postinst", "prerm", "postrm"):
+    for member in ("control", "md5sums", "preinst", "postinst", "prerm", "postrm"):
         assert f" {member} " in info
     assert "conffiles" not in info  # /etc/default/orbit is replaced on upgrade, never prompted for (ADR 0006)
     fields = {
@@ -98,10 +98,12 @@ def _installed_size(package: Path, into: Path) -> int:
     """dpkg-gencontrol's rule, recomputed over what ``dpkg-deb -x`` extracts."""
     run_tool("dpkg-deb", "-x", package, into)
     total = 1
+    system_dirs = {into / str(path).lstrip("/") for path in SYSTEM_DIRS}  # not in the package: the preinst makes them
     for directory, dirs, files in os.walk(into):
         for name in files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]:
             total += math.ceil(os.lstat(os.path.join(directory, name)).st_size / 1024)
-        total += sum(1 for d in dirs if not os.path.islink(os.path.join(directory, d)))
+        real_dirs = [Path(directory, d) for d in dirs if not os.path.islink(os.path.join(directory, d))]
+        total += sum(1 for d in real_dirs if d not in system_dirs)
     return total
 
 
@@ -130,6 +132,8 @@ def test_file_list_modes_and_owners(built: tuple[StagedPackage, Path]) -> None:
     names = list(entries)
     for name in names:  # every parent precedes its children (dpkg needs them to unpack)
         parent = name.rstrip("/").rsplit("/", 1)[0] + "/"
+        if parent.rstrip("/").removeprefix(".") in {str(path) for path in SYSTEM_DIRS}:
+            continue  # the system's own directory: not in the package, the preinst makes sure it exists
         assert name == "./" or names.index(parent) < names.index(name)
 
 
@@ -267,6 +271,29 @@ def test_install_upgrade_remove_purge(
     assert _status(root) == "not installed"
     for gone in ("/opt/orbit", "/var/log/orbit", "/etc/default/orbit", "/usr/local/bin/orbit"):
         assert not os.path.lexists(root.host(gone)), gone
+    # the system's unowned directories stay, empty or not: the package never lists them (directories that other
+    # packages list, such as /etc/default, are shared in dpkg's database and stay while those packages do)
+    for kept in ("/opt", "/usr/local", "/usr/local/bin"):
+        assert root.host(kept).is_dir(), kept
+
+
+def test_the_package_never_owns_the_systems_unowned_directories(
+    built: tuple[StagedPackage, Path], tmp_path: Path
+) -> None:
+    """/opt and /usr/local/bin are listed by no Debian package: a .deb listing them owns them alone, and
+    ``dpkg -r``/``-P`` deletes them when empty. The preinst creates them instead."""
+    _staged, package = built
+    listed = subprocess.run(["dpkg-deb", "--contents", str(package)], capture_output=True, text=True, check=True)
+    paths = {line.split()[-1].rstrip("/") for line in listed.stdout.splitlines() if " -> " not in line}
+    assert not {"./opt", "./usr/local", "./usr/local/bin"} & paths, sorted(paths)
+    root = make_scratch_root(tmp_path / "root")
+    for system_dir in ("/opt", "/usr/local/bin"):  # a clean root where they are missing: the preinst makes them
+        assert not root.host(system_dir).exists()
+    root.dpkg("-i", package)
+    root.take_calls()
+    assert os.readlink(root.host("/usr/local/bin/orbit")) == "/opt/orbit/bin/orbit/orbit"
+    root.dpkg("--purge", "fleet-osquery")
+    assert root.host("/opt").is_dir() and root.host("/usr/local/bin").is_dir()
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,17 @@ def test_invalid_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PackageOutputError, match="cannot read"):
         rpm.build(staged, tmp_path / "x.rpm")
     assert list(tmp_path.glob("*.rpm")) == []
+
+
+def test_the_rpm_never_owns_the_systems_directories(built: tuple[StagedPackage, Path], tmp_path: Path) -> None:
+    """``rpm -e`` removes the directories a package owns when they are empty: /opt and /usr/local/bin are the
+    system's (the filesystem package's), never ours."""
+    _staged, package = built
+    listed = subprocess.run(["rpm", "-qlp", str(package)], capture_output=True, text=True, check=True).stdout.split()
+    assert not {"/opt", "/usr", "/usr/local", "/usr/local/bin", "/etc", "/var", "/var/log"} & set(listed), listed
+    root = make_scratch_root(tmp_path / "root")
+    for system_dir in ("/opt", "/usr/local/bin"):
+        root.host(system_dir).mkdir(parents=True, exist_ok=True)
+    root.rpm("-i", "--nodeps", package)
+    root.rpm("-e", "--nodeps", "fleet-osquery")
+    assert root.host("/opt").is_dir() and root.host("/usr/local/bin").is_dir()
