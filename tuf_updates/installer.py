@@ -144,12 +144,21 @@ class TargetInstaller:
         """The ``algorithm`` digest of what is installed, to compare with the target's signed hash.
 
         Plain files are hashed from disk (cached per inode, size and mtime), so a file replaced behind our back is
-        noticed; archives answer from the record of the version their link points at.
+        noticed; archives answer from the record of the version their link points at, or — placed by a package,
+        which ships the archive beside what it extracted — from that archive, so a package's copy is recognised and
+        not downloaded again.
         """
         if spec.is_archive:
             record = self.installed(spec)
-            return record.hashes.get(algorithm) if record is not None else None
-        path = self._pointer(spec)
+            if record is not None:
+                return record.hashes.get(algorithm)
+            shipped = self.channel_dir(spec) / spec.file_name
+            if not (self.channel_dir(spec) / spec.executable).is_file():
+                return None
+            return self._hash_of(shipped, algorithm)
+        return self._hash_of(self._pointer(spec), algorithm)
+
+    def _hash_of(self, path: Path, algorithm: str) -> str | None:
         try:
             info = path.stat()
         except OSError:
@@ -330,9 +339,10 @@ class TargetInstaller:
         versions = self.channel_dir(spec) / VERSIONS_DIR
         hashes: dict[str, str] = {}
         length = 0
-        if not spec.is_archive:
-            hashes = {algorithm: file_digest(pointer, algorithm) for algorithm in ("sha512", "sha256")}
-            length = pointer.stat().st_size
+        hashed = self.channel_dir(spec) / spec.file_name if spec.is_archive else pointer
+        if hashed.is_file():  # an archive's package copy ships the archive beside what it extracted
+            hashes = {algorithm: file_digest(hashed, algorithm) for algorithm in ("sha512", "sha256")}
+            length = hashed.stat().st_size
         digest_id = hashes["sha512"][:_DIGEST_NAME_LENGTH] if hashes else f"adopted-{secrets.token_hex(8)}"
         record = InstalledVersion(digest_id, MappingProxyType(hashes), length, None, self._clock().isoformat())
         incoming = hidden_temp(versions, digest_id)

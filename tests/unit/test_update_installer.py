@@ -206,6 +206,20 @@ def test_a_package_extracted_desktop_directory_is_adopted(installer: TargetInsta
     assert installer.executable_path(DESKTOP).read_bytes() == _script("echo packaged")
 
 
+def test_a_package_shipped_archive_is_recognised_by_its_hash_and_not_fetched_again(installer: TargetInstaller) -> None:
+    """A package ships desktop.tar.gz beside what it extracted (orbitctl package does): its hash is the installed
+    hash, so a first start does not download the same 30 MB again."""
+    archive = _desktop_archive(_script("echo packaged"))
+    channel = installer.channel_dir(DESKTOP)
+    (channel / "fleet-desktop").mkdir(parents=True)
+    (channel / "fleet-desktop" / "fleet-desktop").write_bytes(_script("echo packaged"))
+    (channel / "desktop.tar.gz").write_bytes(archive)
+    assert installer.installed_hash(DESKTOP, "sha256") == hashlib.sha256(archive).hexdigest()
+    assert installer.installed_hash(DESKTOP, "sha512") == hashlib.sha512(archive).hexdigest()
+    (channel / "fleet-desktop" / "fleet-desktop").unlink()  # the extracted program is gone: not installed
+    assert installer.installed_hash(DESKTOP, "sha256") is None
+
+
 def test_an_archive_without_the_executable_is_refused(installer: TargetInstaller) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
