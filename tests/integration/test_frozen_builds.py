@@ -293,3 +293,58 @@ def test_a_rebuild_of_orbit_is_byte_identical(dist: Path, tmp_path: Path) -> Non
     again = tmp_path / "again"
     freeze(again, "--only", "orbit")
     assert (again / "orbit").read_bytes() == (dist / "orbit").read_bytes()
+
+
+def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker(dist: Path, outside: Path) -> None:
+    """A one-file PyInstaller osqueryd is two processes: the bootloader (the pid orbit supervises) and the program
+    it unpacked and started. kill -9 of the bootloader must not leave that program running beside the restart."""
+    import asyncio  # noqa: PLC0415
+
+    import psutil  # noqa: PLC0415
+
+    from orbit.children.supervisor import ChildSpec, Supervisor  # noqa: PLC0415
+
+    sim = dist / "osqueryd-sim"
+    argv = [
+        str(sim),
+        "--tls_hostname=127.0.0.1:9",  # nothing listens: the daemon keeps retrying its enrollment, as osqueryd does
+        f"--database_path={outside / 'osquery.db'}",
+        f"--pidfile={outside / 'osquery.pid'}",
+        f"--extensions_socket={outside / 'osquery.em'}",
+    ]
+    spec = ChildSpec(
+        name="osqueryd",
+        argv=lambda: argv,
+        env=lambda: minimal_env(outside),
+        record=outside / "state" / "osqueryd.child.json",
+        log_path=outside / "osqueryd.log",
+    )
+
+    def family(pid: int) -> list[int]:
+        try:
+            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        supervisor = Supervisor(spec)
+        stop = asyncio.Event()
+        task = asyncio.create_task(supervisor.run(stop))
+        deadline = asyncio.get_running_loop().time() + 120
+        while not ((pid := supervisor.status().pid) and family(pid)):
+            assert asyncio.get_running_loop().time() < deadline, "the frozen osqueryd-sim never started its worker"
+            await asyncio.sleep(0.05)
+        bootloader, workers = pid, family(pid)
+        os.kill(bootloader, 9)
+        while (new := supervisor.status().pid) in (None, bootloader) or not family(new):
+            assert asyncio.get_running_loop().time() < deadline, "no restart"
+            await asyncio.sleep(0.05)
+        survivors = [w for w in workers if psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE]
+        running = [new, *family(new)]
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        return survivors, running
+
+    survivors, running = asyncio.run(scenario())
+    assert survivors == []  # the old worker went with its bootloader's group
+    assert len(running) == 2  # exactly one new osqueryd (bootloader + worker)
