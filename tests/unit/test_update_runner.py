@@ -268,3 +268,32 @@ def test_run_checks_at_start_calls_back_and_stops(repo: FakeRepository, installe
     assert len(reports) == 1  # the next tick was an hour away: no second check before the stop
     assert reports[0].installed and installed[0][0] == "osqueryd" and installed[0][1].version == "5.1.0"
     assert installer.recovered == [OSQUERYD]
+
+
+def test_a_first_start_downloads_nothing_a_package_shipped(tmp_path: Path, repo: FakeRepository, clock: Clock) -> None:
+    """fleet-desktop as orbitctl package ships it (the archive beside what it extracted): the first update check
+    finds it up to date and downloads 0 bytes."""
+    import hashlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    from tuf_updates.installer import TargetInstaller  # noqa: PLC0415
+    from tuf_updates.targets import target_spec  # noqa: PLC0415
+
+    desktop = target_spec("desktop", "linux", "stable")
+    program = b"#!/bin/sh\necho desktop\n"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        member = tarfile.TarInfo("fleet-desktop/fleet-desktop")
+        member.size, member.mode = len(program), 0o755
+        tar.addfile(member, io.BytesIO(program))
+    archive = buffer.getvalue()
+    installer = TargetInstaller(tmp_path / "root", system="Linux", machine="x86_64")
+    channel = installer.channel_dir(desktop)
+    (channel / "fleet-desktop").mkdir(parents=True)
+    (channel / "fleet-desktop" / "fleet-desktop").write_bytes(program)
+    (channel / "desktop.tar.gz").write_bytes(archive)
+    repo.publish(desktop, hashlib.sha512(archive).hexdigest(), "1.0.0")
+    report = UpdateRunner(repo, installer, [desktop], clock=clock).check_once()
+    assert [t.outcome for t in report.targets] == [TargetOutcome.UP_TO_DATE]
+    assert repo.downloads == []
