@@ -306,6 +306,7 @@ def _product_code(path: Path) -> str:
     return str(row["Value"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Path) -> None:
     first = _with_real_service(make_staged(tmp_path / "v1", "windows", version="1.2.3"), tmp_path / "v1")
