@@ -8,8 +8,8 @@ import json
 import os
 import signal
 import tarfile
-import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,8 +27,9 @@ def test_server_outage_keeps_everything_running_and_recovers(world: OrbitWorld) 
     running(world)
     orbit_pid, osqueryd = service.pid, world.osqueryd_pid()
     world.stop_stub()
-    wait_for(lambda: world.status()["config"]["failures"] >= 2, timeout=30, what="failing config polls")
-    time.sleep(5)  # an outage spanning several poll intervals and backoffs
+    # an outage spanning several polls and backoffs: with ORBIT_DEV_CONFIG_MAX_BACKOFF=4, the third failure comes
+    # after waits of 2 s and 4 s (the cap)
+    wait_for(lambda: world.status()["config"]["failures"] >= 3, timeout=60, what="failing config polls")
     assert service.pid == orbit_pid and world.osqueryd_pid() == osqueryd
     assert world.status()["enrolled"] is False or world.status()["config"]["failures"] >= 2
     world.start_stub()  # same port, same data
@@ -66,7 +67,9 @@ def test_expired_metadata_keeps_the_installed_binaries_running(tmp_path: Path) -
         service.stop()
         # a new version is published, but the timestamp it comes with is valid for 3 seconds only
         world.publish_osqueryd("5.15.0", extra=("--timestamp-expires", str(3 / 86400)))
-        time.sleep(4)
+        timestamp = json.loads((world.repo / "repository" / "timestamp.json").read_text())
+        expires = datetime.fromisoformat(timestamp["signed"]["expires"].replace("Z", "+00:00"))
+        wait_for(lambda: datetime.now(UTC) > expires, timeout=10, what="the published timestamp to expire")
         installed = world.root / "bin" / "osqueryd" / "linux" / "stable" / "osqueryd"
         before = installed.read_bytes()
         service = world.start_service()

@@ -49,13 +49,26 @@ def _enroll(client: httpx.Client, secret: str) -> httpx.Response:
     return client.post("/api/osquery/enroll", json={"enroll_secret": secret, "host_identifier": secret + "-host"})
 
 
-def _wait_for(predicate: object, timeout: float = 15.0) -> None:
+def _wait_for(predicate: object, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def _logged(data: Path, event: str) -> int:
+    """How many times the stub's log file (``<data dir>/fleet-stub.log``) has recorded ``event``."""
+    log = data / "fleet-stub.log"
+    return log.read_text().count(f"event={event} ") if log.is_file() else 0
+
+
+def _reload(stub: StubProcess, data: Path, event: str = "config_applied") -> None:
+    """SIGHUP, then wait until the stub has logged that it applied the file again (or refused it)."""
+    before = _logged(data, event)
+    stub.proc.send_signal(signal.SIGHUP)
+    _wait_for(lambda: _logged(data, event) > before)
 
 
 def test_config_file_applies_teams_secrets_options_and_policies(tmp_path: Path) -> None:
@@ -92,21 +105,19 @@ def test_sighup_reapplies_and_a_broken_file_changes_nothing(tmp_path: Path) -> N
         info = stub.wait_ready()
         with _client(info) as client:
             teams_before = client.get("/api/latest/fleet/teams").json()["teams"]
-            stub.proc.send_signal(signal.SIGHUP)  # unchanged file: idempotent
-            time.sleep(0.5)
+            _reload(stub, tmp_path / "data")  # unchanged file: idempotent
             assert client.get("/api/latest/fleet/teams").json()["teams"] == teams_before
             assert len(client.get("/api/latest/fleet/global/policies").json()["policies"]) == 1
 
             config.write_text(CONFIG.replace('"gitops-servers"', '"rotated-secret"').replace("Has a hostname", "Named"))
-            stub.proc.send_signal(signal.SIGHUP)
-            _wait_for(lambda: "node_key" in _enroll(client, "rotated-secret").json())
+            _reload(stub, tmp_path / "data")
+            assert "node_key" in _enroll(client, "rotated-secret").json()
             assert _enroll(client, "gitops-servers").status_code == 401  # removed from the file → revoked
             names = [p["name"] for p in client.get("/api/latest/fleet/global/policies").json()["policies"]]
             assert names == ["Named"]
 
             config.write_text("[[teams]]\nname = 42\n")
-            stub.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+            _reload(stub, tmp_path / "data", "config_reload_failed")
             assert stub.proc.poll() is None  # still serving
             assert "node_key" in _enroll(client, "rotated-secret").json()
     finally:
@@ -124,8 +135,7 @@ def test_admin_created_objects_survive_a_reload(tmp_path: Path) -> None:
         with _client(info) as client:
             created = client.post("/api/latest/fleet/global/policies", json={"name": "Manual", "query": "SELECT 1"})
             assert created.status_code == 200
-            stub.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+            _reload(stub, tmp_path / "data")
             names = [p["name"] for p in client.get("/api/latest/fleet/global/policies").json()["policies"]]
             assert names == ["Manual"]
             assert "node_key" in _enroll(client, "json-secret").json()

@@ -1,7 +1,10 @@
 """Frozen builds (build_scripts/freeze.py, ADR 0008) answer like the console scripts and publish to a TUF repository.
 
 The three programs are built once per module (three PyInstaller processes side by side, ~35-45 s) from this venv
-and run from a directory outside the project with a minimal environment, so nothing can come from the venv.
+and run from a directory outside the project with a minimal environment, so nothing can come from the venv. The
+build is kept in ``build/test-cache/frozen/`` under a key of all its inputs (tests/support/build_cache.py: the
+project's files, the interpreter and installed distributions, the Debian packages, the freeze arguments), so a
+run with nothing changed reuses it; the reproducibility test below always builds orbit afresh and compares.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from build_scripts.publish import pack_desktop
+from tests.support.build_cache import cached_build
 from tuf_updates.archive import safe_extract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,22 +68,16 @@ def run(
     )
 
 
+def freeze_arguments(*extra: str) -> list[str]:
+    return [*extra, "--version", VERSION, "--commit", "abc1234"]
+
+
 def freeze(out: Path, *extra: str) -> None:
     """build_scripts/freeze.py into ``out`` with this test's version, commit and SOURCE_DATE_EPOCH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORBIT_BUILD_", "FLEET_DESKTOP_BUILD_"))}
     env["SOURCE_DATE_EPOCH"] = EPOCH
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "build_scripts" / "freeze.py"),
-            "--out",
-            str(out),
-            *extra,
-            "--version",
-            VERSION,
-            "--commit",
-            "abc1234",
-        ],
+        [sys.executable, str(ROOT / "build_scripts" / "freeze.py"), "--out", str(out), *freeze_arguments(*extra)],
         env=env,
         capture_output=True,
         text=True,
@@ -91,8 +89,10 @@ def freeze(out: Path, *extra: str) -> None:
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    key = [f"SOURCE_DATE_EPOCH={EPOCH}", *freeze_arguments("--jobs", "3")]
+    built = cached_build("frozen", key, lambda out: freeze(out, "--jobs", "3"))
     out = tmp_path_factory.mktemp("dist")
-    freeze(out, "--jobs", "3")
+    shutil.copytree(built, out, symlinks=True, dirs_exist_ok=True)  # the tests' own copy: the cache stays as built
     report = json.loads((out / "freeze-report.json").read_text())
     assert {p["name"]: p["mode"] for p in report["programs"]} == {
         "orbit": "onefile",

@@ -306,6 +306,7 @@ def _product_code(path: Path) -> str:
     return str(row["Value"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Path) -> None:
     first = _with_real_service(make_staged(tmp_path / "v1", "windows", version="1.2.3"), tmp_path / "v1")
@@ -317,7 +318,7 @@ def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Pa
     uninstall_key = r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall"
 
     installed = wine.run("wine", "msiexec", "/i", first_msi, "/qn", "/l*v", tmp_path / "install.log")
-    assert installed.returncode == 0, _log_tail(tmp_path / "install.log")
+    assert installed.returncode == 0, _failure(installed, tmp_path / "install.log")
     assert _tree(wine.orbit_root) == _expected_tree(first)
     assert (wine.orbit_root / "secret.txt").read_text() == SECRET
     service = wine.registry(SERVICE_KEY)
@@ -342,7 +343,7 @@ def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Pa
         "/l*v",
         tmp_path / "upgrade.log",
     )
-    assert upgraded.returncode == 0, _log_tail(tmp_path / "upgrade.log")
+    assert upgraded.returncode == 0, _failure(upgraded, tmp_path / "upgrade.log")
     products = wine.subkeys(uninstall_key)
     assert _product_code(second_msi) in products and _product_code(first_msi) not in products
     expected = _expected_tree(second) | {"secret.txt": b"secret-given-at-install-time"}
@@ -353,11 +354,17 @@ def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Pa
     assert "RUNNING" in wine.run("wine", "sc", "query", "Fleet osquery").stdout
 
     removed = wine.run("wine", "msiexec", "/x", second_msi, "/qn", "/l*v", tmp_path / "remove.log")
-    assert removed.returncode == 0, _log_tail(tmp_path / "remove.log")
+    assert removed.returncode == 0, _failure(removed, tmp_path / "remove.log")
     assert not wine.orbit_root.exists()
     assert wine.registry(SERVICE_KEY) is None
     assert "Path" not in (wine.registry(r"HKLM\SOFTWARE\FleetDM\Orbit") or {})
     assert _product_code(second_msi) not in wine.subkeys(uninstall_key)
+
+
+def _failure(result: subprocess.CompletedProcess[str], log: Path) -> str:
+    """What msiexec said: its exit code and output (Wine's own errors go there) and the tail of its log."""
+    output = f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"
+    return f"exit {result.returncode}\n{output}\n{_log_tail(log)}"
 
 
 def _log_tail(log: Path) -> str:

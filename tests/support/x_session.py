@@ -401,8 +401,24 @@ class XSession:
         return [w for w in windows if w.parent in sockets and w.width > 1 and w.height > 1]
 
     def wait_for_tray_icon(self, timeout: float = START_TIMEOUT) -> Window:
-        icons = wait_until(self.tray_icons, timeout, "an icon docked in the tray", interval=0.1)
+        try:
+            icons = wait_until(self.tray_icons, timeout, "an icon docked in the tray", interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.describe()}") from None
         return icons[0]
+
+    def describe(self) -> str:
+        """The window tree and the tail of every process's log, for a failure message."""
+        parts = [
+            "xwininfo -root -tree:",
+            self.run_tool(XWININFO, "-display", self.display, "-root", "-tree", check=False),
+        ]
+        for name, process in self.processes.items():
+            parts += [
+                f"--- {name} ({'running' if process.alive() else process.proc.returncode}):",
+                process.output()[-3000:],
+            ]
+        return "\n".join(parts)
 
     def new_popup(self, before: set[int], timeout: float = 10.0) -> Window:
         """A viewable top-level window, larger than 1×1, that did not exist in ``before`` (a menu, a dialog)."""
