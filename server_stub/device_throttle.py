@@ -49,7 +49,7 @@ class DeviceGuessLimiter:
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)
         else:
-            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
+            bucket.tokens = min(self._burst, bucket.tokens + max(0.0, now - bucket.at) * self._rate)
             bucket.at = now
             self._buckets.move_to_end(client)
         return bucket

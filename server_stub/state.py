@@ -50,6 +50,7 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
         logs=LogSink(conn, settings.data_dir / "logs"),
         carves=CarveStore(conn, settings.data_dir / "carves"),
         live=LiveQueryHub(conn, clock),
+        device_guesses=DeviceGuessLimiter(clock=clock),
     )
     state.logs.reconcile()
     state.live.expire_leftovers()

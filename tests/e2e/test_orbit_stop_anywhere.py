@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 # the product's promise; measured from the SIGTERM to the last process gone, by this (possibly loaded) test process
 STOP_BUDGET_S = 2.0
-LOADED_MACHINE_BOUND_S = 5.0
+LOADED_MACHINE_BOUND_S = 10.0  # 20 orbits side by side + a parallel suite on 2 cores: seen up to 6 s
 SCRIPT_MARKER = "3001"
 
 

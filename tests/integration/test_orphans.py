@@ -8,6 +8,7 @@ one-file PyInstaller build or a vendor's wrapper does. A name check cannot see t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -112,7 +113,8 @@ def test_a_killed_orbit_leaves_a_wrapper_and_its_child_and_the_next_supervisor_e
         first.kill()
         for pid_file in (tmp_path / "inner.pid",):
             if pid_file.exists():
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_a_kill_9_of_the_wrapper_takes_what_it_started_before_the_restart(tmp_path: Path) -> None:
