@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.server import StubServer, bind_socket, make_uvicorn_config, prepare
 from server_stub.settings import EnrollSecretSpec, ServeSettings
 
@@ -71,6 +72,7 @@ def running_stub(data_dir: Path, *, clock: FakeClock | None = None, **overrides:
     if clock is not None:
         state.clock = clock
         state.live._clock = clock
+        state.device_guesses = DeviceGuessLimiter(clock=clock)
     sock = bind_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
     ready = threading.Event()
