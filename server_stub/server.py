@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import socket
@@ -23,8 +24,11 @@ import uvicorn
 
 from server_stub.app import build_app
 from server_stub.atomic_files import write_private
+from server_stub.connection_guard import Connection, ConnectionGuard
+from server_stub.connection_limits import connection_cap, descriptor_budget
 from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
-from server_stub.fd_limit import raise_open_files_limit
+from server_stub.fd_limit import open_files_limit, raise_open_files_limit
+from server_stub.limited_http import LimitedHttpProtocol
 from server_stub.node_keys import new_admin_token
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
@@ -128,13 +132,16 @@ def server_info(settings: ServeSettings, port: int, admin_token: str, ca: Path |
 
 
 class StubServer(uvicorn.Server):
-    """uvicorn with our own signal handling (exit 0 on SIGTERM, SIGHUP reload) and a ready callback."""
+    """uvicorn with our own signal handling (exit 0 on SIGTERM, SIGHUP reload), a ready callback, and our own
+    connection layer: ``ConnectionGuard`` accepts, caps, sheds and runs TLS, ``LimitedHttpProtocol`` parses (ADR 0014).
+    """
 
     def __init__(self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None]) -> None:
         super().__init__(config)
         self._state = state
         self._on_ready = on_ready
         self._reaper: asyncio.Task[None] | None = None
+        self.guard: ConnectionGuard | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -159,11 +166,13 @@ class StubServer(uvicorn.Server):
             self.force_exit = True
         self.should_exit = True
         self._state.live.close()
+        if self.guard is not None:
+            self.guard.stopping = True
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._abort_idle_connections())
 
     async def _abort_idle_connections(self) -> None:
-        """Close keep-alive connections that sit idle after shutdown began.
+        """Drop connections that are not serving a request once shutdown began.
 
         uvicorn asks idle connections to close, but over TLS a close waits for the client's close_notify, which an
         idle keep-alive client never sends: without this, one agent holding a connection open would keep the
@@ -171,11 +180,8 @@ class StubServer(uvicorn.Server):
         """
         while True:
             await asyncio.sleep(IDLE_ABORT_AFTER)
-            for connection in list(self.server_state.connections):
-                cycle = getattr(connection, "cycle", None)
-                transport = getattr(connection, "transport", None)
-                if transport is not None and (cycle is None or getattr(cycle, "response_complete", True)):
-                    transport.abort()
+            if self.guard is not None:
+                self.guard.abort_idle()
 
     def reload(self) -> None:
         try:
@@ -191,10 +197,38 @@ class StubServer(uvicorn.Server):
                 self._reaper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reaper
+            if self.guard is not None:
+                await self.guard.stop()
+
+    def _make_http(self, conn: Connection) -> LimitedHttpProtocol:
+        assert self.guard is not None
+        return LimitedHttpProtocol(self.config, self.server_state, self.lifespan.state, self.guard, conn)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
+        """uvicorn's startup, except that the listening server is ours: plain TCP into the connection guard."""
+        await self.lifespan.startup()
+        limits = self._state.settings.limits
+        open_files = open_files_limit()
+        cap = connection_cap(limits, open_files)
+        budget = descriptor_budget(open_files)
+        if limits.max_connections is not None and budget is not None and limits.max_connections > budget:
+            log.warning(
+                "event=max_connections_lowered wanted=%d cap=%d open_files_limit=%d reason=%s",
+                limits.max_connections,
+                budget,
+                open_files,
+                "the open-files limit must leave room for the stub's own files",
+            )
+        self.guard = ConnectionGuard(limits, cap, self.config.ssl, self._make_http, self._state.metrics.count)
+        self.guard.start()
+        log.info("event=connection_limits cap=%s open_files_limit=%s %s", cap, open_files, limits.describe())
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(self.guard.protocol, sock=sock, backlog=self.config.backlog)
+            for sock in sockets or []
+        ]
+        self.started = True
+        if not self.should_exit:
             self._on_ready()
 
 
@@ -215,11 +249,12 @@ def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
         ssl_keyfile=str(files.key),
         ssl_context_factory=factory,
         http="httptools",
+        ws="none",
         lifespan="off",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=30,
-        timeout_keep_alive=75,
+        timeout_keep_alive=max(1, math.ceil(state.settings.limits.idle_timeout)),  # the guard keeps it, in fact
         server_header=False,
     )
 
