@@ -63,7 +63,7 @@ class HttpSide(Protocol):
 class Connection:
     """One accepted connection as the guard sees it."""
 
-    __slots__ = ("deadline", "http", "phase", "raw", "released", "slot", "vouched")
+    __slots__ = ("deadline", "http", "phase", "pool", "raw", "released", "slot", "vouched")
 
     def __init__(self, raw: asyncio.Transport) -> None:
         self.raw = raw
@@ -73,6 +73,7 @@ class Connection:
         self.deadline: float | None = None
         self.slot: int | None = None
         self.http: HttpSide | None = None
+        self.pool: OrderedDict[Connection, None] | None = None  # the guard's shedding pool it is in, if any
 
     def vouch(self) -> None:
         """A request on this connection proved a credential (node key, enroll secret, device or admin token)."""
@@ -218,21 +219,16 @@ class ConnectionGuard:
             return
         was = conn.phase
         conn.phase = phase
-        pool = self._pool(conn)
         if phase in SHEDDABLE:
+            pool = self._pool(conn)
             # Keep its place while it only moves on within one wait (waiting or idle → headers); else to the back.
-            if phase is Phase.HEADERS and was in (Phase.WAITING, Phase.IDLE) and conn in pool:
-                pass
-            else:
+            if not (phase is Phase.HEADERS and was in (Phase.WAITING, Phase.IDLE) and conn.pool is pool):
                 self._forget(conn)
                 pool[conn] = None
-        else:
+                conn.pool = pool
+        elif conn.pool is not None:
             self._forget(conn)
         self._set_deadline(conn, deadline)
-
-    def keep_deadline(self, conn: Connection, phase: Phase) -> None:
-        """Move to ``phase`` but keep the deadline already running (a new connection's first request)."""
-        self.enter(conn, phase, conn.deadline)
 
     def _pool(self, conn: Connection) -> OrderedDict[Connection, None]:
         if conn.phase is Phase.CLOSING:
@@ -240,9 +236,9 @@ class ConnectionGuard:
         return self._proven if conn.vouched else self._unproven
 
     def _forget(self, conn: Connection) -> None:
-        self._closing.pop(conn, None)
-        self._unproven.pop(conn, None)
-        self._proven.pop(conn, None)
+        if conn.pool is not None:
+            conn.pool.pop(conn, None)
+            conn.pool = None
 
     def _slot_of(self, when: float) -> int:
         return math.ceil(when / self._tick)

@@ -50,12 +50,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._message_complete = True
         self._closing = False
         self._rejection: tuple[int, str, str] | None = None
+        # Phase changes seen by the parser are told to the guard once per data_received (a request usually arrives
+        # whole: waiting → headers → body → app in one call, one update).
+        self._next: Phase | None = None
+        self._headers_keep_deadline = False
+        self._extensions = {EXTENSION: {"vouch": conn.vouch}}
 
     # --- connection ------------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._guard.enter(self._conn, Phase.WAITING, self._guard.now() + self._limits.header_timeout)
+        self._guard.enter(self._conn, Phase.WAITING, self.loop.time() + self._limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._guard.release(self._conn)
@@ -64,7 +69,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._unset_keepalive_if_required()
         limit = self._limits.max_header_bytes
         while data:
             if self._reading_head:
@@ -87,6 +91,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 return
             if self.closing:
                 return
+        self._settle()
+
+    def _settle(self) -> None:
+        phase = self._next
+        if phase is None:
+            return
+        self._next = None
+        conn = self._conn
+        if phase is Phase.HEADERS:
+            deadline = conn.deadline if self._headers_keep_deadline else self.loop.time() + self._limits.header_timeout
+        elif phase is Phase.BODY:
+            deadline = self.loop.time() + self._limits.body_timeout
+        else:
+            deadline = None
+        self._guard.enter(conn, phase, deadline)
 
     @property
     def closing(self) -> bool:
@@ -97,14 +116,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {EXTENSION: {"vouch": self._conn.vouch}}
+        self.scope["extensions"] = self._extensions  # type: ignore[typeddict-item]
         self._header_count = 0
         self._message_complete = False
-        phase = self._conn.phase
-        if phase is Phase.WAITING:  # a new connection: the headers' time started with the connection
-            self._guard.keep_deadline(self._conn, Phase.HEADERS)
-        elif phase is Phase.IDLE:
-            self._guard.enter(self._conn, Phase.HEADERS, self._guard.now() + self._limits.header_timeout)
+        phase = self._next or self._conn.phase
+        if phase in (Phase.WAITING, Phase.IDLE):
+            self._next = Phase.HEADERS
+            # a new connection: the headers' time started with the connection
+            self._headers_keep_deadline = phase is Phase.WAITING
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -126,27 +145,32 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_head = False
         super().on_headers_complete()
         if not pipelined:
-            self._guard.enter(self._conn, Phase.BODY, self._guard.now() + self._limits.body_timeout)
+            self._next = Phase.BODY
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._message_complete = True
         self._reading_head = True
         self._head_bytes = 0
-        if self._conn.phase is Phase.BODY:
-            self._guard.enter(self._conn, Phase.APP, None)
+        if (self._next or self._conn.phase) is Phase.BODY:
+            self._next = Phase.APP
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._unset_keepalive_if_required()  # uvicorn's keep-alive timer: the guard keeps the idle deadline
+        """uvicorn's, but the idle deadline is the guard's (no keep-alive timer per response)."""
+        self.server_state.total_requests += 1
         if self._closing:
             return
         if self.transport.is_closing():
             self._mark_closing()
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
         elif not self._message_complete:
             self._close()  # answered while the body is still arriving: do not read the rest to discard it
-        elif self.cycle is None or self.cycle.response_complete:  # else a pipelined request is being served
-            self._guard.enter(self._conn, Phase.IDLE, self._guard.now() + self._limits.idle_timeout)
+        else:
+            self._guard.enter(self._conn, Phase.IDLE, self.loop.time() + self._limits.idle_timeout)
 
     # --- deadlines (called by the guard) ---------------------------------------------------------------------------
 
@@ -202,4 +226,5 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _mark_closing(self, grace: float = TLS_SHUTDOWN_TIMEOUT + 1) -> None:
         """Closing: dropped after ``grace`` seconds at the latest (a TLS close waits for the peer's goodbye)."""
         self._closing = True
-        self._guard.enter(self._conn, Phase.CLOSING, self._guard.now() + grace)
+        self._next = None
+        self._guard.enter(self._conn, Phase.CLOSING, self.loop.time() + grace)

@@ -24,11 +24,9 @@ import uvicorn
 
 from server_stub.app import build_app
 from server_stub.atomic_files import write_private
-from server_stub.connection_guard import Connection, ConnectionGuard
-from server_stub.connection_limits import connection_cap, descriptor_budget
 from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
-from server_stub.fd_limit import open_files_limit, raise_open_files_limit
-from server_stub.limited_http import LimitedHttpProtocol
+from server_stub.fd_limit import raise_open_files_limit
+from server_stub.guarded_server import GuardedServer
 from server_stub.node_keys import new_admin_token
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
@@ -131,17 +129,15 @@ def server_info(settings: ServeSettings, port: int, admin_token: str, ca: Path |
     return info
 
 
-class StubServer(uvicorn.Server):
-    """uvicorn with our own signal handling (exit 0 on SIGTERM, SIGHUP reload), a ready callback, and our own
-    connection layer: ``ConnectionGuard`` accepts, caps, sheds and runs TLS, ``LimitedHttpProtocol`` parses (ADR 0014).
-    """
+class StubServer(GuardedServer):
+    """uvicorn with our own connection layer (``GuardedServer``, ADR 0014), our own signal handling (exit 0 on
+    SIGTERM, SIGHUP reload) and a ready callback."""
 
     def __init__(self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None]) -> None:
-        super().__init__(config)
+        super().__init__(config, state.settings.limits, state.metrics.count)
         self._state = state
         self._on_ready = on_ready
         self._reaper: asyncio.Task[None] | None = None
-        self.guard: ConnectionGuard | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -197,38 +193,10 @@ class StubServer(uvicorn.Server):
                 self._reaper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reaper
-            if self.guard is not None:
-                await self.guard.stop()
-
-    def _make_http(self, conn: Connection) -> LimitedHttpProtocol:
-        assert self.guard is not None
-        return LimitedHttpProtocol(self.config, self.server_state, self.lifespan.state, self.guard, conn)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's startup, except that the listening server is ours: plain TCP into the connection guard."""
-        await self.lifespan.startup()
-        limits = self._state.settings.limits
-        open_files = open_files_limit()
-        cap = connection_cap(limits, open_files)
-        budget = descriptor_budget(open_files)
-        if limits.max_connections is not None and budget is not None and limits.max_connections > budget:
-            log.warning(
-                "event=max_connections_lowered wanted=%d cap=%d open_files_limit=%d reason=%s",
-                limits.max_connections,
-                budget,
-                open_files,
-                "the open-files limit must leave room for the stub's own files",
-            )
-        self.guard = ConnectionGuard(limits, cap, self.config.ssl, self._make_http, self._state.metrics.count)
-        self.guard.start()
-        log.info("event=connection_limits cap=%s open_files_limit=%s %s", cap, open_files, limits.describe())
-        loop = asyncio.get_running_loop()
-        self.servers = [
-            await loop.create_server(self.guard.protocol, sock=sock, backlog=self.config.backlog)
-            for sock in sockets or []
-        ]
-        self.started = True
-        if not self.should_exit:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
             self._on_ready()
 
 

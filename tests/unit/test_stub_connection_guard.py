@@ -259,7 +259,7 @@ def test_moving_on_replaces_the_deadline() -> None:
         start = guard.now()
         _t, conn = accept(guard, "conn")
         assert conn is not None
-        guard.keep_deadline(conn, Phase.HEADERS)  # a first request starts: same deadline as the connection's
+        guard.enter(conn, Phase.HEADERS, conn.deadline)  # a first request starts: the connection's deadline runs on
         guard.enter(conn, Phase.BODY, start + 10)
         guard.advance(start + 5)
         assert made[0].expired == []
