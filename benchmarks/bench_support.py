@@ -17,15 +17,18 @@ import ssl
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from server_stub.connection_limits import ConnectionLimits
+from server_stub.guarded_server import GuardedServer
 from server_stub.tls_material import server_ssl_context
 
 
 class ReadyServer(uvicorn.Server):
-    """uvicorn as the stub runs it: exit 0 on SIGTERM/SIGINT, and a callback once listening."""
+    """uvicorn as a benchmark runs it: exit 0 on SIGTERM/SIGINT, and a callback once listening."""
 
     def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
         super().__init__(config)
@@ -53,6 +56,14 @@ class ReadyServer(uvicorn.Server):
             self._on_ready()
 
 
+class ReadyGuardedServer(ReadyServer, GuardedServer):
+    """The same behind fleet-stub's own connection layer (cap, shedding, TLS, limits: ADR 0014)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None], limits: ConnectionLimits) -> None:
+        super().__init__(config, on_ready)
+        self.limits = limits
+
+
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop  # noqa: PLC0415 - optional accelerator, as in server_stub.server.run_loop
@@ -69,10 +80,14 @@ def serve_tls_app(
     *,
     backlog: int = 2048,
     graceful_timeout: int = 30,
+    http: Literal["httptools", "h11"] = "httptools",
+    h11_max_incomplete_event_size: int | None = None,
+    make_server: Callable[[uvicorn.Config, Callable[[], None]], uvicorn.Server] | None = None,
 ) -> int:
     """Serve ``make_app(tls_context)`` on 127.0.0.1 with the stub's certificate and TLS settings.
 
     Writes ``{"port", "pid"}`` to ``ready_file`` (atomically) once listening; returns when stopped by SIGTERM/SIGINT.
+    ``make_server(config, on_ready)`` replaces the plain ``ReadyServer`` (e.g. with the stub's guarded one).
     """
     cert, key = tls_dir / "server.pem", tls_dir / "server-key.pem"
     context = server_ssl_context(cert, key)
@@ -85,7 +100,8 @@ def serve_tls_app(
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),
         ssl_context_factory=factory,
-        http="httptools",
+        http=http,
+        h11_max_incomplete_event_size=h11_max_incomplete_event_size,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -106,7 +122,7 @@ def serve_tls_app(
         partial.write_text(json.dumps({"port": port, "pid": os.getpid()}), encoding="utf-8")
         partial.replace(ready_file)
 
-    server = ReadyServer(config, ready)
+    server = make_server(config, ready) if make_server is not None else ReadyServer(config, ready)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(server.serve(sockets=[sock]))

@@ -112,18 +112,26 @@ class CarveStore:
     def list(self) -> list[Carve]:
         return [_carve(r) for r in self._conn.execute("SELECT * FROM carves ORDER BY id")]
 
-    def add_block(self, session_id: str, request_id: str, block_id: int, data: bytes, now: float) -> Carve:
+    def check_block(self, session_id: str, request_id: str | None, block_id: int | None) -> Carve:
+        """What can be checked before a block's data is read (carve_upload): the session, and the request id and
+        block id when they are known. Raises CarveError."""
         carve = self.get(session_id)
         if carve is None:
             raise CarveError("validate carve block: unknown session_id", 404)
-        if request_id != carve.request_id:
+        if request_id is not None and request_id != carve.request_id:
             raise CarveError("validate carve block: request_id does not match")
+        if block_id is None:
+            return carve
         if carve.completed_at is not None and block_id != carve.max_block:
             raise CarveError("validate carve block: carve is already complete")
         if block_id not in (carve.max_block, carve.max_block + 1) or block_id < 0:
             raise CarveError(f"validate carve block: block_id {block_id} out of order (expected {carve.max_block + 1})")
         if block_id >= carve.block_count:
             raise CarveError("validate carve block: block_id exceeds block_count")
+        return carve
+
+    def add_block(self, session_id: str, request_id: str, block_id: int, data: bytes, now: float) -> Carve:
+        carve = self.check_block(session_id, request_id, block_id)
         if len(data) > carve.block_size:
             raise CarveError("validate carve block: block exceeds block_size")
         is_last = block_id == carve.block_count - 1

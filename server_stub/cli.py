@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="server key (PEM)")
     serve.add_argument("--config", help="declarative configuration file (TOML or JSON), re-read on SIGHUP")
     serve.add_argument("--live-query-timeout", help="seconds an admin live query waits (default 25)")
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        help="open connections at most (env FLEET_STUB_MAX_CONNECTIONS; default: what the open-files limit leaves "
+        "room for); other connection limits: FLEET_STUB_* variables, docs/architecture.md",
+    )
 
     def admin(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
@@ -205,6 +211,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 tls_key=args.tls_key,
                 config_file=args.config,
                 live_query_timeout=args.live_query_timeout,
+                max_connections=args.max_connections,
                 env=os.environ,
             )
             return serve(settings)

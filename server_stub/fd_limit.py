@@ -15,6 +15,16 @@ WANTED = 1 << 17
 CONNECTIONS_PER_HOST = 3
 
 
+def open_files_limit() -> int | None:
+    """The soft open-files limit in force (None where there is none)."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 def raise_open_files_limit(wanted: int = WANTED) -> int | None:
     """Returns the soft limit now in force (None where there is no such limit, e.g. Windows)."""
     try:

@@ -16,7 +16,8 @@ from starlette.routing import Route
 
 from server_stub import hosts, policies
 from server_stub.api import Family, endpoint
-from server_stub.carves import MAX_BLOCK_SIZE, CarveError
+from server_stub.carve_upload import read_carve_block
+from server_stub.carves import CarveError
 from server_stub.distributed_plan import details_due, plan, policies_due
 from server_stub.errors import ApiError, bad_request, unauthorized
 from server_stub.host_details import (
@@ -25,7 +26,7 @@ from server_stub.host_details import (
     details_from_table,
     osquery_identifier,
 )
-from server_stub.http_body import DISTRIBUTED_WRITE_LIMIT, LOG_LIMIT, MIB, read_json_object
+from server_stub.http_body import DISTRIBUTED_WRITE_LIMIT, LOG_LIMIT, read_json_object
 from server_stub.json_fields import (
     JsonObject,
     optional_object,
@@ -43,7 +44,6 @@ from server_stub.teams import SecretNotFound, effective_agent_options, team_for_
 
 log = logging.getLogger(__name__)
 
-CARVE_BLOCK_LIMIT = (MAX_BLOCK_SIZE + 2) // 3 * 4 + MIB
 DETAIL_RETRY_SECONDS = 60.0
 ORBIT_INFO_WAIT_SECONDS = 3600.0  # after that, a host whose orbit serves no orbit_info waits for the detail interval
 SEEN_RESOLUTION_SECONDS = 1.0
@@ -227,7 +227,7 @@ async def carve_begin(request: Request, state: StubState) -> Response:
 
 
 async def carve_block(request: Request, state: StubState) -> Response:
-    body = await read_json_object(request, CARVE_BLOCK_LIMIT)
+    body = await read_carve_block(request, state.carves)  # the session is checked before the data is held
     session_id = required_str(body, "session_id")
     request_id = optional_str(body, "request_id")
     block_id = required_int(body, "block_id")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from server_stub.app import build_app
 from server_stub.atomic_files import write_private
 from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
 from server_stub.fd_limit import raise_open_files_limit
+from server_stub.guarded_server import GuardedServer
 from server_stub.node_keys import new_admin_token
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
@@ -127,11 +129,12 @@ def server_info(settings: ServeSettings, port: int, admin_token: str, ca: Path |
     return info
 
 
-class StubServer(uvicorn.Server):
-    """uvicorn with our own signal handling (exit 0 on SIGTERM, SIGHUP reload) and a ready callback."""
+class StubServer(GuardedServer):
+    """uvicorn with our own connection layer (``GuardedServer``, ADR 0014), our own signal handling (exit 0 on
+    SIGTERM, SIGHUP reload) and a ready callback."""
 
     def __init__(self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None]) -> None:
-        super().__init__(config)
+        super().__init__(config, state.settings.limits, state.metrics.count)
         self._state = state
         self._on_ready = on_ready
         self._reaper: asyncio.Task[None] | None = None
@@ -159,11 +162,13 @@ class StubServer(uvicorn.Server):
             self.force_exit = True
         self.should_exit = True
         self._state.live.close()
+        if self.guard is not None:
+            self.guard.stopping = True
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._abort_idle_connections())
 
     async def _abort_idle_connections(self) -> None:
-        """Close keep-alive connections that sit idle after shutdown began.
+        """Drop connections that are not serving a request once shutdown began.
 
         uvicorn asks idle connections to close, but over TLS a close waits for the client's close_notify, which an
         idle keep-alive client never sends: without this, one agent holding a connection open would keep the
@@ -171,11 +176,8 @@ class StubServer(uvicorn.Server):
         """
         while True:
             await asyncio.sleep(IDLE_ABORT_AFTER)
-            for connection in list(self.server_state.connections):
-                cycle = getattr(connection, "cycle", None)
-                transport = getattr(connection, "transport", None)
-                if transport is not None and (cycle is None or getattr(cycle, "response_complete", True)):
-                    transport.abort()
+            if self.guard is not None:
+                self.guard.abort_idle()
 
     def reload(self) -> None:
         try:
@@ -215,11 +217,12 @@ def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
         ssl_keyfile=str(files.key),
         ssl_context_factory=factory,
         http="httptools",
+        ws="none",
         lifespan="off",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=30,
-        timeout_keep_alive=75,
+        timeout_keep_alive=max(1, math.ceil(state.settings.limits.idle_timeout)),  # the guard keeps it, in fact
         server_header=False,
     )
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server_stub.connection_limits import ConnectionLimits, SettingsValueError, limits_from
+
 DEFAULT_LISTEN = "127.0.0.1:8412"
 HOST_IDENTIFIER_MODES = ("provided", "instance", "uuid", "hostname")
 
@@ -39,6 +41,7 @@ class ServeSettings:
     transparency_url: str = "https://fleetdm.com/transparency"
     org_name: str = ""
     capabilities: tuple[str, ...] = field(default=("orbit_endpoints", "token_rotation"))
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def listen_url_host(self) -> str:
@@ -154,6 +157,7 @@ def build_settings(
     tls_key: str | None,
     config_file: str | None,
     live_query_timeout: str | None = None,
+    max_connections: str | None = None,
     env: Mapping[str, str],
 ) -> ServeSettings:
     """Merge flags (given) over ``FLEET_STUB_*`` variables; raises SettingsError with a clear message."""
@@ -185,6 +189,10 @@ def build_settings(
     token = pick(admin_token, "FLEET_STUB_ADMIN_TOKEN")
     if token is not None and len(token) < 8:
         raise SettingsError("--admin-token must be at least 8 characters")
+    try:
+        limits = limits_from(env, max_connections=max_connections)
+    except SettingsValueError as exc:
+        raise SettingsError(str(exc)) from None
     return ServeSettings(
         data_dir=data_path,
         listen_host=host,
@@ -203,4 +211,5 @@ def build_settings(
         osquery_host_identifier=identifier,
         transparency_url=env.get("FLEET_STUB_TRANSPARENCY_URL", "https://fleetdm.com/transparency"),
         org_name=env.get("FLEET_STUB_ORG_NAME", ""),
+        limits=limits,
     )

@@ -20,11 +20,24 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Runs a command with a lower open-files limit (soft and hard): ``[*OPEN_FILES_WRAPPER, "256", *argv]``. The program
+# stays the same process (exec), so ``server.json``'s pid is still ``proc.pid``.
+OPEN_FILES_WRAPPER = [
+    sys.executable,
+    "-c",
+    "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+    "os.execv(sys.argv[2], sys.argv[2:])",
+]
+
+
 class StubProcess:
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *args: str, env: dict[str, str] | None = None, open_files: int | None = None
+    ) -> None:
         self.data_dir = data_dir
+        prefix = [*OPEN_FILES_WRAPPER, str(open_files)] if open_files is not None else []
         self.proc = subprocess.Popen(
-            [*STUB, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args],
+            [*prefix, *STUB, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,0 +1,230 @@
+"""uvicorn's httptools protocol with limits on the request line and headers, and each request's phase reported to the
+connection guard (ADR 0014).
+
+* The parser is never fed more than ``max_header_bytes`` of an unfinished header block: httptools joins a header
+  value's pieces by repeated concatenation (quadratic in the number of pieces), so a 150 MiB header used to cost
+  16 s of CPU. Past the limit the answer is 431 and the connection closes.
+* A request line longer than ``max_header_line`` is a 414, a longer header line or more than ``max_headers``
+  fields a 431 — answered before the request reaches the application, so before any authentication or parsing.
+* Deadlines (headers, body, idle) are kept by the guard, which calls ``deadline_passed``: headers or body not
+  complete in time are a 408; a connection that never started a request or sat idle is closed without a word.
+* A response that is complete while its request body is still arriving closes the connection, instead of reading
+  the rest of a body nobody wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from server_stub.connection_guard import EXTENSION, TLS_SHUTDOWN_TIMEOUT, Connection, ConnectionGuard, Phase
+
+ANSWER_GRACE = 2.0  # after a 4xx of ours: time for the answer to leave before the connection is dropped
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing; the answer is in ``_rejection``."""
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        guard: ConnectionGuard,
+        conn: Connection,
+    ) -> None:
+        super().__init__(config, server_state, app_state)
+        self._guard = guard
+        self._conn = conn
+        self._limits = guard.limits
+        self._reading_head = True  # between requests or inside a header block
+        self._head_bytes = 0
+        self._header_count = 0
+        self._message_complete = True
+        self._closing = False
+        self._rejection: tuple[int, str, str] | None = None
+        # Phase changes seen by the parser are told to the guard once per data_received (a request usually arrives
+        # whole: waiting → headers → body → app in one call, one update).
+        self._next: Phase | None = None
+        self._headers_keep_deadline = False
+        self._extensions = {EXTENSION: {"vouch": conn.vouch}}
+
+    # --- connection ------------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._guard.enter(self._conn, Phase.WAITING, self.loop.time() + self._limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.release(self._conn)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        limit = self._limits.max_header_bytes
+        while data:
+            if self._reading_head:
+                room = limit - self._head_bytes
+                if room <= 0:
+                    self._answer(431, f"the request's headers exceed {limit} bytes", "requests_headers_too_large")
+                    return
+                piece, data = (data[:room], data[room:]) if len(data) > room else (data, b"")
+                self._head_bytes += len(piece)
+            else:
+                piece, data = data, b""
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                self._unsupported_upgrade_warning()
+                return
+            except httptools.HttpParserError:
+                status, reason, event = self._rejection or (400, "Invalid HTTP request received.", "requests_malformed")
+                self._answer(status, reason, event)
+                return
+            if self.closing:
+                return
+        self._settle()
+
+    def _settle(self) -> None:
+        phase = self._next
+        if phase is None:
+            return
+        self._next = None
+        conn = self._conn
+        if phase is Phase.HEADERS:
+            deadline = conn.deadline if self._headers_keep_deadline else self.loop.time() + self._limits.header_timeout
+        elif phase is Phase.BODY:
+            deadline = self.loop.time() + self._limits.body_timeout
+        else:
+            deadline = None
+        self._guard.enter(conn, phase, deadline)
+
+    @property
+    def closing(self) -> bool:
+        """We answered or timed out and are closing: whatever else arrives is ignored."""
+        return self._closing
+
+    # --- parser callbacks ------------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = self._extensions  # type: ignore[typeddict-item]
+        self._header_count = 0
+        self._message_complete = False
+        phase = self._next or self._conn.phase
+        if phase in (Phase.WAITING, Phase.IDLE):
+            self._next = Phase.HEADERS
+            # a new connection: the headers' time started with the connection
+            self._headers_keep_deadline = phase is Phase.WAITING
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self._limits.max_header_line:
+            self._stop(414, f"the request line exceeds {self._limits.max_header_line} bytes", "requests_uri_too_long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self._limits.max_headers:
+            self._stop(431, f"more than {self._limits.max_headers} header fields", "requests_too_many_headers")
+        if len(name) + len(value) + 4 > self._limits.max_header_line:
+            self._stop(
+                431, f"a header line exceeds {self._limits.max_header_line} bytes", "requests_header_line_too_long"
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        pipelined = self.cycle is not None and not self.cycle.response_complete
+        self._reading_head = False
+        super().on_headers_complete()
+        if not pipelined:
+            self._next = Phase.BODY
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._message_complete = True
+        self._reading_head = True
+        self._head_bytes = 0
+        if (self._next or self._conn.phase) is Phase.BODY:
+            self._next = Phase.APP
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the idle deadline is the guard's (no keep-alive timer per response)."""
+        self.server_state.total_requests += 1
+        if self._closing:
+            return
+        if self.transport.is_closing():
+            self._mark_closing()
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif not self._message_complete:
+            self._close()  # answered while the body is still arriving: do not read the rest to discard it
+        else:
+            self._guard.enter(self._conn, Phase.IDLE, self.loop.time() + self._limits.idle_timeout)
+
+    # --- deadlines (called by the guard) ---------------------------------------------------------------------------
+
+    def deadline_passed(self, phase: Phase) -> None:
+        if self._closing:
+            return
+        limits = self._limits
+        if phase is Phase.HEADERS:
+            reason = f"request headers not complete within {limits.header_timeout:g} s"
+            self._answer(408, reason, "requests_header_timeouts")
+        elif phase is Phase.BODY:
+            reason = f"request body not complete within {limits.body_timeout:g} s"
+            self._answer(408, reason, "requests_body_timeouts")
+        elif phase is Phase.WAITING:
+            self._guard.event("connections_without_request_closed")
+            self._close()
+        elif phase is Phase.IDLE:
+            self._close()
+
+    # --- answering and closing -------------------------------------------------------------------------------------
+
+    def _stop(self, status: int, reason: str, event: str) -> None:
+        self._rejection = (status, reason, event)
+        raise _Stop(reason)
+
+    def _answer(self, status: int, reason: str, event: str) -> None:
+        """Answer ``status`` with ``reason`` (plain text), unless an answer has begun, and close the connection."""
+        self._guard.event(event)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                self._close()
+                return
+            # the application is waiting for the body: it sees a disconnect, and its answer goes nowhere
+            cycle.disconnected = True
+            cycle.message_event.set()
+        body = (reason + "\n").encode()
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.append(
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        content.append(body)
+        self.transport.write(b"".join(content))
+        self._close(ANSWER_GRACE)
+
+    def _close(self, grace: float = TLS_SHUTDOWN_TIMEOUT + 1) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+        self._mark_closing(grace)
+
+    def _mark_closing(self, grace: float = TLS_SHUTDOWN_TIMEOUT + 1) -> None:
+        """Closing: dropped after ``grace`` seconds at the latest (a TLS close waits for the peer's goodbye)."""
+        self._closing = True
+        self._next = None
+        self._guard.enter(self._conn, Phase.CLOSING, self.loop.time() + grace)
