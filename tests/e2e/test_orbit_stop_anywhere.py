@@ -163,6 +163,11 @@ def _stop_at_offsets(
     return [stops[index] for index in range(len(orbits))]
 
 
+def _enroll_failed(orbit: Orbit) -> bool:
+    """A first enrollment attempt failed: orbit is now in Fleet's enrollment backoff."""
+    return orbit.log.exists() and "event=enroll_failed" in orbit.log.read_text(errors="replace")
+
+
 def _started(orbit: Orbit) -> bool:
     """orbit's own code is running (imports done, signal handlers in place): its first log line."""
     return orbit.log.exists() and "event=starting" in orbit.log.read_text(errors="replace")
@@ -221,11 +226,17 @@ def test_stops_while_enrolling_with_a_wrong_secret_and_against_a_refusing_server
     env = {**world.orbit_env(), **slow_enroll, "ORBIT_ENROLL_SECRET": "-wrong-secret"}
     env.pop("FLEETD_ENROLL_RETRY_INTERVAL", None)
     wrong = _fleet(len(offsets), world, "wrong-secret", env=env)
-    stops = _stop_at_offsets(wrong, offsets, _started, "wrong secret")
+    # the last three points are anchored on the first failed enrollment: they stop orbit inside Fleet's backoff
+    late = set(map(id, wrong[-3:]))
+    stops = _stop_at_offsets(
+        wrong, offsets, lambda o: _enroll_failed(o) if id(o) in late else _started(o), "wrong secret"
+    )
     closed_port = f"https://127.0.0.1:{_free_port()}"
     refused = _fleet(len(offsets), world, "refused", env=env, fleet_url=closed_port)
-    stops += _stop_at_offsets(refused, offsets, _started, "connection refused")
-    assert "enroll_failed" in wrong[-1].log.read_text(errors="replace")  # the late points were in the backoff
+    late = set(map(id, refused[-3:]))
+    stops += _stop_at_offsets(
+        refused, offsets, lambda o: _enroll_failed(o) if id(o) in late else _started(o), "connection refused"
+    )
     _judge(stops)
     _first_start(world, wrong[-1].root)
     _first_start(world, refused[-1].root)
@@ -253,7 +264,8 @@ def test_stops_in_the_middle_of_a_large_download(world: OrbitWorld) -> None:
     finally:
         proxy.close()
     _judge(stops)
-    assert not (downloading[-1].root / "bin" / "osqueryd" / "linux" / "stable" / "osqueryd").exists()
+    installed = [(o.root / "bin" / "osqueryd" / "linux" / "stable" / "osqueryd").exists() for o in downloading]
+    assert installed.count(False) >= len(installed) // 2, installed  # most stops fell inside the 10 s download
     _first_start(world, downloading[-1].root)  # the whole target, verified, on the same root
 
 
