@@ -355,7 +355,8 @@ def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Pa
 
     removed = wine.run("wine", "msiexec", "/x", second_msi, "/qn", "/l*v", tmp_path / "remove.log")
     assert removed.returncode == 0, _failure(removed, tmp_path / "remove.log")
-    assert not wine.orbit_root.exists()
+    left = sorted(str(path.relative_to(wine.orbit_root)) for path in wine.orbit_root.rglob("*"))
+    assert not wine.orbit_root.exists(), f"left after removal: {left}\n{_log_tail(tmp_path / 'remove.log')}"
     assert wine.registry(SERVICE_KEY) is None
     assert "Path" not in (wine.registry(r"HKLM\SOFTWARE\FleetDM\Orbit") or {})
     assert _product_code(second_msi) not in wine.subkeys(uninstall_key)

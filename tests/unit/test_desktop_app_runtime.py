@@ -196,7 +196,9 @@ def test_no_xembed_tray_owner_means_notifications_too(tmp_path: Path, rigs: list
     rig = AppRig(tmp_path, lambda environ, platform: module, probe_tray_host=lambda: False)
     rigs.append(rig)
     rig.thread.start()
-    wait_for(lambda: rig.status().get("notifications") is True)
+    # two threads publish: the tray watcher (no tray owner → notifications) and pystray's setup thread (the icon is
+    # ready → tray "icon"), in either order; wait for both, then check the rest
+    wait_for(lambda: (status := rig.status()).get("notifications") is True and status.get("tray") == "icon")
     status = rig.status()
     assert (status["tray"], status["backend"], status["tray_host"]) == ("icon", "xorg", False)
     rig.stop()
