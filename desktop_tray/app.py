@@ -48,6 +48,7 @@ from desktop_tray.tray_backend import (
     enable_xorg_clicks,
     load_pystray,
     run_on_glib_main_loop,
+    serialize_xorg_calls,
     tray_host_present,
 )
 
@@ -194,6 +195,7 @@ class DesktopApp:
         adapter.on_ready = self._tray_ready
         if backend == "xorg":
             enable_xorg_clicks(adapter.icon)
+            serialize_xorg_calls(adapter.icon)
         with self._lock:
             self._adapter = adapter
             self._backend = backend

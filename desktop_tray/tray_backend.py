@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
@@ -155,4 +156,68 @@ def enable_xorg_clicks(icon: object) -> bool:
     except Exception:
         log.debug("event=xorg_click_setup_failed", exc_info=True)
         return False
+    return True
+
+
+_XORG_DISPATCHED = ("_show", "_hide", "_update_icon", "_update_title", "_stop")
+
+
+def serialize_xorg_calls(icon: object) -> bool:
+    """Two fixes for pystray's xorg backend (0.19.5); best effort, False when they cannot be applied.
+
+    * Calls from other threads (show, hide, a new image, title, stop) are messages to the icon's own window that
+      the X loop thread runs; pystray sends and flushes them over the icon's X connection from the calling thread.
+      python-xlib (0.33) can lose a wake-up when two threads share a connection: the loop thread then waits for a
+      reply nobody reads until another thread touches the connection (an icon never ready: setup stuck in
+      ``visible = True``; or frozen until the next update). Send those messages over a second connection, so only
+      the loop uses the icon's own.
+    * Dock once: pystray re-sends SYSTEM_TRAY_REQUEST_DOCK on every image change. Trays built on the old egg tray
+      manager (trayer) make a new socket per request, and two requests handled in one batch leave the icon window
+      back at the root, undocked. Dock again only after an undock or when the tray manager went away.
+    """
+    window = getattr(icon, "_window", None)
+    display = getattr(icon, "_display", None)
+    replies = getattr(icon, "_queue", None)
+    if window is None or display is None or replies is None:
+        return False
+    try:
+        xdisplay = importlib.import_module("Xlib.display")
+        xlib = importlib.import_module("Xlib.X")
+        side = xdisplay.Display(display.get_display_name())
+        target = side.create_resource_object("window", window.id)
+        atoms = {name: display.intern_atom(f"_PYSTRAY_{name.upper()}") for name in _XORG_DISPATCHED}
+    except Exception:
+        log.debug("event=xorg_serialize_setup_failed", exc_info=True)
+        return False
+    send_lock = threading.Lock()
+    implementation = type(icon)
+
+    def dispatcher(name: str, atom: int) -> Callable[[], None]:
+        run_here = getattr(implementation, name)
+
+        def call() -> None:
+            loop = getattr(icon, "_thread", None)
+            if loop is not None and loop.ident == threading.get_ident():
+                run_here(icon)
+                return
+            message = xdisplay.event.ClientMessage(
+                window=target.id, client_type=atom, data=(32, (xlib.CurrentTime, 0, 0, 0, 0))
+            )
+            with send_lock:
+                side.send_event(target, message, event_mask=xlib.NoEventMask)
+                side.flush()
+            result = replies.get()
+            if result is not True:
+                raise result[1].with_traceback(result[2])
+
+        return call
+
+    def assert_docked() -> None:
+        if getattr(icon, "_systray_manager", None) is None:
+            icon._dock_window()  # type: ignore[attr-defined]
+        assert icon._systray_manager  # type: ignore[attr-defined]
+
+    for name, atom in atoms.items():
+        setattr(icon, name, dispatcher(name, atom))
+    icon._assert_docked = assert_docked  # type: ignore[attr-defined]
     return True
