@@ -200,8 +200,10 @@ def test_a_flooding_child_reaches_the_log_capped_with_a_line_saying_what_was_dro
     from orbit.children.output_limit import OutputCap  # noqa: PLC0415
 
     lines: list[str] = []
+    done = tmp_path / "all-written"
     code = (
-        "import sys\nfor i in range(5000):\n    print('chatter', i)\nsys.stdout.flush()\nimport time\ntime.sleep(600)\n"
+        "import pathlib, sys, time\nfor i in range(5000):\n    print('chatter', i)\nsys.stdout.flush()\n"
+        f"pathlib.Path({str(done)!r}).write_text('')\ntime.sleep(600)\n"
     )
 
     async def scenario() -> None:
@@ -210,6 +212,7 @@ def test_a_flooding_child_reaches_the_log_capped_with_a_line_saying_what_was_dro
         stop = asyncio.Event()
         runner = asyncio.create_task(supervisor.run(stop))
         await _until(lambda: len(lines) >= 50, timeout=60)
+        await _until(done.exists, timeout=60)  # every line is written before the stop, so the count is exact
         stop.set()
         await runner
         await _until(lambda: len(lines) > 50, timeout=60)  # the pipe closed with the child: the drop is reported
