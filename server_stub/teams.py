@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from server_stub.json_fields import JsonObject
+from server_stub.json_text import decode_json
 from server_stub.transactions import write_transaction
 
 GLOBAL_AGENT_OPTIONS_KEY = "global_agent_options"
@@ -56,7 +57,8 @@ class SecretNotFound(LookupError):
 def _loads_object(text: str | None) -> JsonObject | None:
     if text is None:
         return None
-    value = json.loads(text)
+    # repaired like a client's body: a row written before the stub stored strict JSON may hold NaN
+    value = decode_json(text).value
     return value if isinstance(value, dict) else None
 
 
