@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from server_stub.int_ranges import parse_id_or_none
 from server_stub.transactions import write_transaction
 
 QUERY_PREFIX = "fleet_distributed_query_"
@@ -42,7 +43,7 @@ def query_id_from_name(name: str) -> int | None:
     if not name.startswith(QUERY_PREFIX):
         return None
     suffix = name[len(QUERY_PREFIX) :]
-    return int(suffix) if suffix.isdigit() else None
+    return parse_id_or_none(suffix)
 
 
 class LiveQueryHub:

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from server_stub.int_ranges import parse_id_or_none
 from server_stub.transactions import write_transaction
 
 LOG_TYPES = ("result", "status")
@@ -94,11 +95,12 @@ class LogSink:
         if not self._root.is_dir():
             return 0
         for host_dir in self._root.iterdir():
-            if not host_dir.is_dir() or not host_dir.name.isdigit():
+            host_id = parse_id_or_none(host_dir.name)
+            if not host_dir.is_dir() or host_id is None:
                 continue
             for log_type in LOG_TYPES:
                 path = host_dir / f"{log_type}.jsonl"
-                if path.is_file() and self._reconcile_file(int(host_dir.name), log_type, path):
+                if path.is_file() and self._reconcile_file(host_id, log_type, path):
                     fixed += 1
         return fixed
 
