@@ -88,7 +88,7 @@ class LiveQueryHub:
             cur = self._conn.execute(
                 """UPDATE live_queries SET state = 'done', answered_at = ?, rows = ?, error = ?
                    WHERE id = ? AND host_id = ? AND state IN ('pending', 'sent')""",
-                (self._clock(), json.dumps(rows), error, query_id, host_id),
+                (self._clock(), json.dumps(rows, allow_nan=False), error, query_id, host_id),
             )
         if cur.rowcount == 0:
             return False
@@ -105,7 +105,7 @@ class LiveQueryHub:
                     await asyncio.wait_for(event.wait(), timeout)
             row = self._conn.execute("SELECT state, rows, error FROM live_queries WHERE id = ?", (query_id,)).fetchone()
             if row is not None and row["state"] == "done":
-                rows = json.loads(row["rows"] or "[]")
+                rows = json.loads(row["rows"] or "[]")  # written by complete(): strict JSON of strings
                 return LiveQueryOutcome(query_id, True, rows, row["error"])
             with write_transaction(self._conn):
                 self._conn.execute(

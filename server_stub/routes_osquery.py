@@ -127,6 +127,8 @@ async def log_batch(request: Request, state: StubState) -> Response:
     except LogWriteError as exc:
         log.error("event=log_write_failed host_id=%d log_type=%s error=%s", host.id, log_type, exc)
         raise ApiError(413, f"error writing {log_type} logs: {exc}") from None
+    if stored < len(items):  # a line that cannot be written as strict JSON costs that line, never the batch
+        state.metrics.count("log_items_dropped", len(items) - stored)
     state.metrics.count(f"log_lines_{log_type}", stored)
     return JSONResponse({})
 
