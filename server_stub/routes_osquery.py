@@ -113,7 +113,8 @@ async def log_batch(request: Request, state: StubState) -> Response:
     host = authenticate(request, body, state)
     log_type = optional_str(body, "log_type")
     if log_type not in LOG_TYPES:
-        raise ApiError(500, f"unknown log type: {log_type}")
+        # Fleet answers 500; osqueryd reads only the body, so a 400 changes nothing for it (never a 5xx for input)
+        raise bad_request(f"unknown log type: {log_type}")
     data = body.get("data", [])
     if data is None:
         data = []
