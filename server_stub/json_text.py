@@ -75,9 +75,19 @@ class _Repairs:
         return int(text)
 
 
+def _parse(text: str, *, long_integers: bool) -> tuple[object, int]:
+    repairs = _Repairs()
+    decoder = json.JSONDecoder(
+        parse_float=repairs.number,
+        parse_int=repairs.integer if long_integers else None,
+        parse_constant=repairs.constant,
+    )
+    return decoder.decode(text), repairs.count
+
+
 def decode_json(raw: bytes | str) -> DecodedJson:
     """Decode a client's JSON text; raises ``ValueError`` (or ``RecursionError``) only for text that is not JSON."""
-    repairs = _Repairs()
+    repairs = 0
     if isinstance(raw, str):
         text = raw
     else:
@@ -85,13 +95,16 @@ def decode_json(raw: bytes | str) -> DecodedJson:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text = raw.decode("utf-8", _GO_REPLACE)
-            repairs.count += text.count("\ufffd") - raw.count("\ufffd".encode())
-    decoder = json.JSONDecoder(parse_float=repairs.number, parse_int=repairs.integer, parse_constant=repairs.constant)
-    value = decoder.decode(text)
+            repairs += text.count("\ufffd") - raw.count("\ufffd".encode())
+    try:  # integers parsed by the C scanner itself (fast); it fails only on one beyond int()'s digit limit
+        value, parsed = _parse(text, long_integers=False)
+    except ValueError:  # then again with a hook for integer literals (a second failure: not JSON)
+        value, parsed = _parse(text, long_integers=True)
+    repairs += parsed
     if isinstance(raw, str) or _SURROGATE_ESCAPE.search(text):
         value, replaced = replace_surrogates(value)
-        repairs.count += replaced
-    return DecodedJson(value, repairs.count)
+        repairs += replaced
+    return DecodedJson(value, repairs)
 
 
 def clean_text(text: str) -> str:
