@@ -6,6 +6,9 @@ Shape: ``{"config": {...}, "overrides": {"platforms": {<name>: {...}}}, "command
 
 from __future__ import annotations
 
+import math
+
+from server_stub.int_ranges import INT64_MAX, INT64_MIN, fits_int64
 from server_stub.json_fields import JsonObject
 
 UPDATE_CHANNEL_TARGETS = frozenset({"orbit", "osqueryd", "desktop"})
@@ -21,9 +24,29 @@ def _flag_value_ok(value: object) -> bool:
     return isinstance(value, (str, int, float, bool))
 
 
+def _check_numbers(document: object) -> None:
+    """Every number is one the stub can store and serve as strict JSON: finite, integers within int64.
+
+    A configuration file can hold NaN or inf (TOML ``nan``, Python's JSON ``NaN``), and an integer beyond int64 in
+    an interval option used to make every osquery config request fail where the stub records it.
+    """
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InvalidAgentOptions("agent options must not contain NaN or Infinity (not JSON)")
+        elif isinstance(node, int) and not isinstance(node, bool) and not fits_int64(node):
+            raise InvalidAgentOptions(f"agent options hold an integer out of range ({INT64_MIN}..{INT64_MAX})")
+
+
 def validate_agent_options(options: object) -> JsonObject:
     if not isinstance(options, dict):
         raise InvalidAgentOptions("agent options must be a JSON object")
+    _check_numbers(options)
     unknown = sorted(set(options) - KNOWN_KEYS)
     if unknown:
         raise InvalidAgentOptions(f"unknown agent options key(s): {', '.join(unknown)}")

@@ -22,7 +22,8 @@ from starlette.requests import Request
 
 from server_stub.carves import MAX_BLOCK_SIZE, CarveError, CarveStore
 from server_stub.errors import ApiError, bad_request, too_large
-from server_stub.json_fields import JsonObject
+from server_stub.json_fields import JsonObject, optional_str, required_int
+from server_stub.json_text import decode_json
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -37,6 +38,11 @@ BACKSLASH = 0x5C
 def data_limit(block_size: int) -> int:
     """The longest data string a session's block may need: base64, where every '/' might be written '\\/'."""
     return min(2 * ((block_size + 2) // 3 * 4) + 16, BODY_LIMIT)
+
+
+# finds where a value ends without converting its numbers (``int`` refuses a literal of more than 4,300 digits; the
+# value itself is decoded by ``decode_json``, which turns such a number into null)
+_END_FINDER = json.JSONDecoder(parse_int=len, parse_float=len, parse_constant=len)
 
 
 class CarveBodyScanner:
@@ -113,9 +119,12 @@ class CarveBodyScanner:
                 if end is None:
                     break
                 try:
-                    self._key = json.loads(bytes(head[pos:end]))
+                    key = decode_json(bytes(head[pos:end])).value
                 except ValueError as exc:
                     raise bad_request(f"json decoder error: {exc}") from None
+                if not isinstance(key, str):
+                    raise bad_request("json decoder error: expected a member name in double quotes")
+                self._key = key
                 self._state, pos = "colon", end
             elif state == "colon":
                 if char != b":":
@@ -133,7 +142,7 @@ class CarveBodyScanner:
                     self._unfinished_from = len(head) - pos
                     break
                 self._unfinished_from = 0
-                self.members[self._key] = json.loads(bytes(head[pos:value_end]))
+                self.members[self._key] = decode_json(bytes(head[pos:value_end])).value
                 self._state, pos = "after_value", value_end
             elif state == "after_value":
                 if char not in (b",", b"}"):
@@ -178,11 +187,13 @@ class CarveBodyScanner:
                 return None
             raise bad_request("json decoder error: invalid UTF-8") from None
         try:
-            _value, end = json.JSONDecoder().raw_decode(text)
+            _value, end = _END_FINDER.raw_decode(text)
         except json.JSONDecodeError as exc:
             if final:
                 raise bad_request(f"json decoder error: {exc}") from None
             return None
+        except RecursionError:
+            raise bad_request("json decoder error: nested too deeply") from None
         following = text[end:].lstrip()
         if not final and following[:1] not in (",", "}"):
             return None  # "12" might be "123", "-1." might be "-1.5": wait until a ',' or '}' follows
@@ -245,14 +256,12 @@ def _authorize(carves: CarveStore) -> Callable[[JsonObject], int]:
         session_id = members.get("session_id")
         if not isinstance(session_id, str) or not session_id:
             return UNPROVEN_DATA_LIMIT
-        request_id = members.get("request_id")
-        block_id = members.get("block_id")
+        # the fields before the data are checked as the route checks them (a 400 for a wrong type or an integer
+        # beyond int64), so a bad block costs no more than its head
+        request_id = optional_str(members, "request_id")
+        block_id = required_int(members, "block_id") if "block_id" in members else None
         try:
-            carve = carves.check_block(
-                session_id,
-                request_id if isinstance(request_id, str) else None,
-                block_id if isinstance(block_id, int) and not isinstance(block_id, bool) else None,
-            )
+            carve = carves.check_block(session_id, request_id, block_id)
         except CarveError as exc:
             raise ApiError(exc.status, str(exc)) from None
         return data_limit(carve.block_size)

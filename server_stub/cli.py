@@ -104,7 +104,7 @@ def _json_arg(text: str, what: str) -> JsonObject:
 
 
 def _print(value: object) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+    print(json.dumps(value, indent=2, sort_keys=True, allow_nan=False))
 
 
 def _hosts_table(hosts: list[JsonObject]) -> None:

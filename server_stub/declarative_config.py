@@ -27,7 +27,6 @@ resolution = "…"
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tomllib
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 from server_stub import policies, teams
 from server_stub.agent_options import InvalidAgentOptions, validate_agent_options, validate_notifications
 from server_stub.json_fields import JsonObject
+from server_stub.json_text import decode_json
 
 SOURCE = "config"
 
@@ -177,8 +177,8 @@ def load_config_file(path: Path) -> DeclaredConfig:
     except OSError as exc:
         raise ConfigFileError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        document: object = tomllib.loads(raw.decode("utf-8")) if path.suffix == ".toml" else json.loads(raw)
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        document: object = tomllib.loads(raw.decode("utf-8")) if path.suffix == ".toml" else decode_json(raw).value
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise ConfigFileError(f"{path}: {exc}") from None
     return parse_config(document)
 

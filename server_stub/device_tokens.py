@@ -14,7 +14,7 @@ from enum import Enum
 from server_stub.transactions import write_transaction
 
 TOKEN_TTL_SECONDS = 3600
-_URL_SAFE = re.compile(r"^[A-Za-z0-9\-_.~]+$")
+_URL_SAFE = re.compile(r"[A-Za-z0-9\-_.~]+")
 MAX_TOKEN_LENGTH = 512
 
 
@@ -30,7 +30,7 @@ def validate_token_text(token: str) -> TokenProblem | None:
         return TokenProblem.EMPTY
     if len(token) > MAX_TOKEN_LENGTH:
         return TokenProblem.TOO_LONG
-    if not _URL_SAFE.match(token):
+    if not _URL_SAFE.fullmatch(token):  # not match(): its $ also matches before a trailing newline
         return TokenProblem.NOT_URL_SAFE
     return None
 

@@ -2,18 +2,21 @@
 
 Limits (docs/reference/fleet-api.md §1.7): the body is never read past its limit, and a gzip body is inflated in bounded
 steps so a small bomb cannot inflate past the same limit. Truncated or malformed JSON is a 400; an empty body is a
-400 "Expected JSON Body" on endpoints that need fields.
+400 "Expected JSON Body" on endpoints that need fields. Text is decoded as Fleet's Go server decodes it
+(``json_text``): invalid UTF-8 and lone surrogates become U+FFFD and unrepresentable numbers null, counted in
+``/metrics`` as ``json_values_repaired``, never refused.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 
 from starlette.requests import Request
 
 from server_stub.errors import ApiError, bad_request, too_large
 from server_stub.json_fields import JsonObject
+from server_stub.json_text import decode_json
+from server_stub.state import StubState
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -65,9 +68,12 @@ async def read_json_object(request: Request, limit: int = DEFAULT_LIMIT, *, allo
             return {}
         raise bad_request("Expected JSON Body")
     try:
-        decoded = json.loads(raw)
+        decoded = decode_json(raw)
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"json decoder error: {exc}") from None
-    if not isinstance(decoded, dict):
+    if decoded.repairs:
+        state: StubState = request.app.state.stub
+        state.metrics.count("json_values_repaired", decoded.repairs)
+    if not isinstance(decoded.value, dict):
         raise bad_request("json decoder error: body must be a JSON object")
-    return decoded
+    return decoded.value

@@ -1,6 +1,8 @@
 """Typed access to decoded JSON request bodies: every field is checked here, at the boundary.
 
-Unknown fields are ignored (agents send more than we read); a known field of the wrong type is a clean 400.
+Unknown fields are ignored (agents send more than we read); a known field of the wrong type is a clean 400, and so is
+an integer outside the field's range (int64 unless the field says less): Fleet's Go decoder refuses those too, and a
+Python int beyond int64 cannot be stored in SQLite.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from server_stub.errors import ApiError, bad_request
+from server_stub.int_ranges import INT64_MAX, INT64_MIN
 
 JsonObject = dict[str, object]
 
@@ -36,20 +39,28 @@ def required_str(body: Mapping[str, object], key: str, *, error: ApiError | None
     return value
 
 
-def required_int(body: Mapping[str, object], key: str) -> int:
-    value = body.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"field {key!r} must be an integer")
+def _in_range(key: str, value: int, minimum: int, maximum: int) -> int:
+    if not minimum <= value <= maximum:
+        raise bad_request(f"field {key!r} is out of range ({minimum}..{maximum})")
     return value
 
 
-def optional_int(body: Mapping[str, object], key: str) -> int | None:
+def required_int(body: Mapping[str, object], key: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"field {key!r} must be an integer")
+    return _in_range(key, value, minimum, maximum)
+
+
+def optional_int(
+    body: Mapping[str, object], key: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX
+) -> int | None:
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"field {key!r} must be an integer")
-    return value
+    return _in_range(key, value, minimum, maximum)
 
 
 def optional_object(body: Mapping[str, object], key: str) -> JsonObject:

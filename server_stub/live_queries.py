@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from server_stub.int_ranges import parse_id_or_none
 from server_stub.transactions import write_transaction
 
 QUERY_PREFIX = "fleet_distributed_query_"
@@ -42,7 +43,7 @@ def query_id_from_name(name: str) -> int | None:
     if not name.startswith(QUERY_PREFIX):
         return None
     suffix = name[len(QUERY_PREFIX) :]
-    return int(suffix) if suffix.isdigit() else None
+    return parse_id_or_none(suffix)
 
 
 class LiveQueryHub:
@@ -87,7 +88,7 @@ class LiveQueryHub:
             cur = self._conn.execute(
                 """UPDATE live_queries SET state = 'done', answered_at = ?, rows = ?, error = ?
                    WHERE id = ? AND host_id = ? AND state IN ('pending', 'sent')""",
-                (self._clock(), json.dumps(rows), error, query_id, host_id),
+                (self._clock(), json.dumps(rows, allow_nan=False), error, query_id, host_id),
             )
         if cur.rowcount == 0:
             return False
@@ -104,7 +105,7 @@ class LiveQueryHub:
                     await asyncio.wait_for(event.wait(), timeout)
             row = self._conn.execute("SELECT state, rows, error FROM live_queries WHERE id = ?", (query_id,)).fetchone()
             if row is not None and row["state"] == "done":
-                rows = json.loads(row["rows"] or "[]")
+                rows = json.loads(row["rows"] or "[]")  # written by complete(): strict JSON of strings
                 return LiveQueryOutcome(query_id, True, rows, row["error"])
             with write_transaction(self._conn):
                 self._conn.execute(

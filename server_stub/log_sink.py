@@ -5,6 +5,7 @@ before the request is acknowledged, so a process crash cannot lose an acknowledg
 (disk full) the file is cut back to where it was, nothing of the batch remains, and the client is told to retry —
 so a retried batch is never stored twice. Counters (lines and bytes) live in SQLite; at start-up they are
 reconciled with the files, which are the truth (a crash can fall between the append and the counter update).
+Every line is strict JSON (RFC 8259, UTF-8); an item that cannot be written so is left out alone (``encode_line``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from server_stub.int_ranges import parse_id_or_none
 from server_stub.transactions import write_transaction
 
 LOG_TYPES = ("result", "status")
@@ -30,10 +32,22 @@ class LogCounts:
     status: int
 
 
-def encode_batch(items: list[dict[str, object]]) -> bytes:
-    return b"".join(
-        json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n" for item in items
-    )
+def encode_line(item: dict[str, object]) -> bytes | None:
+    """One item as one line of strict JSON (RFC 8259: no NaN/Infinity, valid UTF-8), or None when it cannot be.
+
+    Request decoding already made every value valid (``json_text``); this is the last line of defence, and it is
+    per line: an item that still cannot be written costs that item, never its batch.
+    """
+    try:
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+
+
+def encode_batch(items: list[dict[str, object]]) -> tuple[bytes, int]:
+    """The lines that can be written, joined, and how many they are."""
+    lines = [line for line in map(encode_line, items) if line is not None]
+    return b"".join(lines), len(lines)
 
 
 class LogSink:
@@ -48,10 +62,11 @@ class LogSink:
         return self._root / str(host_id) / f"{log_type}.jsonl"
 
     def append(self, host_id: int, log_type: str, items: list[dict[str, object]]) -> int:
-        """Store a batch durably against process crashes; returns the number of lines stored."""
-        if not items:
+        """Store a batch durably against process crashes; returns the number of lines stored (items that cannot be
+        written as strict JSON are left out: see ``encode_line``)."""
+        data, lines = encode_batch(items)
+        if not lines:
             return 0
-        data = encode_batch(items)
         path = self.path_for(host_id, log_type)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -70,7 +85,7 @@ class LogSink:
                         """INSERT INTO log_counters (host_id, log_type, lines, bytes) VALUES (?, ?, ?, ?)
                            ON CONFLICT(host_id, log_type) DO UPDATE SET lines = lines + excluded.lines,
                            bytes = bytes + excluded.bytes""",
-                        (host_id, log_type, len(items), len(data)),
+                        (host_id, log_type, lines, len(data)),
                     )
             except sqlite3.Error as exc:
                 # the batch will not be acknowledged, so it must not stay: its retry would store it twice
@@ -78,7 +93,7 @@ class LogSink:
                 raise LogWriteError(f"cannot record the batch: {exc}") from exc
         finally:
             os.close(fd)
-        return len(items)
+        return lines
 
     def counts(self, host_id: int) -> LogCounts:
         found = {
@@ -99,11 +114,12 @@ class LogSink:
         if not self._root.is_dir():
             return 0
         for host_dir in self._root.iterdir():
-            if not host_dir.is_dir() or not host_dir.name.isdigit():
+            host_id = parse_id_or_none(host_dir.name)
+            if not host_dir.is_dir() or host_id is None:
                 continue
             for log_type in LOG_TYPES:
                 path = host_dir / f"{log_type}.jsonl"
-                if path.is_file() and self._reconcile_file(int(host_dir.name), log_type, path):
+                if path.is_file() and self._reconcile_file(host_id, log_type, path):
                     fixed += 1
         return fixed
 

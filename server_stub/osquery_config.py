@@ -6,6 +6,7 @@ Fleet serves the ``config`` part of agent options at top level, replaced wholesa
 
 from __future__ import annotations
 
+from server_stub.int_ranges import INT64_MAX, parse_id_or_none
 from server_stub.json_fields import JsonObject
 from server_stub.policies import platform_family
 
@@ -25,14 +26,15 @@ def config_for_host(agent_options: JsonObject, host_platform: str) -> JsonObject
 
 
 def _int_option(options: JsonObject, *names: str) -> int:
+    """An interval option as recorded for the host: a non-negative int64 (an integer or ASCII-digit string)."""
     for name in names:
         value = options.get(name)
         if isinstance(value, bool):
             continue
-        if isinstance(value, int):
+        if isinstance(value, str):
+            value = parse_id_or_none(value)
+        if isinstance(value, int) and 0 <= value <= INT64_MAX:
             return value
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from server_stub.int_ranges import parse_id_or_none
 from server_stub.transactions import write_transaction
 
 QUERY_PREFIX = "fleet_policy_query_"
@@ -59,7 +60,7 @@ def policy_id_from_name(name: str) -> int | None:
     if not name.startswith(QUERY_PREFIX):
         return None
     suffix = name[len(QUERY_PREFIX) :]
-    return int(suffix) if suffix.isdigit() else None
+    return parse_id_or_none(suffix)
 
 
 def _policy(row: sqlite3.Row) -> Policy:

@@ -16,6 +16,7 @@ from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, not_found, unauthorized
 from server_stub.host_views import host_json
 from server_stub.http_body import read_json_object
+from server_stub.int_ranges import INT64_MAX, IdOutOfRange, fits_int64, parse_id
 from server_stub.json_fields import JsonObject, optional_int, optional_str, required_str
 from server_stub.json_response import JSONResponse
 from server_stub.log_sink import LOG_TYPES
@@ -38,10 +39,15 @@ def require_admin(request: Request, state: StubState) -> None:
 
 
 def _int_param(request: Request, name: str) -> int:
+    """An id in the path: ASCII digits (else 404, as Fleet's ``{id:[0-9]+}`` routes) within int64 (else 400)."""
     raw = str(request.path_params.get(name, ""))
-    if not raw.isdigit():
+    try:
+        value = parse_id(raw)
+    except IdOutOfRange as exc:
+        raise bad_request(f"invalid {name}: {exc}") from None
+    if value is None:
         raise not_found(f"invalid {name}")
-    return int(raw)
+    return value
 
 
 def _host(request: Request, state: StubState) -> hosts.Host:
@@ -79,9 +85,15 @@ def team_json(state: StubState, team: teams.Team) -> JsonObject:
 async def list_hosts(request: Request, state: StubState) -> Response:
     require_admin(request, state)
     team_param = request.query_params.get("team_id")
-    if team_param is not None and not team_param.isdigit():
-        raise bad_request("team_id must be an integer")
-    found = hosts.list_hosts(state.conn, int(team_param) if team_param else None)
+    team_id = None
+    if team_param:
+        try:
+            team_id = parse_id(team_param)
+        except IdOutOfRange as exc:
+            raise bad_request(f"team_id: {exc}") from None
+        if team_id is None:
+            raise bad_request("team_id must be an integer")
+    found = hosts.list_hosts(state.conn, team_id)
     return JSONResponse({"hosts": [host_json(state, h) for h in found]})
 
 
@@ -326,6 +338,8 @@ async def delete_policies(request: Request, state: StubState) -> Response:
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise bad_request("'ids' must be an array of policy ids")
+    if not all(fits_int64(i) for i in ids):
+        raise bad_request(f"'ids' must be policy ids (integers up to {INT64_MAX})")
     deleted = policies.delete_policies(state.conn, [int(i) for i in ids])
     return JSONResponse({"deleted": deleted})
 
@@ -336,7 +350,7 @@ async def delete_policies(request: Request, state: StubState) -> Response:
 async def run_script(request: Request, state: StubState) -> Response:
     require_admin(request, state)
     body = await read_json_object(request)
-    host_id = optional_int(body, "host_id")
+    host_id = optional_int(body, "host_id", minimum=0)
     if host_id is None:
         raise ApiError(422, "host_id is required")
     host = hosts.get_host(state.conn, host_id)

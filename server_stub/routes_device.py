@@ -85,7 +85,7 @@ async def debug_errors(request: Request, state: StubState) -> Response:
     with write_transaction(state.conn):
         state.conn.execute(
             "INSERT INTO debug_errors (host_id, received_at, body) VALUES (?, ?, ?)",
-            (host.id, state.clock(), json.dumps(body)),
+            (host.id, state.clock(), json.dumps(body, allow_nan=False)),
         )
     log.warning("event=device_error_report host_id=%d source=%s", host.id, body.get("error_source", ""))
     return JSONResponse({})

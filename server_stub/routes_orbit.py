@@ -127,10 +127,10 @@ async def script_result(request: Request, state: StubState) -> Response:
     body = await read_json_object(request, SCRIPT_RESULT_LIMIT)
     host = authenticate(body, state)
     execution_id = required_str(body, "execution_id")
-    exit_code = optional_int(body, "exit_code")
+    exit_code = optional_int(body, "exit_code")  # any int64: -1/-2 are Fleet's timeout/disabled, Windows' are DWORDs
     if exit_code is None:
         raise bad_request("field 'exit_code' must be an integer")
-    runtime = optional_int(body, "runtime") or 0
+    runtime = optional_int(body, "runtime", minimum=0) or 0  # seconds
     stored = scripts.record_result(
         state.conn, execution_id, host.id, optional_str(body, "output"), runtime, exit_code, state.clock()
     )

@@ -27,6 +27,7 @@ from server_stub.host_details import (
     osquery_identifier,
 )
 from server_stub.http_body import DISTRIBUTED_WRITE_LIMIT, LOG_LIMIT, read_json_object
+from server_stub.int_ranges import INT64_MAX, fits_int64, is_ascii_digits
 from server_stub.json_fields import (
     JsonObject,
     optional_object,
@@ -113,7 +114,8 @@ async def log_batch(request: Request, state: StubState) -> Response:
     host = authenticate(request, body, state)
     log_type = optional_str(body, "log_type")
     if log_type not in LOG_TYPES:
-        raise ApiError(500, f"unknown log type: {log_type}")
+        # Fleet answers 500; osqueryd reads only the body, so a 400 changes nothing for it (never a 5xx for input)
+        raise bad_request(f"unknown log type: {log_type}")
     data = body.get("data", [])
     if data is None:
         data = []
@@ -127,6 +129,8 @@ async def log_batch(request: Request, state: StubState) -> Response:
     except LogWriteError as exc:
         log.error("event=log_write_failed host_id=%d log_type=%s error=%s", host.id, log_type, exc)
         raise ApiError(413, f"error writing {log_type} logs: {exc}") from None
+    if stored < len(items):  # a line that cannot be written as strict JSON costs that line, never the batch
+        state.metrics.count("log_items_dropped", len(items) - stored)
     state.metrics.count(f"log_lines_{log_type}", stored)
     return JSONResponse({})
 
@@ -168,14 +172,24 @@ async def distributed_read(request: Request, state: StubState) -> Response:
 
 
 def _status_code(value: object, name: str) -> int:
+    """A query's status: an integer, or (older osquery) its decimal string in ASCII digits; int64 like Fleet's."""
     if value is None:
         return 0
     if isinstance(value, bool):
         raise bad_request(f"status of {name!r} must be an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text.removeprefix("-")
+        if not is_ascii_digits(digits):
+            raise bad_request(f"status of {name!r} must be an integer")
+        significant = digits.lstrip("0") or "0"
+        if len(significant) > len(str(INT64_MAX)):  # int() of a huge literal is slow, beyond 4300 digits an error
+            raise bad_request(f"status of {name!r} is out of range")
+        value = -int(significant) if text.startswith("-") else int(significant)
     if isinstance(value, int):
+        if not fits_int64(value):
+            raise bad_request(f"status of {name!r} is out of range")
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
     raise bad_request(f"status of {name!r} must be an integer")
 
 

@@ -252,7 +252,7 @@ def serve(settings: ServeSettings) -> int:
     info = server_info(settings, port, state.admin_token, files.ca)
 
     def ready() -> None:
-        write_private(settings.data_dir / SERVER_JSON, json.dumps(info, indent=2).encode() + b"\n")
+        write_private(settings.data_dir / SERVER_JSON, json.dumps(info, indent=2, allow_nan=False).encode() + b"\n")
         print(f"listening on {info['url']}", flush=True)
         log.info("event=ready url=%s", info["url"])
 

@@ -9,11 +9,13 @@ Agent options use Fleet's document shape: ``{"config": {...osquery config...}, "
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 from dataclasses import dataclass
 
 from server_stub.json_fields import JsonObject
+from server_stub.json_text import decode_json
 from server_stub.transactions import write_transaction
 
 GLOBAL_AGENT_OPTIONS_KEY = "global_agent_options"
@@ -56,7 +58,8 @@ class SecretNotFound(LookupError):
 def _loads_object(text: str | None) -> JsonObject | None:
     if text is None:
         return None
-    value = json.loads(text)
+    # repaired like a client's body: a row written before the stub stored strict JSON may hold NaN
+    value = decode_json(text).value
     return value if isinstance(value, dict) else None
 
 
@@ -104,13 +107,16 @@ def set_team_agent_options(conn: sqlite3.Connection, team_id: int, options: Json
     with write_transaction(conn):
         conn.execute(
             "UPDATE teams SET agent_options = ? WHERE id = ?",
-            (None if options is None else json.dumps(options), team_id),
+            (None if options is None else json.dumps(options, allow_nan=False), team_id),
         )
 
 
 def set_team_notifications(conn: sqlite3.Connection, team_id: int, notifications: JsonObject) -> None:
     with write_transaction(conn):
-        conn.execute("UPDATE teams SET orbit_notifications = ? WHERE id = ?", (json.dumps(notifications), team_id))
+        conn.execute(
+            "UPDATE teams SET orbit_notifications = ? WHERE id = ?",
+            (json.dumps(notifications, allow_nan=False), team_id),
+        )
 
 
 def _get_setting(conn: sqlite3.Connection, key: str) -> str | None:
@@ -127,11 +133,11 @@ def _put_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def global_agent_options(conn: sqlite3.Connection) -> JsonObject:
-    return _loads_object(_get_setting(conn, GLOBAL_AGENT_OPTIONS_KEY)) or json.loads(json.dumps(DEFAULT_AGENT_OPTIONS))
+    return _loads_object(_get_setting(conn, GLOBAL_AGENT_OPTIONS_KEY)) or copy.deepcopy(DEFAULT_AGENT_OPTIONS)
 
 
 def set_global_agent_options(conn: sqlite3.Connection, options: JsonObject) -> None:
-    _put_setting(conn, GLOBAL_AGENT_OPTIONS_KEY, json.dumps(options))
+    _put_setting(conn, GLOBAL_AGENT_OPTIONS_KEY, json.dumps(options, allow_nan=False))
 
 
 def global_notifications(conn: sqlite3.Connection) -> JsonObject:
@@ -139,7 +145,7 @@ def global_notifications(conn: sqlite3.Connection) -> JsonObject:
 
 
 def set_global_notifications(conn: sqlite3.Connection, notifications: JsonObject) -> None:
-    _put_setting(conn, GLOBAL_NOTIFICATIONS_KEY, json.dumps(notifications))
+    _put_setting(conn, GLOBAL_NOTIFICATIONS_KEY, json.dumps(notifications, allow_nan=False))
 
 
 def effective_agent_options(conn: sqlite3.Connection, team_id: int | None) -> JsonObject:

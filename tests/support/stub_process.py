@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 STUB = [sys.executable, "-m", "server_stub"]
 
@@ -31,18 +32,36 @@ OPEN_FILES_WRAPPER = [
 
 
 class StubProcess:
+    """``output_dir``: stdout and stderr go to files there instead of pipes, for a long run whose output would fill a
+    pipe nobody reads (the server would then block on its next log line). ``open_files``: the server runs with that
+    open-files limit (soft and hard)."""
+
     def __init__(
-        self, data_dir: Path, *args: str, env: dict[str, str] | None = None, open_files: int | None = None
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        open_files: int | None = None,
+        output_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.output_dir = output_dir
         prefix = [*OPEN_FILES_WRAPPER, str(open_files)] if open_files is not None else []
-        self.proc = subprocess.Popen(
-            [*prefix, *STUB, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env or clean_env(),
-        )
+        sinks: list[IO[bytes]] = []
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            sinks = [(output_dir / name).open("wb") for name in ("stdout.txt", "stderr.txt")]
+        try:
+            self.proc = subprocess.Popen(
+                [*prefix, *STUB, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args],
+                stdout=sinks[0] if sinks else subprocess.PIPE,
+                stderr=sinks[1] if sinks else subprocess.PIPE,
+                text=True,
+                env=env or clean_env(),
+            )
+        finally:
+            for sink in sinks:  # the child has its own descriptors
+                sink.close()
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, object]:
         path = self.data_dir / "server.json"
@@ -63,5 +82,12 @@ class StubProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> tuple[str, str]:
+        if self.output_dir is not None:
+            self.proc.wait(30)
+            out, err = (
+                (self.output_dir / name).read_text(encoding="utf-8", errors="replace")
+                for name in ("stdout.txt", "stderr.txt")
+            )
+            return out, err
         out, err = self.proc.communicate(timeout=30)
         return out, err

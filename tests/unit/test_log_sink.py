@@ -71,3 +71,42 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     again = open_database(tmp_path / "db.sqlite3")
     assert schema_version(again) == version >= 1
     assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _strict(line: str) -> object:
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_line_that_cannot_be_strict_json_costs_that_line_only(tmp_path: Path) -> None:
+    """NaN/Infinity and lone surrogates cannot be written as RFC 8259 UTF-8 JSON: those items are left out, the
+    rest of the batch is stored and counted (request decoding repairs them first; this is the last defence)."""
+    sink = _sink(tmp_path)
+    batch: list[dict[str, object]] = [
+        {"n": 0},
+        {"n": float("nan")},
+        {"n": float("inf")},
+        {"s": "\ud800"},
+        {"\udfff": 1},
+        {"n": 1, "deep": [{"ok": -float("1e308")}]},
+    ]
+    assert sink.append(1, "result", batch) == 2
+    lines = sink.path_for(1, "result").read_text(encoding="utf-8").splitlines()
+    assert [_strict(line) for line in lines] == [{"n": 0}, {"n": 1, "deep": [{"ok": -1e308}]}]
+    assert sink.counts(1).result == 2
+    assert sink.append(1, "result", [{"n": float("-inf")}]) == 0  # nothing writable: nothing written, no error
+    assert sink.counts(1).result == 2
+    fresh = LogSink(open_database(tmp_path / "db.sqlite3"), tmp_path / "logs")
+    assert fresh.reconcile() == 0  # counters match the file exactly
+
+
+def test_reconcile_skips_directories_that_are_not_host_ids(tmp_path: Path) -> None:
+    sink = _sink(tmp_path)
+    sink.append(1, "result", [{"n": 0}])
+    for name in ("²", "٣", "9" * 30):
+        (tmp_path / "logs" / name).mkdir()
+        (tmp_path / "logs" / name / "result.jsonl").write_text('{"n":1}\n')
+    assert sink.reconcile() == 0
+    assert sink.totals() == {"result": 1, "status": 0}
