@@ -23,7 +23,7 @@ import enum
 import logging
 import math
 import ssl
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -37,6 +37,15 @@ EXTENSION = "fleet_stub.connection"
 TLS_SHUTDOWN_TIMEOUT = 10.0  # a closing TLS connection waits this long for the peer's close_notify, then drops
 SUMMARY_EVERY = 60.0  # seconds between log lines that sum up what the limits did
 MAX_TICK = 0.25
+# TLS handshakes started per turn of the event loop. A server-side handshake costs about half a millisecond of CPU
+# (ECDHE and an ECDSA signature), and a burst of new connections (an attacker's, or a fleet reconnecting after an
+# outage) would otherwise run all of them in one turn while every request already received waits: 400 of them are
+# a 200 ms stall. Paced, a turn holds a few handshakes and the requests that arrived meanwhile.
+HANDSHAKES_PER_TURN = 2
+MAX_EARLY_BYTES = 64 * 1024  # what a client may send before its TLS handshake's turn (a hello is a few hundred bytes)
+# Deadlines acted on per turn: connections opened together time out together (400 idle ones closing, 200 slow ones
+# answered 408 in the same tick), and each costs a TLS write and a close. A deadline met a few turns late is still met.
+EXPIRIES_PER_TURN = 32
 
 
 class Phase(enum.Enum):
@@ -63,7 +72,7 @@ class HttpSide(Protocol):
 class Connection:
     """One accepted connection as the guard sees it."""
 
-    __slots__ = ("deadline", "http", "phase", "pool", "raw", "released", "slot", "vouched")
+    __slots__ = ("deadline", "early", "http", "phase", "pool", "raw", "released", "slot", "vouched")
 
     def __init__(self, raw: asyncio.Transport) -> None:
         self.raw = raw
@@ -74,6 +83,7 @@ class Connection:
         self.slot: int | None = None
         self.http: HttpSide | None = None
         self.pool: OrderedDict[Connection, None] | None = None  # the guard's shedding pool it is in, if any
+        self.early: bytearray | None = None  # bytes that came before the TLS protocol was in place (the hello)
 
     def vouch(self) -> None:
         """A request on this connection proved a credential (node key, enroll secret, device or admin token)."""
@@ -115,6 +125,9 @@ class ConnectionGuard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: Counter[str] = Counter()
         self._summary_at = 0.0
+        self._hellos: deque[Connection] = deque()  # hello received, waiting for the handshake's turn
+        self._due: deque[tuple[Connection, float]] = deque()  # past this deadline, waiting for their turn
+        self._pacing = False
         self.stopping = False
 
     def _shortest_timeout(self) -> float:
@@ -167,18 +180,31 @@ class ConnectionGuard:
         conn = Connection(raw)
         self._open += 1
         self.enter(conn, Phase.HANDSHAKE, self.now() + self.limits.tls_handshake_timeout)
-        http = self._make_http(conn)
-        conn.http = http
         if self._ssl is None:
+            http = self._make_http(conn)
+            conn.http = http
             raw.set_protocol(cast(asyncio.Protocol, http))
             http.connection_made(raw)
             return conn
+        # The client's hello is kept by ``_Accepted``, which then stops reading and asks for a turn (``hello``); in
+        # its turn the TLS protocol is put in place and does the handshake's work.
+        return conn
+
+    def hello(self, conn: Connection) -> None:
+        """The first bytes of ``conn`` arrived (kept in ``conn.early``, reading paused): handshake in its turn."""
+        self._hellos.append(conn)
+        self._pace()
+
+    def _start_tls(self, conn: Connection) -> None:
+        """What loop.create_server(ssl=...) does for each accepted connection, but with the raw transport in our hands,
+        so that a handshake that never finishes can be timed out and shed like any other connection. The app
+        protocol's connection_made comes from the TLS protocol once the handshake is done."""
+        raw = conn.raw
         loop = asyncio.get_running_loop()
+        http = self._make_http(conn)
+        conn.http = http
         waiter = loop.create_future()
         waiter.add_done_callback(lambda done: self._handshake_over(conn, done))
-        # What loop.create_server(ssl=...) does for each accepted connection, but with the raw transport in our hands,
-        # so that a handshake that never finishes can be timed out and shed like any other connection. The app
-        # protocol's connection_made comes from the TLS protocol once the handshake is done.
         tls = ssl_protocol_class(loop)(
             loop,
             http,
@@ -191,7 +217,38 @@ class ConnectionGuard:
         )
         raw.set_protocol(tls)
         tls.connection_made(raw)
-        return conn
+        early, conn.early = conn.early, None
+        if early:
+            feed_protocol(tls, early)
+        if not raw.is_closing():
+            raw.resume_reading()
+
+    # --- pacing: bursts of work spread over turns of the loop ----------------------------------------------------
+
+    def _pace(self) -> None:
+        if not self._pacing:
+            self._pacing = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self._turn)
+
+    def _turn(self) -> None:
+        """A few waiting handshakes start and a few passed deadlines are acted on; again next turn while any wait."""
+        hellos, budget = self._hellos, HANDSHAKES_PER_TURN
+        while hellos and budget:
+            conn = hellos.popleft()
+            if conn.released or conn.raw.is_closing():
+                continue
+            self._start_tls(conn)
+            budget -= 1
+        due, budget = self._due, EXPIRIES_PER_TURN
+        while due and budget:
+            conn, deadline = due.popleft()
+            if conn.released or conn.deadline != deadline:  # moved on since it was found due
+                continue
+            self._expire(conn)
+            budget -= 1
+        self._pacing = False
+        if hellos or due:
+            self._pace()
 
     def _handshake_over(self, conn: Connection, waiter: asyncio.Future[object]) -> None:
         failed = waiter.cancelled() or waiter.exception() is not None
@@ -260,16 +317,24 @@ class ConnectionGuard:
             await asyncio.sleep(self._tick)
             self.advance(loop.time())
 
+    @property
+    def waiting_turns(self) -> bool:
+        """Handshakes or passed deadlines are waiting for a turn of the loop (``advance`` acts in later turns)."""
+        return bool(self._hellos or self._due)
+
     def advance(self, now: float) -> None:
-        """Act on every deadline up to ``now`` (the wheel calls this each tick)."""
+        """Find every deadline up to ``now`` (the wheel calls this each tick); they are acted on in the next turns of
+        the loop, ``EXPIRIES_PER_TURN`` at a time."""
         current = math.floor(now / self._tick)
         while self._next_slot <= current:
             bucket = self._wheel.pop(self._next_slot, None)
             self._next_slot += 1
-            for conn in list(bucket or ()):
+            for conn in bucket or ():
                 conn.slot = None
                 if conn.deadline is not None and conn.deadline <= now + self._tick and not conn.released:
-                    self._expire(conn)
+                    self._due.append((conn, conn.deadline))
+        if self._due:
+            self._pace()
         if now >= self._summary_at:
             self._summary_at = now + SUMMARY_EVERY
             self._log_summary()
@@ -287,6 +352,10 @@ class ConnectionGuard:
         conn.http.deadline_passed(phase)
 
     # --- closing -------------------------------------------------------------------------------------------------
+
+    def drop(self, conn: Connection) -> None:
+        """Close at once, without a word (for a connection that is not speaking TLS or HTTP at all)."""
+        self._abort(conn)
 
     def _abort(self, conn: Connection) -> None:
         self.release(conn)
@@ -326,7 +395,9 @@ class ConnectionGuard:
 
 
 class _Accepted(asyncio.Protocol):
-    """The protocol of a just-accepted TCP connection: it hands the transport to the guard, which replaces it."""
+    """The protocol of a just-accepted TCP connection: it hands the transport to the guard, which replaces it with
+    the TLS protocol in the connection's turn. Whatever the client sends before that (its hello) is kept for the TLS
+    protocol, and reading stops until then."""
 
     def __init__(self, guard: ConnectionGuard) -> None:
         self._guard = guard
@@ -335,9 +406,43 @@ class _Accepted(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._conn = self._guard.accepted(cast(asyncio.Transport, transport))
 
-    def connection_lost(self, exc: Exception | None) -> None:  # only if the guard refused it
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None or conn.released:
+            return
+        first = conn.early is None
+        if conn.early is None:
+            conn.early = bytearray()
+        conn.early += data
+        conn.raw.pause_reading()
+        if len(conn.early) > MAX_EARLY_BYTES:  # no TLS hello is this long: not a TLS client
+            self._guard.event("tls_handshakes_failed")
+            self._guard.drop(conn)
+        elif first:
+            self._guard.hello(conn)
+
+    def eof_received(self) -> bool | None:
+        if self._conn is not None:
+            self._guard.drop(self._conn)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:  # only before the TLS protocol took over
         if self._conn is not None:
             self._guard.release(self._conn)
+
+
+def feed_protocol(protocol: Any, data: bytes | bytearray) -> None:
+    """Hand ``data`` to a protocol as if its transport had read it (buffered protocols, like the TLS ones, or not)."""
+    if not hasattr(protocol, "get_buffer"):
+        protocol.data_received(bytes(data))
+        return
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
 
 
 def ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:

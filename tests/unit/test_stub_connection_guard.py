@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server_stub.connection_guard import Connection, ConnectionGuard, Phase, vouch_for
+from server_stub.connection_guard import (
+    EXPIRIES_PER_TURN,
+    HANDSHAKES_PER_TURN,
+    MAX_EARLY_BYTES,
+    Connection,
+    ConnectionGuard,
+    Phase,
+    _Accepted,
+    vouch_for,
+)
 from server_stub.connection_limits import (
     ConnectionLimits,
     SettingsValueError,
@@ -149,6 +159,16 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(test())
 
 
+async def advance(guard: ConnectionGuard, now: float) -> None:
+    """The wheel's tick at ``now``, and the turns of the loop that act on what it found."""
+    guard.advance(now)
+    for _turn in range(1000):
+        if not guard.waiting_turns:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the guard's paced work never ended")
+
+
 def accept(guard: ConnectionGuard, name: str) -> tuple[FakeTransport, Connection | None]:
     transport = FakeTransport(name)
     return transport, guard.accepted(transport)  # type: ignore[arg-type]
@@ -239,15 +259,15 @@ def test_deadlines_reach_the_protocol_in_the_phase_they_were_set_for() -> None:
         guard.enter(body, Phase.BODY, start + 3.0)
         guard.enter(idle, Phase.IDLE, start + 5.0)
         guard.enter(served, Phase.APP, None)
-        guard.advance(start + 0.5)
+        await advance(guard, start + 0.5)
         assert [h.expired for h in made] == [[], [], [], []]
-        guard.advance(start + 1.3)
+        await advance(guard, start + 1.3)
         assert [h.expired for h in made] == [[Phase.WAITING], [], [], []]
-        guard.advance(start + 3.3)
+        await advance(guard, start + 3.3)
         assert [h.expired for h in made] == [[Phase.WAITING], [Phase.BODY], [], []]
-        guard.advance(start + 5.3)
+        await advance(guard, start + 5.3)
         assert [h.expired for h in made] == [[Phase.WAITING], [Phase.BODY], [Phase.IDLE], []]
-        guard.advance(start + 1000)
+        await advance(guard, start + 1000)
         assert made[3].expired == []  # a request being answered has no deadline of ours
 
     run(scenario)
@@ -261,12 +281,12 @@ def test_moving_on_replaces_the_deadline() -> None:
         assert conn is not None
         guard.enter(conn, Phase.HEADERS, conn.deadline)  # a first request starts: the connection's deadline runs on
         guard.enter(conn, Phase.BODY, start + 10)
-        guard.advance(start + 5)
+        await advance(guard, start + 5)
         assert made[0].expired == []
         guard.enter(conn, Phase.IDLE, start + 20)
-        guard.advance(start + 15)
+        await advance(guard, start + 15)
         assert made[0].expired == []
-        guard.advance(start + 21)
+        await advance(guard, start + 21)
         assert made[0].expired == [Phase.IDLE]
 
     run(scenario)
@@ -277,3 +297,113 @@ def test_vouching_goes_through_the_request_scope() -> None:
     vouch_for({"type": "http"})  # a scope from elsewhere (tests' ASGI clients): nothing happens
     vouch_for({"type": "http", "extensions": {"fleet_stub.connection": {"vouch": conn.vouch}}})
     assert conn.vouched
+
+
+# --- pacing: bursts spread over turns of the loop -------------------------------------------------------------------
+
+
+class ReadingTransport(FakeTransport):
+    """What the TLS protocol and the pacing need of a raw transport: writes are kept, reading can pause."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reading = True
+        self.written = b""
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_extra_info(self, _name: str, default: object = None) -> object:
+        return default
+
+
+def tls_guard(context: ssl.SSLContext) -> ConnectionGuard:
+    holder: list[ConnectionGuard] = []
+    guard = ConnectionGuard(
+        ConnectionLimits(), None, context, lambda conn: FakeHttp(lambda: holder[0], conn), lambda _name: None
+    )
+    holder.append(guard)
+    return guard
+
+
+def test_a_burst_of_new_connections_handshakes_a_few_per_turn_of_the_loop() -> None:
+    async def scenario() -> None:
+        guard = tls_guard(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        burst = [ReadingTransport(f"c{n}") for n in range(3 * HANDSHAKES_PER_TURN + 1)]
+        accepted = [_Accepted(guard) for _t in burst]
+        for protocol, transport in zip(accepted, burst, strict=True):
+            transport.protocol = protocol
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            protocol.data_received(b"\x16\x03\x01")  # the start of a hello
+        assert not any(isinstance(t.protocol, asyncio.BaseProtocol) and t.protocol not in accepted for t in burst)
+        assert not any(t.is_reading() for t in burst)  # no TLS work in the turn the hellos arrived in
+        accepted[1].eof_received()  # e.g. gone while it waited: skipped, its turn goes to the next one
+        await asyncio.sleep(0)
+        started = [t.name for t in burst if t.protocol not in accepted]
+        assert started == [f"c{n}" for n in (0, *range(2, HANDSHAKES_PER_TURN + 1))]
+        for _turn in range(10):
+            await asyncio.sleep(0)
+        assert [t.protocol not in accepted for t in burst] == [n != 1 for n in range(len(burst))]
+        assert not guard.waiting_turns
+
+    run(scenario)
+
+
+def test_a_hello_sent_before_its_turn_is_kept_and_handed_to_tls(tmp_path: Path) -> None:
+    from server_stub.tls_material import ensure_self_signed, server_ssl_context  # noqa: PLC0415
+
+    files = ensure_self_signed(tmp_path / "tls")
+    client = ssl.create_default_context(cafile=str(files.ca)).wrap_bio(
+        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+
+    async def scenario() -> None:
+        guard = tls_guard(server_ssl_context(files.cert, files.key))
+        raw = ReadingTransport("early")
+        accepted = _Accepted(guard)
+        raw.protocol = accepted
+        accepted.connection_made(raw)  # type: ignore[arg-type]
+        accepted.data_received(hello[:10])  # the hello arrives (in pieces) before the connection's turn
+        assert not raw.is_reading()
+        accepted.data_received(hello[10:])
+        await advance(guard, guard.now())
+        assert raw.protocol is not accepted and raw.is_reading()  # TLS took over and reads on
+        assert raw.written.startswith(b"\x16\x03")  # a TLS handshake record: the server answered the hello
+
+        junk = ReadingTransport("junk")
+        other = _Accepted(guard)
+        other.connection_made(junk)  # type: ignore[arg-type]
+        other.data_received(b"x" * (MAX_EARLY_BYTES + 1))  # no hello is this long
+        assert junk.aborted
+
+    run(scenario)
+
+
+def test_deadlines_passed_together_are_acted_on_a_few_per_turn_and_only_if_still_due() -> None:
+    async def scenario() -> None:
+        guard, made, _counted = make_guard(cap=None, header_timeout=1.0)
+        start = guard.now()
+        conns = [accept(guard, f"c{n}")[1] for n in range(2 * EXPIRIES_PER_TURN + 5)]
+        guard.advance(start + 1.5)  # all of them waited too long for a first request
+        moved = conns[-1]
+        assert moved is not None
+        guard.enter(moved, Phase.HEADERS, start + 30)  # ... but this one's request began before its turn came
+        assert sum(bool(h.expired) for h in made) == 0
+        await asyncio.sleep(0)
+        assert sum(bool(h.expired) for h in made) == EXPIRIES_PER_TURN
+        await advance(guard, start + 1.5)
+        assert [bool(h.expired) for h in made] == [True] * (len(conns) - 1) + [False]
+
+    run(scenario)
