@@ -234,7 +234,10 @@ class ConnectionGuard:
         """A few waiting handshakes start and a few passed deadlines are acted on; again next turn while any wait."""
         hellos, budget = self._hellos, HANDSHAKES_PER_TURN
         while hellos and budget:
-            conn = hellos.popleft()
+            # newest first ("adaptive LIFO"): in a burst, a client that just arrived is served at once instead of
+            # after everyone queued before it; the oldest wait, and the handshake deadline drops those that wait
+            # too long. Without a backlog the order makes no difference.
+            conn = hellos.pop()
             if conn.released or conn.raw.is_closing():
                 continue
             self._start_tls(conn)
