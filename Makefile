@@ -12,8 +12,9 @@ bootstrap:
 lock: bootstrap
 	$(PY) build_scripts/lock.py $(if $(UPGRADE),--upgrade)
 
+# FROZEN=1: orbit, osqueryd and fleet-desktop as frozen release builds (PyInstaller, cached in build/cache/)
 demo: bootstrap
-	$(PY) -m build_scripts.demo
+	$(PY) -m build_scripts.demo $(if $(FROZEN),--frozen)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -13,11 +13,14 @@
 5. everything it started is stopped (also on Ctrl-C / SIGTERM) and the temporary directory removed.
 
 A launcher is a one-line shell script that stamps ``ORBIT_BUILD_VERSION`` and execs this interpreter, as a frozen
-build would. ``ORBIT_DEV_*`` knobs (orbit/timings.py) compress orbit's minutes into seconds.
+build would. ``--frozen`` (``make demo FROZEN=1``) publishes the Linux targets as frozen release builds instead
+(build_scripts/demo_frozen.py): orbit, osqueryd and fleet-desktop then run as PyInstaller binaries, and the .deb and
+.rpm carry them. ``ORBIT_DEV_*`` knobs (orbit/timings.py) compress orbit's minutes into seconds.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -41,8 +44,10 @@ from rich.console import Console
 
 from build_scripts import demo_installers as installers
 from build_scripts.demo_board import Board
+from build_scripts.demo_frozen import FrozenBuild, FrozenBuildError, frozen_builds
 from build_scripts.demo_jobs import Jobs
 from build_scripts.demo_tray import TrayStatusError, parse_status, tray_environment
+from build_scripts.publish import pack_desktop
 from tuf_updates.targets import Platform, TargetName, TargetSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +69,7 @@ LOAD_SECONDS = 8
 TRAY_TIMEOUT = 30.0
 DIST_ENV = "DEMO_DIST_DIR"  # where the installers go (default: the project's dist/)
 LOGS_ENV = "DEMO_LOGS_DIR"  # where a failed run keeps its logs (default: the project's .demo-logs/)
+FROZEN_PROGRAM = {"orbit": "orbit", "osqueryd": "osqueryd-sim", "fleet-desktop": "fleet-desktop"}  # name → freeze.py's
 LAUNCHERS = {  # each TUF target's launcher: module, file name, first version
     TargetName.ORBIT: ("orbit", "orbit", "1.0.0"),
     TargetName.OSQUERYD: ("osquery_sim", "osqueryd", "5.14.1"),
@@ -88,8 +94,11 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 class Demo:
-    def __init__(self, base: Path, board: Board, dist: Path) -> None:
+    def __init__(
+        self, base: Path, board: Board, dist: Path, frozen: dict[tuple[str, str], FrozenBuild] | None = None
+    ) -> None:
         self.base = base
+        self.frozen = frozen  # (freeze.py program, version) → build; None: launchers
         self.board = board
         self.dist = dist
         self.repo = base / "repo"
@@ -217,8 +226,14 @@ class Demo:
         shutil.copy2(orbit_build, channel_dir / "orbit")
         (self.root / "bin" / "orbit" / "orbit").symlink_to("linux/stable/orbit")
 
+    def linux_build(self, module: str, name: str, version: str) -> Path:
+        """The Linux build of a target: its frozen release build with ``--frozen``, else a launcher."""
+        if self.frozen is None:
+            return self.launcher(module, name, version)
+        return self.frozen[(FROZEN_PROGRAM[name], version)].path
+
     def publish_target(self, module: str, name: str, version: str) -> Path:
-        build = self.launcher(module, name, version)
+        build = self.linux_build(module, name, version)
         self.publish(build, name, "linux", version)
         return build
 
@@ -230,8 +245,13 @@ class Demo:
     def publish_platform_build(self, spec: TargetSpec) -> None:
         """The launcher of ``spec``'s component, published under ``spec``'s file name (archived if need be)."""
         module, name, version = LAUNCHERS[spec.name]
-        build = self.launcher(module, name, version)
         folder = self.base / "builds" / f"{spec.name}-{spec.platform}"
+        if self.frozen is not None and spec.platform is Platform.LINUX and spec.name is TargetName.DESKTOP:
+            folder.mkdir(parents=True, exist_ok=True)
+            archive = pack_desktop(self.linux_build(module, name, version), folder / spec.file_name)
+            self.publish(archive, spec.name, spec.platform, version)
+            return
+        build = self.launcher(module, name, version)  # macOS and Windows: launchers stand in (no freezing there)
         self.publish(installers.write_target_file(spec, build, folder), spec.name, spec.platform, version)
 
     def start_stub(self) -> None:
@@ -296,6 +316,8 @@ class Demo:
         self.wait_for(identifier.is_file, 30, f"orbit to write {identifier}")
         self.board.set("tray", "running", "fleet-desktop status --json (one round of the tray's checks)")
         argv = [sys.executable, "-m", "desktop_tray", "status", "--json"]
+        if self.frozen is not None:  # the frozen build itself (not orbit's installed copy: orbit owns that one)
+            argv = [str(self.frozen[("fleet-desktop", "1.0.0")].path / "fleet-desktop"), "status", "--json"]
         self.jobs.start("tray-status", "tray", argv, child_env(**env), TRAY_TIMEOUT, self.finish_tray_status)
 
     def finish_tray_status(self, code: int) -> None:
@@ -421,6 +443,15 @@ class Demo:
         self.board.set("host", "ok", detail)
         self.facts.append(f"host record at the end: {detail}")
 
+    def osquery_version(self) -> str:
+        """osquery_info.version of orbit's host, by a live query (``?`` when it does not answer)."""
+        assert self.orbit_host is not None
+        response = self.api().post(
+            f"/api/latest/fleet/hosts/{self.orbit_host['id']}/query", json={"query": "SELECT version FROM osquery_info"}
+        )
+        rows = response.json().get("rows") or [] if response.status_code == 200 else []
+        return str(rows[0].get("version", "?")) if rows else "?"
+
     def live_query(self) -> None:
         assert self.orbit_host is not None
         sql = "SELECT version FROM osquery_info"
@@ -449,6 +480,8 @@ class Demo:
         running = "?"
         with contextlib.suppress(psutil.Error):
             running = psutil.Process(pid).environ().get("ORBIT_BUILD_VERSION", "?")
+        if running == "?":  # a frozen build stamps its version inside the process: ask osqueryd itself
+            running = self.osquery_version()
         targets = ((self.status().get("updates") or {}).get("last_check") or {}).get("targets") or []
         outcome: dict[str, Any] = next((t for t in targets if str(t.get("target", "")).startswith("osqueryd/")), {})
         detail = (
@@ -521,7 +554,14 @@ class Demo:
         return notes
 
 
-def run_demo(console: Console) -> int:
+def run_demo(console: Console, *, frozen: bool = False) -> int:
+    builds: dict[tuple[str, str], FrozenBuild] | None = None
+    if frozen:
+        try:
+            builds = frozen_builds(lambda line: console.print(line, markup=False, highlight=False))
+        except FrozenBuildError as error:
+            console.print(f"demo failed: {error}", style="bold red", markup=False)
+            return 1
     board = Board(console)
     for key, title in (
         ("tuf", "TUF repository"),
@@ -538,7 +578,12 @@ def run_demo(console: Console) -> int:
     ):
         board.add(key, title)
     base = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
-    demo = Demo(base, board, Path(os.environ.get(DIST_ENV) or ROOT / "dist").absolute())
+    demo = Demo(base, board, Path(os.environ.get(DIST_ENV) or ROOT / "dist").absolute(), builds)
+    if builds is not None:
+        demo.facts.append(
+            "frozen release builds (PyInstaller): "
+            + ", ".join(f"{b.program} {b.version} {b.size_bytes / 1e6:.0f} MB" for b in builds.values())
+        )
     code = 1
     try:
         with board.shown():
@@ -615,8 +660,12 @@ def report(console: Console, demo: Demo, board: Board, code: int) -> None:
     if built:
         say(
             f"\n[bold]Installers in {demo.dist}[/] — look inside with dpkg-deb -c, rpm -qlp, bsdtar -tf, 7z l. They "
-            "carry the demo's launcher builds, not frozen binaries, and point at the demo's fleet-stub, which is gone "
-            "now: build your own with `orbitctl package --help`.",
+            + (
+                "carry the frozen Linux builds (the .pkg and .msi launcher stand-ins)"
+                if demo.frozen is not None
+                else "carry the demo's launcher builds, not frozen binaries (make demo FROZEN=1 for those)"
+            )
+            + " and point at the demo's fleet-stub, which is gone now: build your own with `orbitctl package --help`.",
             soft_wrap=True,
         )
         for path in built:
@@ -636,11 +685,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description="the real deployment, made of processes")
+    parser.add_argument(
+        "--frozen", action="store_true", help="publish frozen release builds (PyInstaller) instead of launchers"
+    )
+    args = parser.parse_args(argv)
     console = Console()
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run_demo(console)
+        return run_demo(console, frozen=args.frozen)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

@@ -2,7 +2,7 @@
 
 The three programs are built once per module (three PyInstaller processes side by side, ~35-45 s) from this venv
 and run from a directory outside the project with a minimal environment, so nothing can come from the venv. The
-build is kept in ``build/test-cache/frozen/`` under a key of all its inputs (tests/support/build_cache.py: the
+build is kept in ``build/cache/frozen/`` under a key of all its inputs (build_scripts/build_cache.py: the
 project's files, the interpreter and installed distributions, the Debian packages, the freeze arguments), so a
 run with nothing changed reuses it; the reproducibility test below always builds orbit afresh and compares.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from build_scripts.build_cache import cached_build
 from build_scripts.publish import pack_desktop
-from tests.support.build_cache import cached_build
 from tuf_updates.archive import safe_extract
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,7 @@
-"""A cache for expensive, deterministic build outputs of the tests (the PyInstaller builds), keyed by their inputs.
+"""A cache for expensive, deterministic build outputs (the PyInstaller builds of the tests and of ``make demo
+FROZEN=1``), keyed by their inputs.
 
-An entry is ``build/test-cache/<kind>/<key>/``, where ``key`` is a SHA-256 over everything the build can read:
+An entry is ``build/cache/<kind>/<key>/``, where ``key`` is a SHA-256 over everything the build can read:
 
 * every file of the project outside ``tests/``, ``docs/`` and generated folders (sources, data files, build
   scripts, ``pyproject.toml``): any edit, new file or removed file gives a new key;
@@ -29,8 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = ROOT / "build" / "test-cache"
+ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = ROOT / "build" / "cache"
 DISABLE_ENV = "ORBIT_TESTS_NO_BUILD_CACHE"
 # not inputs of a build: the tests themselves, documentation, and what tools generate
 _SKIPPED_DIRS = frozenset(
