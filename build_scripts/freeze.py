@@ -42,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_DIR = Path(__file__).resolve().parent / "pyinstaller"
+BUNDLE_MARKER = "orbit-suite-bundle"  # the file orbit/children/stale_bundles.py recognises our bundles by
 
 # never needed by a frozen program; present in a development venv (pytest → pygments → PIL, PyGObject, mypy …)
 COMMON_EXCLUDES = (
@@ -221,6 +222,8 @@ def pyinstaller_command(python: str, program: Program, *, dist: Path, work: Path
         command += ["--hidden-import", module]
     for source, destination in program.data:
         command += ["--add-data", f"{ROOT / source}{os.pathsep}{destination}"]
+    if program.onefile:  # marks the folder the bootloader unpacks to as ours (orbit/children/stale_bundles.py)
+        command += ["--add-data", f"{ENTRY_DIR / BUNDLE_MARKER}{os.pathsep}."]
     command.append(str(ENTRY_DIR / program.entry))
     return command
 

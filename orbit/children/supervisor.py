@@ -31,6 +31,7 @@ from typing import Any
 from orbit.children.orphans import clear_record, kill_orphans, write_record
 from orbit.children.output_limit import OutputCap, OutputLimiter
 from orbit.children.restart_policy import BreakerState, RestartPolicy, RestartTracker
+from orbit.children.stale_bundles import sweep_stale_bundles
 from safe_fs.atomic_write import PUBLIC_MODE, write_atomic
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,15 @@ class ChildSpec:
         return ChildLaunch(self.argv(), self.env(), self.cwd, self.user, self.group, self.extra_groups)
 
 
+def _temporary_directory(env: dict[str, str] | None) -> Path | None:
+    """Where the child unpacks a one-file build: its own TMPDIR/TEMP/TMP, else orbit's temporary directory."""
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        value = (env or {}).get(name)
+        if value:
+            return Path(value)
+    return None
+
+
 @dataclass(frozen=True)
 class ChildStatus:
     name: str
@@ -146,6 +156,8 @@ class Supervisor:
         return await asyncio.to_thread(self.spec.launch)
 
     async def _start(self, launch: ChildLaunch) -> asyncio.subprocess.Process:
+        # what a killed one-file build of ours left in the temporary directory (a previous child, or orbit)
+        await asyncio.to_thread(sweep_stale_bundles, _temporary_directory(launch.env))
         stdout: int | None = None
         handle = None
         if self.spec.output is not None:

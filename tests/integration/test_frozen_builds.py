@@ -295,9 +295,10 @@ def test_a_rebuild_of_orbit_is_byte_identical(dist: Path, tmp_path: Path) -> Non
     assert (again / "orbit").read_bytes() == (dist / "orbit").read_bytes()
 
 
-def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker(dist: Path, outside: Path) -> None:
+def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker_and_no_unpacked_folder(dist: Path, outside: Path) -> None:
     """A one-file PyInstaller osqueryd is two processes: the bootloader (the pid orbit supervises) and the program
-    it unpacked and started. kill -9 of the bootloader must not leave that program running beside the restart."""
+    it unpacked and started. kill -9 of the bootloader must not leave that program running beside the restart, nor
+    the folder it unpacked into (``_MEI…`` in the child's TMPDIR): the restart removes it (stale_bundles)."""
     import asyncio  # noqa: PLC0415
 
     import psutil  # noqa: PLC0415
@@ -312,10 +313,12 @@ def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker(dist: Path, outside:
         f"--pidfile={outside / 'osquery.pid'}",
         f"--extensions_socket={outside / 'osquery.em'}",
     ]
+    tmp = outside / "tmp"
+    tmp.mkdir()
     spec = ChildSpec(
         name="osqueryd",
         argv=lambda: argv,
-        env=lambda: minimal_env(outside),
+        env=lambda: minimal_env(outside, TMPDIR=str(tmp)),
         record=outside / "state" / "osqueryd.child.json",
         log_path=outside / "osqueryd.log",
     )
@@ -326,7 +329,10 @@ def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker(dist: Path, outside:
         except psutil.NoSuchProcess:
             return []
 
-    async def scenario() -> tuple[list[int], list[int]]:
+    def unpacked() -> list[str]:
+        return sorted(p.name for p in tmp.iterdir() if p.name.startswith("_MEI"))
+
+    async def scenario() -> tuple[list[int], list[int], list[str], list[str]]:
         supervisor = Supervisor(spec)
         stop = asyncio.Event()
         task = asyncio.create_task(supervisor.run(stop))
@@ -335,16 +341,21 @@ def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker(dist: Path, outside:
             assert asyncio.get_running_loop().time() < deadline, "the frozen osqueryd-sim never started its worker"
             await asyncio.sleep(0.05)
         bootloader, workers = pid, family(pid)
+        before = unpacked()  # the first bootloader's folder
         os.kill(bootloader, 9)
         while (new := supervisor.status().pid) in (None, bootloader) or not family(new):
             assert asyncio.get_running_loop().time() < deadline, "no restart"
             await asyncio.sleep(0.05)
         survivors = [w for w in workers if psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE]
         running = [new, *family(new)]
+        after = unpacked()  # the new bootloader's folder only
         stop.set()
         await asyncio.wait_for(task, 60)
-        return survivors, running
+        return survivors, running, before, after
 
-    survivors, running = asyncio.run(scenario())
+    survivors, running, before, after = asyncio.run(scenario())
     assert survivors == []  # the old worker went with its bootloader's group
     assert len(running) == 2  # exactly one new osqueryd (bootloader + worker)
+    assert len(before) == 1, before
+    assert len(after) == 1 and after != before, (before, after)  # the killed one's folder was removed
+    assert not (tmp / before[0]).exists()
