@@ -4,6 +4,7 @@ style leaves, a time-stamping authority — generated per test session, never st
 from __future__ import annotations
 
 import datetime
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from packager.signing.x509_identity import APPLE_DEVELOPER_ID_INSTALLER, APPLE_PACKAGE_SIGNING_EKU
+from packager.signing.signing_options import SigningOptions
+from packager.signing.x509_identity import (
+    APPLE_DEVELOPER_ID_INSTALLER,
+    APPLE_PACKAGE_SIGNING_EKU,
+    parse_identity,
+)
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 DAY = datetime.timedelta(days=1)
@@ -129,3 +135,14 @@ def write_identity(
     key.touch(mode=0o600)
     key.write_bytes(leaf.key_pem(passphrase))
     return cert, key
+
+
+def signing_options(ca: Issued, leaf: Issued, timestamp_url: str | None = None) -> SigningOptions:
+    identity = parse_identity(leaf.cert_pem + ca.cert_pem, leaf.key_pem(), None, source="test")
+    return SigningOptions(identity=identity, timestamp_url=timestamp_url)
+
+
+def verify(path: Path, ca_file: Path, *extra: str | Path) -> subprocess.CompletedProcess[str]:
+    """``osslsigncode verify`` of an Authenticode-signed file against ``ca_file``."""
+    argv = ["osslsigncode", "verify", "-CAfile", str(ca_file), *map(str, extra), "-in", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
