@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from packager.formats import pkg
+from packager.package import cli as package_cli
 from packager.signing.signing_options import SigningOptions
 from packager.signing.x509_identity import parse_identity
 from tests.support.signing_identities import Issued, make_ca, make_developer_id_installer
@@ -177,3 +178,15 @@ def test_signed_builds_are_byte_identical(signed: Signed, tmp_path: Path) -> Non
     staged = make_staged(tmp_path / "stage", "macos", version="4.5.6", payload_bytes=50_000)
     again = pkg.build(staged, tmp_path / "again.pkg", signing=signed.signing)
     assert again.path.read_bytes() == signed.path.read_bytes()
+
+
+def test_orbitctl_passes_the_checked_identity_to_the_pkg_builder(signed: Signed, tmp_path: Path) -> None:
+    """The path ``orbitctl package`` takes after validation: ``build_with(kind, staged, outfile, options.signing)``."""
+    staged = make_staged(tmp_path / "stage", "macos", version="4.5.6", payload_bytes=50_000)
+    result = package_cli.build_with("pkg", staged, tmp_path / "via-cli.pkg", signed.signing)
+    assert result.path.read_bytes() == signed.path.read_bytes()
+    unsigned = package_cli.build_with("pkg", staged, tmp_path / "unsigned.pkg", None)
+    toc = zlib.decompress(
+        unsigned.path.read_bytes()[28 : 28 + struct.unpack(">Q", unsigned.path.read_bytes()[8:16])[0]]
+    )
+    assert b"<signature" not in toc
