@@ -4,9 +4,10 @@ and makes it reproducible (docs/reference/packaging.md §3.5, §6; ADR 0007).
 Steps: check the input (x64 only; no file, and no payload, over 2 GiB); copy every payload file into a private
 build directory with its mtime set to ``SOURCE_DATE_EPOCH`` (the cabinet stores mtimes) while hashing it; render
 the .wxs (``wxs.py``); ``wixl -a x64`` (with TZ=UTC: cabinet dates are local time); the ``msibuild`` SQL and the
-summary-information rewrite (``msi_fixups.py``); then copy the result next to ``outfile`` and rename it into place,
-so an existing ``outfile`` is replaced whole or left alone. The MSI carries ``secret.txt``, so it is 0600 when
-the package has a secret.
+summary-information rewrite (``msi_fixups.py``); with ``signing``, Authenticode by osslsigncode
+(``packager/signing/authenticode.py``, signing time ``SOURCE_DATE_EPOCH``); then copy the result next to
+``outfile`` and rename it into place, so an existing ``outfile`` is replaced whole or left alone. The MSI carries
+``secret.txt``, so it is 0600 when the package has a secret.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from packager.formats.msi_fixups import MsiToolError
 from packager.formats.output_file import package_output
 from packager.formats.wxs import MsiInputError
 from packager.package.staged import BuildResult, StagedPackage
+from packager.signing.authenticode import sign_msi
+from packager.signing.signing_options import SigningOptions
 
 __all__ = ["MAX_FILE_BYTES", "MAX_PAYLOAD_BYTES", "MsiInputError", "MsiToolError", "build"]
 
@@ -34,9 +37,10 @@ TOOL_TIMEOUT_S = 1800
 _COPY_BUFFER = 1 << 20
 
 
-def build(staged: StagedPackage, outfile: Path) -> BuildResult:
-    """Build the MSI for ``staged`` at ``outfile``. Raises ``MsiInputError`` (a ``ValueError``) for input the MSI
-    cannot carry and ``MsiToolError`` (an ``OSError``) when wixl or msibuild are missing or fail."""
+def build(staged: StagedPackage, outfile: Path, *, signing: SigningOptions | None = None) -> BuildResult:
+    """Build the MSI for ``staged`` at ``outfile``, Authenticode-signed with ``signing``. Raises ``MsiInputError``
+    (a ``ValueError``) for input the MSI cannot carry and ``MsiToolError`` / ``AuthenticodeError`` (both ``OSError``)
+    when wixl, msibuild or osslsigncode are missing or fail."""
     if staged.arch != "amd64":
         raise MsiInputError(f"MSI for {staged.arch} is not supported: wixl 0.101 builds x86 and x64 packages only")
     wxs.msi_product_version(staged.version)
@@ -55,6 +59,9 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
         _run_wixl(wixl, work, built)
         msi_fixups.apply_sql(built, msi_fixups.statements(msi_fixups.plan_for(document)))
         msi_fixups.rewrite_summary(built, document.package_code, staged.source_date_epoch)
+        if signing is not None:
+            unsigned, built = built, work / "fleet-osquery-signed.msi"
+            sign_msi(unsigned, built, signing, signing_time=staged.source_date_epoch, description="Fleet osquery")
         digest = _publish(built, outfile, 0o600 if staged.secret is not None else 0o644)
     return BuildResult(path=outfile, size=outfile.stat().st_size, sha256=digest)
 

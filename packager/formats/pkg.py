@@ -6,7 +6,9 @@ The payload installs at ``/``: ``./opt/orbit/…`` (the staged files and links) 
 ``./Library/LaunchDaemons/com.fleetdm.orbit.plist``; every entry is owned by uid 0 / gid 80 (admin) like
 ``cpio -R 0:80`` and ``mkbom -u 0 -g 80``. The output is a pure function of the staged package: sorted entries,
 every timestamp from ``source_date_epoch``, gzip header mtime 0, a fixed xar TOC — two builds are byte-identical.
-Not signed (sign the result with rcodesign/productsign when a Developer ID is available).
+With ``signing`` the xar carries an RSA signature of its TOC by the Developer ID Installer identity
+(``xar.XarSigner``; deterministic, so a signed build is reproducible too); notarization happens afterwards with
+``xcrun notarytool`` (README "Building installers").
 
 Limits enforced before anything is written (``PkgLimitError``, a ``ValueError``): each file below 4 GiB (BOM sizes
 are 32-bit; cpio odc itself would allow 8 GiB - 1), at most 262143 payload entries (odc inode numbers), and
@@ -30,6 +32,7 @@ from typing import Final
 from packager.formats import bom, cpio_odc, macos_templates, xar
 from packager.formats.output_file import place_finished
 from packager.package.staged import BuildResult, StagedPackage
+from packager.signing.signing_options import SigningOptions
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +244,17 @@ def _validate(staged: StagedPackage) -> None:
         raise PkgLimitError("pkg: secret.txt must not be readable by group or others (stage it 0600)")
 
 
-def build(staged: StagedPackage, outfile: Path) -> BuildResult:
+def xar_signer(signing: SigningOptions) -> xar.XarSigner:
+    """The identity's RSA key over the TOC's SHA-1 (the TOC checksum style is sha1)."""
+    identity = signing.identity
+    return xar.XarSigner(
+        size=identity.rsa_signature_size,
+        certificates=identity.chain_der(),
+        sign=lambda digest: identity.sign_digest(digest, "sha1"),
+    )
+
+
+def build(staged: StagedPackage, outfile: Path, *, signing: SigningOptions | None = None) -> BuildResult:
     _validate(staged)
     mtime = staged.source_date_epoch
     items = payload_items(staged)
@@ -280,6 +293,7 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
                     _member(f"{component}/Scripts", scripts),
                 ],
                 mtime=mtime,
+                signer=xar_signer(signing) if signing is not None else None,
             )
         place_finished(partial, outfile, 0o600 if staged.file("secret.txt") is not None else 0o644)
     log.info("built pkg path=%s size=%d entries=%d payload_bytes=%d", outfile, out.size, len(items), payload_out.size)

@@ -6,6 +6,13 @@ of the compressed TOC (declared by ``<checksum style="sha1">``), followed by eac
 uncompressed (``application/octet-stream``, like ``xar --compression none``), each with its SHA-1 as both the
 archived and the extracted checksum.
 
+Signed (``XarSigner``): the TOC also holds ``<signature style="RSA">`` right after the checksum — the signature's
+heap offset (20, after the checksum) and size (the RSA modulus in bytes), and the certificate chain as
+``<KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data><X509Certificate>`` base64 DER, signer first. The
+heap holds, after the TOC's SHA-1, the RSASSA-PKCS1-v1_5 signature of that SHA-1 (DigestInfo SHA-1, as
+``openssl dgst -sha1 -sign`` over the compressed TOC); members follow it. The signature is deterministic, so a
+signed archive is as reproducible as an unsigned one. (Apple's tools add a CMS ``<x-signature>`` too; not written.)
+
 Deterministic: members sorted by path (directories implied by the paths, children nested in the TOC), heap in TOC
 order, one fixed creation time and mtime, fixed owner (uid 0 / gid 80, as the payload), zlib level 9. The caller
 gives each member's size and SHA-1 up front (the TOC precedes the heap) and the streams to copy; nothing else is
@@ -14,11 +21,12 @@ read or written.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 from xml.sax.saxutils import escape
@@ -59,8 +67,22 @@ class _Dir:
 
 
 @dataclass(frozen=True)
+class XarSigner:
+    """What signs the TOC: ``sign(toc_sha1)`` returns exactly ``size`` bytes (RSA PKCS#1 v1.5 over the SHA-1);
+    ``certificates`` are DER, the signer's first."""
+
+    size: int
+    certificates: tuple[bytes, ...]
+    sign: Callable[[bytes], bytes]
+
+
+XMLDSIG_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
+
+
+@dataclass(frozen=True)
 class XarLayout:
-    """What to write: ``head`` (header + compressed TOC + the TOC's SHA-1, i.e. the first heap bytes), then the
+    """What to write: ``head`` (header + compressed TOC + the TOC's SHA-1 [+ the signature], i.e. the first heap
+    bytes), then the
     members' data in ``heap_order``."""
 
     head: bytes
@@ -92,7 +114,19 @@ def _tree(members: Sequence[XarMember]) -> _Dir:
     return root
 
 
-def build_layout(members: Sequence[XarMember], *, mtime: int) -> XarLayout:
+def _signature_element(signer: XarSigner) -> str:
+    if signer.size <= 0 or not signer.certificates:
+        raise ValueError("xar: a signature needs a size and at least one certificate")
+    certificates = "".join(
+        f"<X509Certificate>{base64.b64encode(der).decode('ascii')}</X509Certificate>" for der in signer.certificates
+    )
+    return (
+        f'  <signature style="RSA"><offset>{SHA1_SIZE}</offset><size>{signer.size}</size>'
+        f'<KeyInfo xmlns="{XMLDSIG_NS}"><X509Data>{certificates}</X509Data></KeyInfo></signature>'
+    )
+
+
+def build_layout(members: Sequence[XarMember], *, mtime: int, signer: XarSigner | None = None) -> XarLayout:
     stamp = _timestamp(mtime)
     owner = f"<group>{OWNER_GROUP}</group><gid>{OWNER_GID}</gid><user>{OWNER_USER}</user><uid>{OWNER_UID}</uid>"
     lines = [
@@ -102,8 +136,10 @@ def build_layout(members: Sequence[XarMember], *, mtime: int) -> XarLayout:
         f"  <creation-time>{stamp}</creation-time>",
         f'  <checksum style="sha1"><offset>0</offset><size>{SHA1_SIZE}</size></checksum>',
     ]
+    if signer is not None:
+        lines.append(_signature_element(signer))
     heap_order: list[XarMember] = []
-    offset = SHA1_SIZE
+    offset = SHA1_SIZE + (signer.size if signer is not None else 0)
     next_id = 1
 
     def emit(directory: _Dir, depth: int) -> None:
@@ -138,13 +174,20 @@ def build_layout(members: Sequence[XarMember], *, mtime: int) -> XarLayout:
     compressed = zlib.compress(toc, 9)
     header = struct.pack(">4sHHQQI", MAGIC, HEADER_SIZE, VERSION, len(compressed), len(toc), CHECKSUM_SHA1)
     toc_digest = hashlib.sha1(compressed, usedforsecurity=False).digest()
-    return XarLayout(head=header + compressed + toc_digest, heap_order=tuple(heap_order), toc_xml=toc)
+    signature = b""
+    if signer is not None:
+        signature = signer.sign(toc_digest)
+        if len(signature) != signer.size:
+            raise ValueError(f"xar: the signature is {len(signature)} bytes, the TOC reserved {signer.size}")
+    return XarLayout(head=header + compressed + toc_digest + signature, heap_order=tuple(heap_order), toc_xml=toc)
 
 
-def write_archive(out: Writer, members: Sequence[tuple[XarMember, Reader]], *, mtime: int) -> int:
-    """Writes the whole archive; each stream must yield exactly ``member.size`` bytes with the declared SHA-1
-    (checked while copying). Returns the number of bytes written."""
-    layout = build_layout([member for member, _ in members], mtime=mtime)
+def write_archive(
+    out: Writer, members: Sequence[tuple[XarMember, Reader]], *, mtime: int, signer: XarSigner | None = None
+) -> int:
+    """Writes the whole archive, signed by ``signer`` if given; each stream must yield exactly ``member.size``
+    bytes with the declared SHA-1 (checked while copying). Returns the number of bytes written."""
+    layout = build_layout([member for member, _ in members], mtime=mtime, signer=signer)
     streams = {member.path: stream for member, stream in members}
     out.write(layout.head)
     written = len(layout.head)

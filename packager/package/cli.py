@@ -16,6 +16,7 @@ from packager.package.fetch import FetchError
 from packager.package.package_options import PackageOptionsError, default_outfile, validate
 from packager.package.stage import stage_package
 from packager.package.staged import BuildResult, StagedPackage
+from packager.signing.signing_options import SigningOptions
 
 BUILDERS = {
     "deb": "packager.formats.deb",
@@ -25,9 +26,10 @@ BUILDERS = {
 }
 
 
-def build_with(kind: str, staged: StagedPackage, outfile: Path) -> BuildResult:
+def build_with(kind: str, staged: StagedPackage, outfile: Path, signing: SigningOptions | None = None) -> BuildResult:
     module = importlib.import_module(BUILDERS[kind])
-    result: BuildResult = module.build(staged, outfile)
+    extra = {"signing": signing} if signing is not None else {}  # msi and pkg (validated by package_options)
+    result: BuildResult = module.build(staged, outfile, **extra)
     return result
 
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         if not outfile.parent.is_dir() or not os.access(outfile.parent, os.W_OK):
             raise OSError(f"cannot write {outfile}: {outfile.parent} is not a writable directory")
         with console.status(f"building {outfile.name}…"):
-            result = build_with(options.type, staged, outfile)
+            result = build_with(options.type, staged, outfile, options.signing)
     except (FetchError, PackageOptionsError, ValueError) as exc:
         console.print(f"orbitctl package: {exc}", soft_wrap=True)
         return 1

@@ -4,11 +4,15 @@ code."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager.signing import signing_options
+from packager.signing.signing_options import SigningOptions
+from packager.signing.x509_identity import SigningIdentityError
 from safe_fs.secret_read import SecretFileError, read_secret_file
 from tuf_updates.durations import DurationError, parse_duration
 
@@ -58,6 +62,7 @@ class PackageOptions:
     osquery_db: str | None
     use_system_configuration: bool
     service: bool
+    signing: SigningOptions | None = None  # X.509 signing of msi/pkg (packager/signing/signing_options.py)
 
     def __repr__(self) -> str:  # never print the secret
         return f"PackageOptions(type={self.type!r}, fleet_url={self.fleet_url!r}, outfile={str(self.outfile)!r})"
@@ -103,6 +108,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add("--osquery-db", help="absolute path of osqueryd's database")
     add("--use-system-configuration", action="store_true", help="pkg only: URL and secret from a profile")
     add("--service", default="true", choices=("true", "false"), help="install and start the service")
+    signing_options.add_arguments(parser)
 
 
 def _file(path: Path | None, flag: str) -> Path | None:
@@ -140,8 +146,10 @@ def _secret(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
     return secret
 
 
-def validate(args: argparse.Namespace, env: Mapping[str, str]) -> PackageOptions:
-    """fleetctl's rules, with clear messages."""
+def validate(
+    args: argparse.Namespace, env: Mapping[str, str], *, now: datetime.datetime | None = None
+) -> PackageOptions:
+    """fleetctl's rules, with clear messages; ``now`` (default: the clock) checks the signing certificate."""
     kind: str = args.type
     secret = _secret(args, env)
     if bool(args.fleet_url) != bool(secret) and not args.use_system_configuration:
@@ -187,6 +195,10 @@ def validate(args: argparse.Namespace, env: Mapping[str, str]) -> PackageOptions
         raise PackageOptionsError(
             "--update-roots is required: binaries are fetched through TUF and the package trusts that same root"
         )
+    try:  # X.509 signing of msi and pkg
+        signing = signing_options.from_args(args, env, kind, now or datetime.datetime.now(datetime.UTC))
+    except SigningIdentityError as exc:
+        raise PackageOptionsError(str(exc)) from None
     return PackageOptions(
         type=kind,
         fleet_url=args.fleet_url.rstrip("/") if args.fleet_url else None,
@@ -220,4 +232,5 @@ def validate(args: argparse.Namespace, env: Mapping[str, str]) -> PackageOptions
         osquery_db=args.osquery_db,
         use_system_configuration=args.use_system_configuration,
         service=args.service == "true",
+        signing=signing,
     )

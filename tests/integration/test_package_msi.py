@@ -21,6 +21,7 @@ from pymsi.package import Package
 
 from packager.formats import msi, wxs
 from packager.package.staged import StagedPackage
+from tests.support.signing_identities import make_ca, make_code_signing, signing_options, verify
 from tests.support.staged_package import EPOCH, SECRET, make_staged
 
 ORBIT_CHANNEL_BINARY = PurePosixPath("bin/orbit/windows/stable/orbit.exe")
@@ -310,7 +311,11 @@ def _product_code(path: Path) -> str:
 @pytest.mark.timeout(600)
 def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Path) -> None:
     first = _with_real_service(make_staged(tmp_path / "v1", "windows", version="1.2.3"), tmp_path / "v1")
-    first_msi = msi.build(first, tmp_path / "v1.msi").path
+    # the first version is Authenticode-signed: a signed MSI installs like an unsigned one
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    first_msi = msi.build(first, tmp_path / "v1.msi", signing=signing_options(ca, make_code_signing(ca))).path
+    assert verify(first_msi, tmp_path / "ca.pem").returncode == 0
     # the next version has other content and no packaged secret: the secret comes from FLEET_SECRET at install time
     second = make_staged(tmp_path / "v2", "windows", version="1.2.4", payload_bytes=8192, secret=None)
     second = _with_real_service(second, tmp_path / "v2")

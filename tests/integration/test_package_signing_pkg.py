@@ -1,0 +1,192 @@
+"""The signed .pkg: its xar RSA signature checked without our xar module — a small reader here (struct, zlib,
+ElementTree) finds the TOC, its SHA-1 and the signature in the heap, and ``openssl`` verifies them against the
+certificate the TOC carries, which chains to the test CA; rcodesign (apple-platform-py) reads the same signature;
+7-Zip still lists and tests the archive. One changed byte of the TOC or of the signed checksum fails."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+import subprocess
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+from apple_platform import reading
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from packager.formats import pkg
+from packager.package import cli as package_cli
+from packager.signing.signing_options import SigningOptions
+from packager.signing.x509_identity import parse_identity
+from tests.support.signing_identities import Issued, make_ca, make_developer_id_installer
+from tests.support.staged_package import make_staged
+
+DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
+
+
+@dataclass(frozen=True)
+class XarSignature:
+    """What an independent reader finds in a signed xar."""
+
+    toc_compressed: bytes
+    toc: ElementTree.Element
+    checksum_style: str
+    stored_checksum: bytes
+    signature: bytes
+    certificates: list[bytes]  # DER, as listed
+
+
+def read_xar_signature(data: bytes) -> XarSignature:
+    magic, header_size, version, toc_length, _, algorithm = struct.unpack(">4sHHQQI", data[:28])
+    assert (magic, version, algorithm) == (b"xar!", 1, 1)
+    toc_compressed = data[header_size : header_size + toc_length]
+    heap = header_size + toc_length
+    toc = ElementTree.fromstring(zlib.decompress(toc_compressed)).find("toc")
+    assert toc is not None
+    checksum, signature = toc.find("checksum"), toc.find("signature")
+    assert checksum is not None and signature is not None and signature.get("style") == "RSA"
+
+    def span(element: ElementTree.Element) -> bytes:
+        offset, size = int(element.findtext("offset", "")), int(element.findtext("size", ""))
+        return data[heap + offset : heap + offset + size]
+
+    certificates = [
+        base64.b64decode(node.text or "")
+        for node in signature.iterfind(f"{DSIG}KeyInfo/{DSIG}X509Data/{DSIG}X509Certificate")
+    ]
+    return XarSignature(toc_compressed, toc, checksum.get("style", ""), span(checksum), span(signature), certificates)
+
+
+def _openssl(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *map(str, argv)], capture_output=True, text=True, timeout=60, check=False)
+
+
+def openssl_verifies(found: XarSignature, work: Path) -> bool:
+    """``openssl pkeyutl -verify`` of the signature over the stored TOC checksum and ``openssl dgst -verify`` over
+    the compressed TOC itself, with the public key of the first certificate in the TOC."""
+    work.mkdir(parents=True, exist_ok=True)
+    leaf = x509.load_der_x509_certificate(found.certificates[0])
+    (work / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (work / "checksum.bin").write_bytes(found.stored_checksum)
+    (work / "signature.bin").write_bytes(found.signature)
+    (work / "toc.bin").write_bytes(found.toc_compressed)
+    digest = found.checksum_style  # sha1
+    pkeyutl = _openssl(
+        *("pkeyutl", "-verify", "-certin", "-inkey", work / "leaf.pem", "-pkeyopt", f"digest:{digest}"),
+        *("-in", work / "checksum.bin", "-sigfile", work / "signature.bin"),
+    )
+    _openssl("x509", "-in", work / "leaf.pem", "-pubkey", "-noout", "-out", work / "public.pem")
+    dgst = _openssl(
+        "dgst", f"-{digest}", "-verify", work / "public.pem", "-signature", work / "signature.bin", work / "toc.bin"
+    )
+    assert ("Signature Verified Successfully" in pkeyutl.stdout) == (pkeyutl.returncode == 0), pkeyutl
+    assert ("Verified OK" in dgst.stdout) == (dgst.returncode == 0), dgst
+    return pkeyutl.returncode == 0 and dgst.returncode == 0
+
+
+@dataclass(frozen=True)
+class Signed:
+    path: Path
+    ca: Issued
+    signer: Issued
+    signing: SigningOptions
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Signed:
+    base = tmp_path_factory.mktemp("signed-pkg")
+    ca = make_ca()
+    signer = make_developer_id_installer(ca)
+    identity = parse_identity(signer.cert_pem + ca.cert_pem, signer.key_pem(), None, source="test")
+    signing = SigningOptions(identity=identity, timestamp_url=None)
+    staged = make_staged(base / "stage", "macos", version="4.5.6", payload_bytes=50_000)
+    result = pkg.build(staged, base / "signed.pkg", signing=signing)
+    return Signed(result.path, ca, signer, signing)
+
+
+def test_openssl_verifies_the_rsa_signature_over_the_toc_checksum(signed: Signed, tmp_path: Path) -> None:
+    found = read_xar_signature(signed.path.read_bytes())
+    assert found.checksum_style == "sha1"
+    assert found.stored_checksum == hashlib.sha1(found.toc_compressed).digest()
+    assert len(found.signature) == 256  # RSA 2048
+    assert openssl_verifies(found, tmp_path)
+    # the chain in the TOC: the Developer ID Installer style leaf, then the CA; it verifies against the CA
+    assert found.certificates == [
+        signed.signer.certificate.public_bytes(serialization.Encoding.DER),
+        signed.ca.certificate.public_bytes(serialization.Encoding.DER),
+    ]
+    (tmp_path / "ca.pem").write_bytes(signed.ca.cert_pem)
+    (tmp_path / "leaf-cert.pem").write_bytes(signed.signer.cert_pem)
+    # -ignore_critical: Apple's Developer ID Installer marker extension is critical and unknown to OpenSSL
+    chain = _openssl("verify", "-ignore_critical", "-CAfile", tmp_path / "ca.pem", tmp_path / "leaf-cert.pem")
+    assert chain.returncode == 0 and "OK" in chain.stdout, chain.stderr
+
+
+def test_the_signature_sits_in_the_heap_before_the_members(signed: Signed) -> None:
+    found = read_xar_signature(signed.path.read_bytes())
+    signature = found.toc.find("signature")
+    assert signature is not None
+    assert (signature.findtext("offset"), signature.findtext("size")) == ("20", "256")
+    offsets = sorted(int(node.text or "") for node in found.toc.iter("offset"))
+    assert offsets[:3] == [0, 20, 276]  # checksum, signature, first member
+
+
+def test_rcodesign_reads_the_signature_and_the_developer_id_installer_chain(signed: Signed) -> None:
+    toc = reading.read_signature(str(signed.path))[0]["entity"]["xar_table_of_contents"]
+    assert toc["checksum_type"] == "SHA-1" and toc["checksum_verifies"] is True
+    signature = toc["signature"]
+    assert (signature["style"], signature["offset"], signature["size"]) == ("RSA", 20, 256)
+    leaf = signature["certificates"][0]
+    assert leaf["apple_certificate_profile"] == "developer-id-installer" and leaf["apple_team_id"] == "ABCDE12345"
+    # rcodesign checks SHA256withRSA over the 20 checksum bytes (a hash of the hash); we write xar's own convention,
+    # PKCS#1 v1.5 over the SHA-1 DigestInfo of the TOC (xar --digestinfo-to-sign), which openssl verifies above.
+    # Measured, not hidden: docs/adr/0015-signed-installers.md "## .pkg".
+    assert toc["rsa_signature_verifies"] is False
+
+
+def test_7zip_still_lists_and_tests_the_signed_archive(signed: Signed) -> None:
+    tested = subprocess.run(["7z", "t", str(signed.path)], capture_output=True, text=True, timeout=60, check=False)
+    assert tested.returncode == 0 and "Everything is Ok" in tested.stdout, tested.stdout[-2000:]
+    listed = subprocess.run(["7z", "l", str(signed.path)], capture_output=True, text=True, timeout=60, check=True)
+    assert "base.pkg/Payload" in listed.stdout and "Distribution" in listed.stdout
+
+
+@pytest.mark.parametrize("where", ["toc", "stored checksum", "signature"])
+def test_one_changed_byte_fails_verification(signed: Signed, tmp_path: Path, where: str) -> None:
+    data = bytearray(signed.path.read_bytes())
+    found = read_xar_signature(bytes(data))
+    heap = 28 + len(found.toc_compressed)
+    if where == "toc":
+        # one byte of the compressed TOC as stored in the file (the offsets were read before the change: a changed
+        # zlib stream need not inflate any more, but the signature check runs over the stored bytes)
+        data[28 + len(found.toc_compressed) // 2] ^= 0x01
+        tampered = replace(found, toc_compressed=bytes(data[28:heap]))
+        assert tampered.stored_checksum != hashlib.sha1(tampered.toc_compressed).digest()
+    else:
+        data[heap + (3 if where == "stored checksum" else 20 + 100)] ^= 0x01
+        tampered = read_xar_signature(bytes(data))
+    assert openssl_verifies(found, tmp_path / "before")
+    assert not openssl_verifies(tampered, tmp_path / "after")
+
+
+def test_signed_builds_are_byte_identical(signed: Signed, tmp_path: Path) -> None:
+    staged = make_staged(tmp_path / "stage", "macos", version="4.5.6", payload_bytes=50_000)
+    again = pkg.build(staged, tmp_path / "again.pkg", signing=signed.signing)
+    assert again.path.read_bytes() == signed.path.read_bytes()
+
+
+def test_orbitctl_passes_the_checked_identity_to_the_pkg_builder(signed: Signed, tmp_path: Path) -> None:
+    """The path ``orbitctl package`` takes after validation: ``build_with(kind, staged, outfile, options.signing)``."""
+    staged = make_staged(tmp_path / "stage", "macos", version="4.5.6", payload_bytes=50_000)
+    result = package_cli.build_with("pkg", staged, tmp_path / "via-cli.pkg", signed.signing)
+    assert result.path.read_bytes() == signed.path.read_bytes()
+    unsigned = package_cli.build_with("pkg", staged, tmp_path / "unsigned.pkg", None)
+    toc = zlib.decompress(
+        unsigned.path.read_bytes()[28 : 28 + struct.unpack(">Q", unsigned.path.read_bytes()[8:16])[0]]
+    )
+    assert b"<signature" not in toc
