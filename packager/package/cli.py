@@ -16,6 +16,9 @@ from packager.package.fetch import FetchError
 from packager.package.package_options import PackageOptionsError, default_outfile, validate
 from packager.package.stage import stage_package
 from packager.package.staged import BuildResult, StagedPackage
+from packager.signing.gpg_home import GpgError
+from packager.signing.signing_key import SigningKey, SigningKeyError, load_signing_key
+from packager.signing.signing_options import SigningOptionsError, openpgp_options
 
 BUILDERS = {
     "deb": "packager.formats.deb",
@@ -25,17 +28,31 @@ BUILDERS = {
 }
 
 
-def build_with(kind: str, staged: StagedPackage, outfile: Path) -> BuildResult:
+def build_with(kind: str, staged: StagedPackage, outfile: Path, signing_key: SigningKey | None = None) -> BuildResult:
     module = importlib.import_module(BUILDERS[kind])
-    result: BuildResult = module.build(staged, outfile)
+    signing = {} if signing_key is None else {"signing_key": signing_key}  # only the rpm builder signs
+    result: BuildResult = module.build(staged, outfile, **signing)
     return result
+
+
+def _signing_key(args: argparse.Namespace) -> SigningKey | None:
+    """The .rpm's OpenPGP key, checked before anything is fetched (a wrong passphrase fails in a second)."""
+    chosen = openpgp_options(args, os.environ)
+    if chosen is None:
+        return None
+    if args.type != "rpm":
+        raise SigningOptionsError(
+            "--gpg-key signs --type rpm; a .deb is verified through a signed apt repository (orbitctl repo apt)"
+        )
+    return load_signing_key(chosen.key_file, chosen.passphrase)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
     try:
         options = validate(args, os.environ)
-    except PackageOptionsError as exc:
+        signing_key = _signing_key(args)
+    except (PackageOptionsError, SigningOptionsError, SigningKeyError, GpgError) as exc:
         console.print(f"orbitctl package: {exc}", soft_wrap=True)
         return 2
     work = Path(tempfile.mkdtemp(prefix="orbitctl-package-"))
@@ -51,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if not outfile.parent.is_dir() or not os.access(outfile.parent, os.W_OK):
             raise OSError(f"cannot write {outfile}: {outfile.parent} is not a writable directory")
         with console.status(f"building {outfile.name}…"):
-            result = build_with(options.type, staged, outfile)
+            result = build_with(options.type, staged, outfile, signing_key)
     except (FetchError, PackageOptionsError, ValueError) as exc:
         console.print(f"orbitctl package: {exc}", soft_wrap=True)
         return 1

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager.signing.signing_options import add_openpgp_arguments
 from safe_fs.secret_read import SecretFileError, read_secret_file
 from tuf_updates.durations import DurationError, parse_duration
 
@@ -103,6 +104,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add("--osquery-db", help="absolute path of osqueryd's database")
     add("--use-system-configuration", action="store_true", help="pkg only: URL and secret from a profile")
     add("--service", default="true", choices=("true", "false"), help="install and start the service")
+    add_openpgp_arguments(parser, "the .rpm (validated by packager.signing.signing_options; .deb: orbitctl repo apt)")
 
 
 def _file(path: Path | None, flag: str) -> Path | None:
