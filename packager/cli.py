@@ -1,4 +1,5 @@
-"""``orbitctl``: the admin tool (``orbitctl updates …`` for the TUF repository; installers come with ``package``)."""
+"""``orbitctl``: the admin tool (``orbitctl updates …`` for the TUF repository; installers come with ``package``;
+``repo apt`` publishes .deb files in a signed apt repository)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 from packager import __version__
 from packager.package import cli as package_cli
 from packager.package import package_options
+from packager.signing import repo_cli
 from packager.updates import cli as updates_cli
 
 
@@ -19,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     updates_cli.add_parser(sub)
     package_options.add_parser(sub)
+    repo_cli.add_parser(sub)
     return top
 
 
@@ -32,6 +35,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return updates_cli.run(args)
     if args.command == "package":
         return package_cli.run(args)
+    if args.command == "repo":
+        return repo_cli.run(args)
     return 2
 
 

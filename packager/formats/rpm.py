@@ -21,6 +21,7 @@ from packager.formats import linux_service
 from packager.formats.linux_service import LinuxPackageError, PayloadEntry
 from packager.formats.output_file import PackageOutputError, place_finished
 from packager.package.staged import BuildResult, StagedPackage
+from packager.signing.signing_key import SigningKey
 
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}
 RELEASE = "1"
@@ -61,8 +62,12 @@ class _BuiltPackage(Protocol):  # the part of rpm_rs.Package we use (rpm-rs ship
     def write_file(self, path: str) -> None: ...
 
 
+class _Signable(_BuiltPackage, Protocol):
+    def sign(self, signer: object, timestamp: int | None = None) -> None: ...
+
+
 class _Builder(Protocol):
-    def build(self) -> _BuiltPackage: ...
+    def build(self) -> _Signable: ...
 
 
 def package_filename(staged: StagedPackage) -> str:
@@ -70,9 +75,10 @@ def package_filename(staged: StagedPackage) -> str:
     return f"{staged.name}-{staged.version}-{RELEASE}.{_architecture(staged)}.rpm"
 
 
-def build(staged: StagedPackage, outfile: Path) -> BuildResult:
+def build(staged: StagedPackage, outfile: Path, signing_key: SigningKey | None = None) -> BuildResult:
     """Write the .rpm to ``outfile`` through a temp file in the same directory, renamed at the end (an existing
-    file is replaced whole or left alone). 0600 when it carries the enroll secret."""
+    file is replaced whole or left alone). 0600 when it carries the enroll secret. With ``signing_key``, the
+    header carries its OpenPGP signature (ADR 0016), made at ``signing_key.signature_time(source_date_epoch)``."""
     architecture = _architecture(staged)
     if not _RPM_VERSION.fullmatch(staged.version) or not staged.version[0].isdigit():
         raise LinuxPackageError(
@@ -80,6 +86,8 @@ def build(staged: StagedPackage, outfile: Path) -> BuildResult:
         )
     entries = linux_service.linux_payload(staged)
     package = _builder(staged, architecture, entries).build()
+    if signing_key is not None:
+        _sign(package, signing_key, signing_key.signature_time(staged.source_date_epoch))
     mode = 0o600 if staged.secret is not None else 0o644
     try:
         with tempfile.TemporaryDirectory(prefix=f".{outfile.name}.", dir=outfile.parent) as work:
@@ -101,6 +109,20 @@ def _architecture(staged: StagedPackage) -> str:
         return ARCHITECTURES[staged.arch]
     except KeyError:
         raise LinuxPackageError(f"no RPM architecture for {staged.arch!r}") from None
+
+
+def _sign(package: _Signable, key: SigningKey, timestamp: int) -> None:
+    """rpm-rs adds the header-only signature: tag 268 (RSAHEADER) for RSA keys, 267 (DSAHEADER) for EdDSA/ECDSA
+    (rpm's names for "OpenPGP signature over the header"); the header's SHA-256 digest covers the payload digest,
+    so the signature covers the payload too."""
+    try:
+        signer = rpm_rs.Signer.from_file(str(key.key_file))
+        if key.passphrase is not None:
+            signer = signer.with_key_passphrase(key.passphrase)
+        signer = signer.with_signing_key(key.fingerprint)
+        package.sign(signer, timestamp=timestamp)
+    except (RuntimeError, ValueError) as exc:
+        raise LinuxPackageError(f"rpm-rs cannot sign with the key {key.fingerprint}: {exc}") from exc
 
 
 def _read_source(entry: PayloadEntry) -> bytes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.signing import signing_options
+from packager.signing.openpgp_options import add_openpgp_arguments
 from packager.signing.signing_options import SigningOptions
 from packager.signing.x509_identity import SigningIdentityError
 from safe_fs.secret_read import SecretFileError, read_secret_file
@@ -109,6 +110,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add("--use-system-configuration", action="store_true", help="pkg only: URL and secret from a profile")
     add("--service", default="true", choices=("true", "false"), help="install and start the service")
     signing_options.add_arguments(parser)
+    add_openpgp_arguments(parser, "the .rpm (validated by packager.signing.openpgp_options; .deb: orbitctl repo apt)")
 
 
 def _file(path: Path | None, flag: str) -> Path | None:
