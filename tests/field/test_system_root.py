@@ -57,10 +57,12 @@ def tarball() -> Path:
 
 
 @pytest.fixture
-def root(tarball: Path, tmp_path: Path) -> Path:
+def root(tarball: Path, tmp_path: Path) -> Iterator[Path]:
+    """A fresh root per test, deleted afterwards (~200 MB each; pytest keeps its last three tmp trees)."""
     extracted = extract_root(tarball, tmp_path)
     set_hostname(extracted, "field")
-    return extracted
+    yield extracted
+    shutil.rmtree(extracted, ignore_errors=True)
 
 
 @pytest.fixture
