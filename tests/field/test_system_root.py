@@ -1,7 +1,10 @@
 """tests/field/system_root.py at work: a clean Debian 12 root from Debian's archive, booted under systemd-nspawn with
 its own systemd as PID 1, where a unit with EnvironmentFile=/Restart=always starts, comes back after ``kill -9``
-and stops on ``systemctl stop``, and where dpkg runs maintainer scripts for real. ``FIELD_DEB`` / ``FIELD_RPM``
-(paths to packages built by ``orbitctl package``) add the same checks for our real .deb and .rpm.
+and stops on ``systemctl stop``, and where dpkg runs maintainer scripts for real. Then our real .deb and .rpm, built
+by ``orbitctl package`` from frozen release builds (``make demo FROZEN=1``'s, or ``FIELD_DEB`` / ``FIELD_RPM``):
+installed by apt-get / rpm, orbit started by systemd from the unit the package ships, back after ``kill -9``, gone
+after purge. Those packages point at the demo's fleet-stub, which is stopped by then: enrollment, updates and
+upgrades in the root are the next step of issue 16.
 
 Needs root, mmdebstrap, systemd-container and zstd, and the Debian archive on the first run (the root is cached
 in build/cache/field-roots/); skipped otherwise."""
@@ -11,8 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,7 +32,41 @@ from tests.field.system_root import (
     set_hostname,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class FieldPackages:
+    deb: Path
+    rpm: Path
+
+
+@pytest.fixture(scope="module")
+def field_packages(tmp_path_factory: pytest.TempPathFactory) -> FieldPackages:
+    """The .deb and .rpm of ``make demo FROZEN=1`` (frozen orbit, osqueryd-sim and fleet-desktop fetched through TUF
+    by ``orbitctl package``), unless ``FIELD_DEB`` and ``FIELD_RPM`` name others."""
+    given_deb, given_rpm = os.environ.get("FIELD_DEB"), os.environ.get("FIELD_RPM")
+    if given_deb and given_rpm:
+        return FieldPackages(Path(given_deb).resolve(), Path(given_rpm).resolve())
+    out = tmp_path_factory.mktemp("field-packages")
+    drop = ("FLEET_STUB_", "ORBIT_", "ORBITCTL_", "FLEET_DESKTOP_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(TMPDIR=str(out), DEMO_DIST_DIR=str(out / "dist"), NO_PROXY="127.0.0.1,localhost")
+    result = subprocess.run(
+        [sys.executable, "-m", "build_scripts.demo", "--frozen"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=850,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    (deb,) = (out / "dist").glob("*.deb")
+    (rpm,) = (out / "dist").glob("*.rpm")
+    return FieldPackages(deb, rpm)
+
 
 UNIT = """\
 [Unit]
@@ -52,6 +91,8 @@ if [ "$1" = configure ]; then systemctl enable --now probe.service; fi
 def tarball() -> Path:
     missing = missing_prerequisites()
     if missing:
+        if os.environ.get("CI"):  # CI installs them (build_scripts/apt-packages.txt): missing there is a failure
+            pytest.fail("needs " + ", ".join(missing))
         pytest.skip("needs " + ", ".join(missing))
     return root_tarball()
 
@@ -148,9 +189,10 @@ def test_postinst_enable_now_fails_the_install_in_a_plain_chroot(root: Path, tmp
     assert status == "install ok half-configured"
 
 
-@pytest.mark.skipif(not os.environ.get("FIELD_DEB"), reason="FIELD_DEB=path/to/fleet-osquery_*.deb not set")
-def test_our_deb_installs_starts_orbit_survives_kill_9_and_purges(system: BootedSystem) -> None:
-    deb = Path(os.environ["FIELD_DEB"]).resolve()
+def test_our_deb_installs_starts_orbit_survives_kill_9_and_purges(
+    system: BootedSystem, field_packages: FieldPackages
+) -> None:
+    deb = field_packages.deb
     shutil.copy(deb, system.host_path("/var/tmp"))
     system.run(["apt-get", "install", "-y", f"/var/tmp/{deb.name}"])
     assert system.systemctl("is-enabled", "orbit.service").stdout.strip() == "enabled"
@@ -164,15 +206,15 @@ def test_our_deb_installs_starts_orbit_survives_kill_9_and_purges(system: Booted
     assert not system.host_path("/opt/orbit").exists()
 
 
-@pytest.mark.skipif(not os.environ.get("FIELD_RPM"), reason="FIELD_RPM=path/to/fleet-osquery-*.rpm not set")
-def test_our_rpm_installs_into_a_debian_root_with_rpm_root_and_starts_at_boot(root: Path) -> None:
+def test_our_rpm_installs_into_a_debian_root_with_rpm_root_and_starts_at_boot(
+    root: Path, field_packages: FieldPackages
+) -> None:
     """``rpm --root`` chroots for the scriptlets (so the root's /bin/sh and systemctl run); the root's Debian
     packages are not in the rpm database, hence ``--nodeps`` for the package's ``Requires: /bin/sh``."""
-    if not shutil.which("rpm"):
-        pytest.skip("needs rpm (apt-get install rpm)")
+    assert shutil.which("rpm"), "needs rpm (build_scripts/apt-packages.txt installs it)"
     rpm = ["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm"]
     subprocess.run([*rpm, "--initdb"], check=True)
-    subprocess.run([*rpm, "-i", "--nodeps", os.environ["FIELD_RPM"]], check=True, capture_output=True)
+    subprocess.run([*rpm, "-i", "--nodeps", str(field_packages.rpm)], check=True, capture_output=True)
     assert (root / "etc/systemd/system/multi-user.target.wants/orbit.service").is_symlink()
     with booted(root) as system:
         wait_for(lambda: system.show("orbit.service", "ActiveState")["ActiveState"] == "active", what="orbit active")
