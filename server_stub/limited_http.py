@@ -25,6 +25,11 @@ from uvicorn.server import ServerState
 from server_stub.connection_guard import EXTENSION, TLS_SHUTDOWN_TIMEOUT, Connection, ConnectionGuard, Phase
 
 ANSWER_GRACE = 2.0  # after a 4xx of ours: time for the answer to leave before the connection is dropped
+# An answer given before its request's body is in (a 401 before a small body, a 413 for a declared 200 MB): when at
+# most this much of the declared body is still to come, the connection closes the usual way (TLS's goodbye, which
+# reads and discards what is still arriving, so a client's next request on it meets a clean close); when more is
+# to come, or no length was declared, nothing more is read (``_hang_up``).
+LINGER_BODY_LIMIT = 1024 * 1024
 
 
 class _Stop(Exception):
@@ -119,6 +124,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.scope["extensions"] = self._extensions  # type: ignore[typeddict-item]
         self._header_count = 0
         self._message_complete = False
+        self._body_received = 0
         phase = self._next or self._conn.phase
         if phase in (Phase.WAITING, Phase.IDLE):
             self._next = Phase.HEADERS
@@ -139,6 +145,20 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 431, f"a header line exceeds {self._limits.max_header_line} bytes", "requests_header_line_too_long"
             )
         super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_received += len(body)
+        super().on_body(body)
+
+    def _body_still_to_come(self) -> int | None:
+        """Bytes of the declared body not received yet (None: no Content-Length)."""
+        for name, value in self.headers or ():
+            if name == b"content-length":
+                try:
+                    return max(0, int(value) - self._body_received)
+                except ValueError:
+                    return None
+        return None
 
     def on_headers_complete(self) -> None:
         pipelined = self.cycle is not None and not self.cycle.response_complete
@@ -167,8 +187,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        elif not self._message_complete:
-            self._hang_up()  # answered while the body is still arriving: do not read the rest to discard it
+        elif not self._message_complete:  # answered while the body is still arriving
+            left = self._body_still_to_come()
+            if left is not None and left <= LINGER_BODY_LIMIT:
+                self._close()
+            else:
+                self._hang_up()  # do not read (decrypt) the rest only to discard it
         else:
             self._guard.enter(self._conn, Phase.IDLE, self.loop.time() + self._limits.idle_timeout)
 
