@@ -20,6 +20,9 @@ from tuf_updates.durations import DurationError, parse_duration
 TYPES = ("deb", "rpm", "pkg", "msi")
 EXTENSIONS = {"deb": ".deb", "rpm": ".rpm", "pkg": ".pkg", "msi": ".msi"}
 PLATFORM_OF = {"deb": "linux", "rpm": "linux", "pkg": "macos", "msi": "windows"}
+# orbit's own floor for --update-interval (orbit/options.py): a package with less would install a service that
+# exits with a usage error at every start (found by the field test, issue 16)
+MIN_UPDATE_INTERVAL_S = 60.0
 SECRET_ENV = "ORBITCTL_ENROLL_SECRET"  # noqa: S105 - the variable's name
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+~-]{0,63}$")
@@ -182,9 +185,14 @@ def validate(
     ):
         raise PackageOptionsError("--osquery-db must be an absolute path")
     try:
-        parse_duration(args.update_interval)
+        interval = parse_duration(args.update_interval)
     except DurationError as exc:
         raise PackageOptionsError(f"--update-interval: {exc}") from None
+    if interval < MIN_UPDATE_INTERVAL_S:
+        raise PackageOptionsError(
+            f"--update-interval {args.update_interval}: orbit refuses less than {MIN_UPDATE_INTERVAL_S:g}s "
+            "(the installed service would never start)"
+        )
     if args.package_version is not None and not _VERSION.match(args.package_version):
         raise PackageOptionsError(f"--version {args.package_version!r} is not a package version")
     for flag in ("orbit_channel", "osqueryd_channel", "desktop_channel"):

@@ -45,6 +45,7 @@ def options(*argv: str, env: dict[str, str] | None = None) -> object:
         (["--type", "deb", "--osquery-db", "relative/db", "--update-roots", "{}"], "absolute path"),
         (["--type", "deb"], "--update-roots is required"),
         (["--type", "deb", "--update-interval", "soon", "--update-roots", "{}"], "--update-interval"),
+        (["--type", "deb", "--update-interval", "5s", "--update-roots", "{}"], "orbit refuses less than 60s"),
         (
             ["--type", "deb", "--fleet-tls-client-certificate", "c.pem", "--update-roots", "{}"],
             "must be given together",
@@ -54,6 +55,15 @@ def options(*argv: str, env: dict[str, str] | None = None) -> object:
 def test_fleetctl_validation_rules(argv: list[str], message: str) -> None:
     with pytest.raises(PackageOptionsError, match=message):
         options(*argv)
+
+
+def test_the_update_interval_floor_is_orbits() -> None:
+    """A package must never carry an interval the installed orbit rejects at start (the field test found one)."""
+    from orbit.options import MIN_UPDATE_INTERVAL
+    from packager.package.package_options import MIN_UPDATE_INTERVAL_S
+
+    assert MIN_UPDATE_INTERVAL_S == MIN_UPDATE_INTERVAL
+    assert options("--type", "deb", "--update-interval", "1m", "--update-roots", "{}").update_interval == "1m"
 
 
 def test_the_secret_can_come_from_the_environment() -> None:
