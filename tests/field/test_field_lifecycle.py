@@ -90,8 +90,12 @@ class Host:
         return self.system.show("orbit.service", "ActiveState")["ActiveState"] == "active"
 
     def pids(self, name: str) -> list[int]:
-        result = self.system.run(["pgrep", "-x", name], check=False)
-        return [int(pid) for pid in result.stdout.split()]
+        """The processes called ``name``, one per program instance: a PyInstaller one-file build runs as its
+        bootloader and a child of the same name, and only the bootloader (whose parent has another name) counts."""
+        result = self.system.run(["ps", "-o", "pid=,ppid=", "-C", name], check=False)
+        pairs = [tuple(int(word) for word in line.split()) for line in result.stdout.splitlines() if line.strip()]
+        named = {pid for pid, _parent in pairs}
+        return sorted(pid for pid, parent in pairs if parent not in named)
 
     def read(self, path: str) -> str:
         return self.system.host_path(path).read_text()
@@ -183,11 +187,15 @@ def test_deb_lifecycle_enroll_update_rollback_upgrade_remove_purge_reinstall(fle
         host.wait_record("the host still on orbit 1.1.0", orbit_version="1.1.0")
         assert host.wait_running_osqueryd() != first_osqueryd
 
-        # 6. remove: everything stops (orbit, osqueryd), the configuration stays
+        # 6. remove: everything stops (orbit, osqueryd) and the package's files go (the unit, /etc/default/orbit,
+        # which is not a conffile, as in Fleet's package); the agent's own state stays for a reinstall, as Debian
+        # does for "remove" (our postrm deletes it on "purge")
         system.run(["apt-get", "remove", "-y", "fleet-osquery"])
         assert system.systemctl("is-active", "orbit.service", check=False).stdout.strip() != "active"
         assert host.pids("orbit") == [] and host.pids("osqueryd") == []
-        assert system.host_path("/etc/default/orbit").exists()
+        assert not system.host_path("/etc/default/orbit").exists()
+        assert not system.host_path("/usr/lib/systemd/system/orbit.service").exists()
+        assert host.read(NODE_KEY) == node_key
 
         # 7. purge: not one file of ours left, no process
         system.run(["apt-get", "purge", "-y", "fleet-osquery"])
