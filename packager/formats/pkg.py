@@ -6,9 +6,9 @@ The payload installs at ``/``: ``./opt/orbit/…`` (the staged files and links) 
 ``./Library/LaunchDaemons/com.fleetdm.orbit.plist``; every entry is owned by uid 0 / gid 80 (admin) like
 ``cpio -R 0:80`` and ``mkbom -u 0 -g 80``. The output is a pure function of the staged package: sorted entries,
 every timestamp from ``source_date_epoch``, gzip header mtime 0, a fixed xar TOC — two builds are byte-identical.
-With ``signing`` the xar carries an RSA signature of its TOC by the Developer ID Installer identity
-(``xar.XarSigner``; deterministic, so a signed build is reproducible too); notarization happens afterwards with
-``xcrun notarytool`` (README "Building installers").
+With ``signing`` the xar carries the two signatures of its TOC checksum that productsign writes, RSA and CMS, by
+the Developer ID Installer identity (``xar.XarSigner``; deterministic, so a signed build is reproducible too);
+notarization happens afterwards with ``xcrun notarytool`` (README "Building installers").
 
 Limits enforced before anything is written (``PkgLimitError``, a ``ValueError``): each file below 4 GiB (BOM sizes
 are 32-bit; cpio odc itself would allow 8 GiB - 1), at most 262143 payload entries (odc inode numbers), and
@@ -17,6 +17,7 @@ are 32-bit; cpio odc itself would allow 8 GiB - 1), at most 262143 payload entri
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import hashlib
 import io
@@ -32,6 +33,7 @@ from typing import Final
 from packager.formats import bom, cpio_odc, macos_templates, xar
 from packager.formats.output_file import place_finished
 from packager.package.staged import BuildResult, StagedPackage
+from packager.signing import cms_signature
 from packager.signing.signing_options import SigningOptions
 
 log = logging.getLogger(__name__)
@@ -244,13 +246,24 @@ def _validate(staged: StagedPackage) -> None:
         raise PkgLimitError("pkg: secret.txt must not be readable by group or others (stage it 0600)")
 
 
-def xar_signer(signing: SigningOptions) -> xar.XarSigner:
-    """The identity's RSA key over the TOC's SHA-1 (the TOC checksum style is sha1)."""
+def xar_signer(signing: SigningOptions, source_date_epoch: int) -> xar.XarSigner:
+    """Both signatures productsign writes, by the identity's RSA key over the TOC's SHA-1 (checksum style sha1):
+    the RSA one (PKCS#1 v1.5, DigestInfo SHA-1 — the digest itself is signed) and the detached CMS one over the
+    checksum bytes, whose signing time is ``source_date_epoch`` so a signed build stays reproducible."""
     identity = signing.identity
+    certificates = identity.chain_der()
+    signing_time = datetime.datetime.fromtimestamp(source_date_epoch, datetime.UTC)
+    cms_signer = cms_signature.CmsSigner(
+        certificates=certificates,
+        signature_size=identity.rsa_signature_size,
+        sign=lambda attributes: identity.sign_data(attributes, "sha256"),
+    )
     return xar.XarSigner(
         size=identity.rsa_signature_size,
-        certificates=identity.chain_der(),
+        certificates=certificates,
         sign=lambda digest: identity.sign_digest(digest, "sha1"),
+        cms_size=cms_signature.size(cms_signer, signing_time),
+        sign_cms=lambda checksum: cms_signature.detached_signature(cms_signer, checksum, signing_time),
     )
 
 
@@ -293,7 +306,7 @@ def build(staged: StagedPackage, outfile: Path, *, signing: SigningOptions | Non
                     _member(f"{component}/Scripts", scripts),
                 ],
                 mtime=mtime,
-                signer=xar_signer(signing) if signing is not None else None,
+                signer=xar_signer(signing, mtime) if signing is not None else None,
             )
         place_finished(partial, outfile, 0o600 if staged.file("secret.txt") is not None else 0o644)
     log.info("built pkg path=%s size=%d entries=%d payload_bytes=%d", outfile, out.size, len(items), payload_out.size)

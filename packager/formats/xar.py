@@ -6,12 +6,13 @@ of the compressed TOC (declared by ``<checksum style="sha1">``), followed by eac
 uncompressed (``application/octet-stream``, like ``xar --compression none``), each with its SHA-1 as both the
 archived and the extracted checksum.
 
-Signed (``XarSigner``): the TOC also holds ``<signature style="RSA">`` right after the checksum — the signature's
-heap offset (20, after the checksum) and size (the RSA modulus in bytes), and the certificate chain as
-``<KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data><X509Certificate>`` base64 DER, signer first. The
-heap holds, after the TOC's SHA-1, the RSASSA-PKCS1-v1_5 signature of that SHA-1 (DigestInfo SHA-1, as
-``openssl dgst -sha1 -sign`` over the compressed TOC); members follow it. The signature is deterministic, so a
-signed archive is as reproducible as an unsigned one. (Apple's tools add a CMS ``<x-signature>`` too; not written.)
+Signed (``XarSigner``), laid out as Apple's productsign does: the TOC also holds ``<signature style="RSA">`` and
+``<x-signature style="CMS">`` right after the checksum — each with its heap offset and size and the certificate chain
+as ``<KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data><X509Certificate>`` base64 DER, signer first.
+The heap holds, after the TOC's SHA-1 (offset 0, 20 bytes): the RSASSA-PKCS1-v1_5 signature of that SHA-1
+(DigestInfo SHA-1, as ``openssl dgst -sha1 -sign`` over the compressed TOC; offset 20, the modulus size), then the
+detached CMS SignedData whose content is those 20 checksum bytes (``packager.signing.cms_signature``); members
+follow. Both signatures are deterministic, so a signed archive is as reproducible as an unsigned one.
 
 Deterministic: members sorted by path (directories implied by the paths, children nested in the TOC), heap in TOC
 order, one fixed creation time and mtime, fixed owner (uid 0 / gid 80, as the payload), zlib level 9. The caller
@@ -68,12 +69,25 @@ class _Dir:
 
 @dataclass(frozen=True)
 class XarSigner:
-    """What signs the TOC: ``sign(toc_sha1)`` returns exactly ``size`` bytes (RSA PKCS#1 v1.5 over the SHA-1);
-    ``certificates`` are DER, the signer's first."""
+    """What signs the TOC checksum (its 20 SHA-1 bytes): ``sign`` returns exactly ``size`` bytes (RSA PKCS#1 v1.5,
+    DigestInfo SHA-1 over the checksum), ``sign_cms`` exactly ``cms_size`` bytes (a detached CMS SignedData over the
+    checksum; ``cms_size`` 0 = no ``<x-signature>``); ``certificates`` are DER, the signer's first."""
 
     size: int
     certificates: tuple[bytes, ...]
     sign: Callable[[bytes], bytes]
+    cms_size: int = 0
+    sign_cms: Callable[[bytes], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.size <= 0 or not self.certificates:
+            raise ValueError("xar: a signature needs a size and at least one certificate")
+        if (self.cms_size > 0) != (self.sign_cms is not None) or self.cms_size < 0:
+            raise ValueError("xar: a CMS signature needs both a size and a signing function")
+
+    @property
+    def heap_size(self) -> int:
+        return self.size + self.cms_size
 
 
 XMLDSIG_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
@@ -81,9 +95,8 @@ XMLDSIG_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
 
 @dataclass(frozen=True)
 class XarLayout:
-    """What to write: ``head`` (header + compressed TOC + the TOC's SHA-1 [+ the signature], i.e. the first heap
-    bytes), then the
-    members' data in ``heap_order``."""
+    """What to write: ``head`` (header + compressed TOC + the TOC's SHA-1 [+ the signatures], i.e. the first heap
+    bytes), then the members' data in ``heap_order``."""
 
     head: bytes
     heap_order: tuple[XarMember, ...]
@@ -114,16 +127,24 @@ def _tree(members: Sequence[XarMember]) -> _Dir:
     return root
 
 
-def _signature_element(signer: XarSigner) -> str:
-    if signer.size <= 0 or not signer.certificates:
-        raise ValueError("xar: a signature needs a size and at least one certificate")
+def _key_info(signer: XarSigner) -> str:
     certificates = "".join(
         f"<X509Certificate>{base64.b64encode(der).decode('ascii')}</X509Certificate>" for der in signer.certificates
     )
-    return (
-        f'  <signature style="RSA"><offset>{SHA1_SIZE}</offset><size>{signer.size}</size>'
-        f'<KeyInfo xmlns="{XMLDSIG_NS}"><X509Data>{certificates}</X509Data></KeyInfo></signature>'
-    )
+    return f'<KeyInfo xmlns="{XMLDSIG_NS}"><X509Data>{certificates}</X509Data></KeyInfo>'
+
+
+def _signature_elements(signer: XarSigner) -> list[str]:
+    key_info = _key_info(signer)
+    elements = [
+        f'  <signature style="RSA"><offset>{SHA1_SIZE}</offset><size>{signer.size}</size>{key_info}</signature>'
+    ]
+    if signer.cms_size:
+        elements.append(
+            f'  <x-signature style="CMS"><offset>{SHA1_SIZE + signer.size}</offset><size>{signer.cms_size}</size>'
+            f"{key_info}</x-signature>"
+        )
+    return elements
 
 
 def build_layout(members: Sequence[XarMember], *, mtime: int, signer: XarSigner | None = None) -> XarLayout:
@@ -137,9 +158,9 @@ def build_layout(members: Sequence[XarMember], *, mtime: int, signer: XarSigner 
         f'  <checksum style="sha1"><offset>0</offset><size>{SHA1_SIZE}</size></checksum>',
     ]
     if signer is not None:
-        lines.append(_signature_element(signer))
+        lines += _signature_elements(signer)
     heap_order: list[XarMember] = []
-    offset = SHA1_SIZE + (signer.size if signer is not None else 0)
+    offset = SHA1_SIZE + (signer.heap_size if signer is not None else 0)
     next_id = 1
 
     def emit(directory: _Dir, depth: int) -> None:
@@ -179,6 +200,11 @@ def build_layout(members: Sequence[XarMember], *, mtime: int, signer: XarSigner 
         signature = signer.sign(toc_digest)
         if len(signature) != signer.size:
             raise ValueError(f"xar: the signature is {len(signature)} bytes, the TOC reserved {signer.size}")
+        if signer.sign_cms is not None:
+            cms = signer.sign_cms(toc_digest)
+            if len(cms) != signer.cms_size:
+                raise ValueError(f"xar: the CMS signature is {len(cms)} bytes, the TOC reserved {signer.cms_size}")
+            signature += cms
     return XarLayout(head=header + compressed + toc_digest + signature, heap_order=tuple(heap_order), toc_xml=toc)
 
 

@@ -4,7 +4,7 @@ message rather than after the build.
 
 Pure: ``parse_identity`` takes bytes, ``check_usable`` takes the time to check against; reading the files is
 ``packager.signing.signing_options``'s job. The key never leaves this object except as ``key_pem()`` (unencrypted
-PKCS#8, for osslsigncode's in-memory key file) and through ``sign_digest``; ``repr`` never shows it.
+PKCS#8, for osslsigncode's in-memory key file) and through ``sign_digest`` / ``sign_data``; ``repr`` never shows it.
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ class SigningIdentity:
             raise SigningIdentityError(f"{self.source}: a xar signature needs an RSA key")
         hash_algorithm = _DIGESTS[algorithm]()
         return self.private_key.sign(digest, padding.PKCS1v15(), Prehashed(hash_algorithm))
+
+    def sign_data(self, data: bytes, algorithm: str) -> bytes:
+        """RSASSA-PKCS1-v1_5 with ``algorithm`` over ``data`` (the CMS signed attributes of the .pkg)."""
+        if not isinstance(self.private_key, rsa.RSAPrivateKey):
+            raise SigningIdentityError(f"{self.source}: a xar signature needs an RSA key")
+        return self.private_key.sign(data, padding.PKCS1v15(), _DIGESTS[algorithm]())
 
 
 def parse_identity(
