@@ -6,7 +6,7 @@ Layout written (what rcodesign's xar signer and Apple's productsign store; ``ope
     ContentInfo { signedData, [0] SignedData {
       version 1, digestAlgorithms { sha256 },
       encapContentInfo { id-data }                      -- detached: no eContent, the checksum is the content
-      certificates [0] { the chain as given, signer first }
+      certificates [0] { the chain, as a DER SET: sorted by encoding }
       signerInfos { SignerInfo {
         version 1, sid = issuerAndSerialNumber of the signer, digestAlgorithm sha256,
         signedAttrs [0] { contentType id-data, signingTime, messageDigest SHA-256(message) }   -- DER order
@@ -90,7 +90,7 @@ def _assemble(signer: CmsSigner, attributes: bytes, signature: bytes) -> bytes:
         _algorithm(OID_SHA256_WITH_RSA),
         der.octet_string(signature),
     )
-    certificates = der.tlv(0xA0, b"".join(signer.certificates))  # [0] IMPLICIT CertificateSet, in the given order
+    certificates = der.implicit_constructed(0, der.set_of(signer.certificates))  # [0] IMPLICIT, DER-sorted
     signed_data = der.sequence(
         der.integer(1),
         der.set_of([_algorithm(OID_SHA256)]),

@@ -1,7 +1,9 @@
-"""The signed .pkg: its xar RSA signature checked without our xar module — a small reader here (struct, zlib,
-ElementTree) finds the TOC, its SHA-1 and the signature in the heap, and ``openssl`` verifies them against the
-certificate the TOC carries, which chains to the test CA; rcodesign (apple-platform-py) reads the same signature;
-7-Zip still lists and tests the archive. One changed byte of the TOC or of the signed checksum fails."""
+"""The signed .pkg: its two xar signatures checked without our xar module — a small reader here (struct, zlib,
+ElementTree) finds the TOC, its SHA-1, the RSA signature and the CMS signature in the heap. ``openssl`` verifies the
+RSA one against the certificate the TOC carries (which chains to the test CA) and the CMS one with
+``openssl cms -verify`` against the test CA; rcodesign (apple-platform-py) verifies the CMS one too and reads the
+chain; 7-Zip still lists and tests the archive. One changed byte of the TOC, of the signed checksum or of either
+signature fails."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import subprocess
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -39,6 +42,8 @@ class XarSignature:
     stored_checksum: bytes
     signature: bytes
     certificates: list[bytes]  # DER, as listed
+    cms: bytes  # the <x-signature style="CMS"> bytes, b"" without one
+    cms_certificates: list[bytes]
 
 
 def read_xar_signature(data: bytes) -> XarSignature:
@@ -55,11 +60,26 @@ def read_xar_signature(data: bytes) -> XarSignature:
         offset, size = int(element.findtext("offset", "")), int(element.findtext("size", ""))
         return data[heap + offset : heap + offset + size]
 
-    certificates = [
-        base64.b64decode(node.text or "")
-        for node in signature.iterfind(f"{DSIG}KeyInfo/{DSIG}X509Data/{DSIG}X509Certificate")
-    ]
-    return XarSignature(toc_compressed, toc, checksum.get("style", ""), span(checksum), span(signature), certificates)
+    def chain(element: ElementTree.Element | None) -> list[bytes]:
+        if element is None:
+            return []
+        return [
+            base64.b64decode(node.text or "")
+            for node in element.iterfind(f"{DSIG}KeyInfo/{DSIG}X509Data/{DSIG}X509Certificate")
+        ]
+
+    cms = toc.find("x-signature")
+    assert cms is None or cms.get("style") == "CMS"
+    return XarSignature(
+        toc_compressed,
+        toc,
+        checksum.get("style", ""),
+        span(checksum),
+        span(signature),
+        chain(signature),
+        span(cms) if cms is not None else b"",
+        chain(cms),
+    )
 
 
 def _openssl(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -87,6 +107,30 @@ def openssl_verifies(found: XarSignature, work: Path) -> bool:
     assert ("Signature Verified Successfully" in pkeyutl.stdout) == (pkeyutl.returncode == 0), pkeyutl
     assert ("Verified OK" in dgst.stdout) == (dgst.returncode == 0), dgst
     return pkeyutl.returncode == 0 and dgst.returncode == 0
+
+
+def openssl_cms_verifies(found: XarSignature, ca_pem: bytes, work: Path) -> bool:
+    """``openssl cms -verify`` of the detached CMS signature with the stored TOC checksum as its content, the chain
+    checked against ``ca_pem`` (``-purpose any``: the leaf's only EKU is Apple's package signing one;
+    ``-ignore_critical``: Apple's critical Developer ID Installer marker extension is unknown to OpenSSL)."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "cms.der").write_bytes(found.cms)
+    (work / "checksum.bin").write_bytes(found.stored_checksum)
+    (work / "ca.pem").write_bytes(ca_pem)
+    result = _openssl(
+        *("cms", "-verify", "-binary", "-inform", "DER", "-in", work / "cms.der", "-content", work / "checksum.bin"),
+        *("-CAfile", work / "ca.pem", "-purpose", "any", "-ignore_critical", "-out", work / "content.out"),
+    )
+    assert ("Verification successful" in result.stderr) == (result.returncode == 0), result
+    return result.returncode == 0
+
+
+def rcodesign_toc(path: Path) -> dict[str, Any]:
+    entity = reading.read_signature(str(path))[0]["entity"]
+    assert isinstance(entity, dict)
+    toc = entity["xar_table_of_contents"]
+    assert isinstance(toc, dict)
+    return toc
 
 
 @dataclass(frozen=True)
@@ -127,25 +171,49 @@ def test_openssl_verifies_the_rsa_signature_over_the_toc_checksum(signed: Signed
     assert chain.returncode == 0 and "OK" in chain.stdout, chain.stderr
 
 
-def test_the_signature_sits_in_the_heap_before_the_members(signed: Signed) -> None:
+def test_the_signatures_sit_in_the_heap_before_the_members_as_productsign_lays_them_out(signed: Signed) -> None:
+    """productsign's TOC (a real one: apple-platform-rs' testdata-zoom-toc.xml) holds the checksum at 0 (20 bytes),
+    ``<signature style="RSA">`` at 20 (256 bytes), ``<x-signature style="CMS">`` at 276, both with the same
+    KeyInfo chain; the members follow."""
     found = read_xar_signature(signed.path.read_bytes())
-    signature = found.toc.find("signature")
-    assert signature is not None
+    signature, cms = found.toc.find("signature"), found.toc.find("x-signature")
+    assert signature is not None and cms is not None
     assert (signature.findtext("offset"), signature.findtext("size")) == ("20", "256")
+    assert cms.get("style") == "CMS" and cms.findtext("offset") == "276"
+    cms_size = int(cms.findtext("size", ""))
+    assert cms_size == len(found.cms) > 1000
+    assert found.cms_certificates == found.certificates
     offsets = sorted(int(node.text or "") for node in found.toc.iter("offset"))
-    assert offsets[:3] == [0, 20, 276]  # checksum, signature, first member
+    assert offsets[:4] == [0, 20, 276, 276 + cms_size]  # checksum, RSA, CMS, first member
 
 
-def test_rcodesign_reads_the_signature_and_the_developer_id_installer_chain(signed: Signed) -> None:
-    toc = reading.read_signature(str(signed.path))[0]["entity"]["xar_table_of_contents"]
+def test_openssl_cms_verifies_the_cms_signature_against_the_test_ca(signed: Signed, tmp_path: Path) -> None:
+    found = read_xar_signature(signed.path.read_bytes())
+    assert openssl_cms_verifies(found, signed.ca.cert_pem, tmp_path / "ca")
+    assert not openssl_cms_verifies(found, make_ca("another CA").cert_pem, tmp_path / "other")
+    printed = _openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", tmp_path / "ca" / "cms.der", "-noout")
+    assert "eContent: <ABSENT>" in printed.stdout  # detached: the content is the TOC checksum
+    assert "signingTime" in printed.stdout and "UTCTIME:Nov 14 22:13:20 2023 GMT" in printed.stdout  # the epoch
+
+
+def test_rcodesign_verifies_the_cms_signature_and_reads_the_developer_id_installer_chain(signed: Signed) -> None:
+    toc = rcodesign_toc(signed.path)
     assert toc["checksum_type"] == "SHA-1" and toc["checksum_verifies"] is True
     signature = toc["signature"]
     assert (signature["style"], signature["offset"], signature["size"]) == ("RSA", 20, 256)
     leaf = signature["certificates"][0]
     assert leaf["apple_certificate_profile"] == "developer-id-installer" and leaf["apple_team_id"] == "ABCDE12345"
-    # rcodesign checks SHA256withRSA over the 20 checksum bytes (a hash of the hash); we write xar's own convention,
-    # PKCS#1 v1.5 over the SHA-1 DigestInfo of the TOC (xar --digestinfo-to-sign), which openssl verifies above.
-    # Measured, not hidden: docs/adr/0015-signed-installers.md "## .pkg".
+    assert toc["x_signature"]["style"] == "CMS" and toc["x_signature"]["offset"] == 276
+    assert toc["cms_signature_verifies"] is True
+    (signer,) = toc["cms_signature"]["signers"]
+    found = read_xar_signature(signed.path.read_bytes())
+    assert signer["signature_verifies"] is True and signer["digest_algorithm"] == "SHA-256"
+    assert signer["message_digest"] == hashlib.sha256(found.stored_checksum).hexdigest()
+    assert signer["signing_time"] == "2023-11-14T22:13:20Z"  # SOURCE_DATE_EPOCH of the staged package
+    # rcodesign's RSA check is its own convention (SHA256withRSA over the 20 checksum bytes, a hash of the hash,
+    # apple-xar reader.rs verify_rsa_checksum_signature); productsign signs the checksum itself as a SHA-1 digest
+    # (PKCS#1 v1.5 DigestInfo SHA-1, the key asked for rsaSignatureDigestPKCS1v15SHA1; xar --digestinfo-to-sign),
+    # which openssl verifies above. Measured, not hidden: docs/adr/0015-signed-installers.md "## .pkg".
     assert toc["rsa_signature_verifies"] is False
 
 
@@ -156,7 +224,7 @@ def test_7zip_still_lists_and_tests_the_signed_archive(signed: Signed) -> None:
     assert "base.pkg/Payload" in listed.stdout and "Distribution" in listed.stdout
 
 
-@pytest.mark.parametrize("where", ["toc", "stored checksum", "signature"])
+@pytest.mark.parametrize("where", ["toc", "stored checksum", "rsa signature", "cms signature"])
 def test_one_changed_byte_fails_verification(signed: Signed, tmp_path: Path, where: str) -> None:
     data = bytearray(signed.path.read_bytes())
     found = read_xar_signature(bytes(data))
@@ -168,10 +236,28 @@ def test_one_changed_byte_fails_verification(signed: Signed, tmp_path: Path, whe
         tampered = replace(found, toc_compressed=bytes(data[28:heap]))
         assert tampered.stored_checksum != hashlib.sha1(tampered.toc_compressed).digest()
     else:
-        data[heap + (3 if where == "stored checksum" else 20 + 100)] ^= 0x01
+        offset = {"stored checksum": 3, "rsa signature": 20 + 100, "cms signature": 276 + len(found.cms) - 100}[where]
+        data[heap + offset] ^= 0x01
         tampered = read_xar_signature(bytes(data))
     assert openssl_verifies(found, tmp_path / "before")
-    assert not openssl_verifies(tampered, tmp_path / "after")
+    assert openssl_cms_verifies(found, signed.ca.cert_pem, tmp_path / "cms-before")
+    rsa_ok = openssl_verifies(tampered, tmp_path / "after")
+    cms_ok = openssl_cms_verifies(tampered, signed.ca.cert_pem, tmp_path / "cms-after")
+    # the TOC is covered by the stored checksum, which both signatures sign; each signature covers itself only
+    assert (rsa_ok, cms_ok) == {
+        "toc": (False, True),  # the signatures still match the stored checksum: the checksum check catches it
+        "stored checksum": (False, False),
+        "rsa signature": (False, True),
+        "cms signature": (True, False),
+    }[where]
+    tampered_path = tmp_path / "tampered.pkg"
+    tampered_path.write_bytes(bytes(data))
+    if where != "toc":  # a changed compressed TOC need not parse; rcodesign then refuses the file
+        toc = rcodesign_toc(tampered_path)
+        verdict = (toc["checksum_verifies"], toc["cms_signature_verifies"])
+        assert verdict == (where != "stored checksum", where not in ("stored checksum", "cms signature"))
+    else:
+        assert hashlib.sha1(bytes(data[28:heap])).digest() != found.stored_checksum
 
 
 def test_signed_builds_are_byte_identical(signed: Signed, tmp_path: Path) -> None:
