@@ -1,5 +1,6 @@
 """``orbitctl``: the admin tool (``orbitctl updates …`` for the TUF repository; installers come with ``package``;
-``repo apt`` publishes .deb files in a signed apt repository)."""
+``repo apt`` publishes .deb files in a signed apt repository; ``mdm profile`` writes the macOS configuration
+profile an MDM pushes beside the package)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from packager import __version__
+from packager.mdm import cli as mdm_cli
 from packager.package import cli as package_cli
 from packager.package import package_options
 from packager.signing import repo_cli
@@ -22,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     updates_cli.add_parser(sub)
     package_options.add_parser(sub)
     repo_cli.add_parser(sub)
+    mdm_cli.add_parser(sub)
     return top
 
 
@@ -37,6 +40,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return package_cli.run(args)
     if args.command == "repo":
         return repo_cli.run(args)
+    if args.command == "mdm":
+        return mdm_cli.run(args)
     return 2
 
 

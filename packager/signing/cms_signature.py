@@ -1,11 +1,12 @@
-"""A detached CMS signature (RFC 5652 SignedData, "PKCS#7") over a short message — for the .pkg's
-``<x-signature style="CMS">``, whose message is the xar TOC checksum (docs/adr/0015-signed-installers.md).
+"""A CMS signature (RFC 5652 SignedData, "PKCS#7"): detached over a short message for the .pkg's
+``<x-signature style="CMS">``, whose message is the xar TOC checksum (docs/adr/0015-signed-installers.md); attached
+(the message inside, as ``eContent``) for a signed ``.mobileconfig`` (docs/adr/0021-mdm-deployment.md).
 
 Layout written (what rcodesign's xar signer and Apple's productsign store; ``openssl cms -cmsout -print`` shows it):
 
     ContentInfo { signedData, [0] SignedData {
       version 1, digestAlgorithms { sha256 },
-      encapContentInfo { id-data }                      -- detached: no eContent, the checksum is the content
+      encapContentInfo { id-data [, [0] OCTET STRING message] }   -- detached: no eContent (the .pkg's checksum)
       certificates [0] { the chain, as a DER SET: sorted by encoding }
       signerInfos { SignerInfo {
         version 1, sid = issuerAndSerialNumber of the signer, digestAlgorithm sha256,
@@ -81,7 +82,7 @@ def _issuer_and_serial(certificate_der: bytes) -> bytes:
     )
 
 
-def _assemble(signer: CmsSigner, attributes: bytes, signature: bytes) -> bytes:
+def _assemble(signer: CmsSigner, attributes: bytes, signature: bytes, content: bytes | None = None) -> bytes:
     signer_info = der.sequence(
         der.integer(1),
         _issuer_and_serial(signer.certificates[0]),
@@ -94,7 +95,7 @@ def _assemble(signer: CmsSigner, attributes: bytes, signature: bytes) -> bytes:
     signed_data = der.sequence(
         der.integer(1),
         der.set_of([_algorithm(OID_SHA256)]),
-        der.sequence(der.oid(OID_DATA)),
+        der.sequence(der.oid(OID_DATA), *([der.explicit(0, der.octet_string(content))] if content is not None else [])),
         certificates,
         der.set_of([signer_info]),
     )
@@ -114,3 +115,13 @@ def detached_signature(signer: CmsSigner, message: bytes, signing_time: datetime
     if len(signature) != signer.signature_size:
         raise ValueError(f"cms: the signature is {len(signature)} bytes, expected {signer.signature_size}")
     return _assemble(signer, attributes, signature)
+
+
+def attached_signature(signer: CmsSigner, message: bytes, signing_time: datetime.datetime) -> bytes:
+    """The same signature with ``message`` inside (what ``openssl cms -sign -nodetach`` and Apple's signed
+    configuration profiles carry)."""
+    attributes = _signed_attributes(message, signing_time)
+    signature = signer.sign(attributes)
+    if len(signature) != signer.signature_size:
+        raise ValueError(f"cms: the signature is {len(signature)} bytes, expected {signer.signature_size}")
+    return _assemble(signer, attributes, signature, message)

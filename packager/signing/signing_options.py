@@ -24,7 +24,7 @@ PASSPHRASE_ENV: Final = "ORBITCTL_SIGN_PASSPHRASE"  # noqa: S105 - the variable'
 DEVID_PEM_ENV: Final = "FLEETCTL_MACOS_DEVID_PEM_CONTENT"
 MAX_PEM_BYTES: Final = 1 << 20
 MAX_PASSPHRASE_BYTES: Final = 4096
-PURPOSES: Final = {"msi": Purpose.MSI, "pkg": Purpose.PKG}
+PURPOSES: Final = {"msi": Purpose.MSI, "pkg": Purpose.PKG, "profile": Purpose.PROFILE}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,9 @@ def from_args(
                 raise SigningIdentityError(f"{flag} needs --sign-certificate")
         return None
     if kind not in PURPOSES:
-        raise SigningIdentityError(f"--sign-certificate applies to msi and pkg only, not {kind}")
+        raise SigningIdentityError(
+            f"--sign-certificate applies to msi and pkg (and orbitctl mdm profile) only, not {kind}"
+        )
     if args.timestamp_url is not None:
         if kind != "msi":
             raise SigningIdentityError("--timestamp-url applies to msi only (the pkg's RSA signature has no timestamp)")

@@ -38,6 +38,7 @@ class SigningIdentityError(ValueError):
 class Purpose(enum.Enum):
     MSI = "msi"  # Authenticode: needs the code-signing EKU
     PKG = "pkg"  # xar RSA signature: needs an RSA key; Apple's package-signing EKU if the certificate lists EKUs
+    PROFILE = "profile"  # a signed .mobileconfig (CMS): needs an RSA key (our CMS writer signs with RSA), any EKU
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ def check_usable(identity: SigningIdentity, purpose: Purpose, now: datetime.date
             f"{identity.source}: the certificate has no code-signing extended key usage (1.3.6.1.5.5.7.3.3); "
             "Authenticode needs a code-signing certificate"
         )
+    if purpose is Purpose.PROFILE:
+        identity.rsa_signature_size  # noqa: B018 - raises for a non-RSA key (our CMS writer signs with RSA)
     if purpose is Purpose.PKG:
         identity.rsa_signature_size  # noqa: B018 - raises for a non-RSA key
         allowed = {APPLE_PACKAGE_SIGNING_EKU, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}

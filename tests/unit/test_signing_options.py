@@ -124,7 +124,7 @@ def make_developer_id_installer_ec(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_flag_combinations(msi_identity: tuple[Path, Path], tmp_path: Path) -> None:
     cert, key = msi_identity
-    _fails("applies to msi and pkg only", "--type", "deb", "--sign-certificate", cert)
+    _fails("applies to msi and pkg", "--type", "deb", "--sign-certificate", cert)
     _fails("--sign-key needs --sign-certificate", "--type", "msi", "--sign-key", key)
     _fails("--timestamp-url needs --sign-certificate", "--type", "msi", "--timestamp-url", "http://tsa.example")
     pkg_cert, pkg_key = write_identity(tmp_path, make_developer_id_installer(CA), CA)
