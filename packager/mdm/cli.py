@@ -36,11 +36,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mdm = sub.add_parser("mdm", help="what an MDM pushes beside the installer")
     kinds = mdm.add_subparsers(dest="mdm_kind", required=True)
     profile = kinds.add_parser(
-        "profile", help="the macOS configuration profile (.mobileconfig) with the Fleet URL and enroll secret"
+        "profile",
+        help="the macOS configuration profile (.mobileconfig) with the Fleet URL and enroll secret",
+        allow_abbrev=False,  # "--enroll-secret" must not quietly mean --enroll-secret-file
     )
     add = profile.add_argument
     add("--fleet-url", required=True, help="https:// URL of the Fleet server")
     add("--enroll-secret-file", type=Path, help=f"a file holding the enroll secret (or the {SECRET_ENV} variable)")
+    add("--enroll-secret", dest="argv_secret", help=argparse.SUPPRESS)  # refused in run(), never echoed
     add("--enable-scripts", action="store_true", help="EnableScripts in the profile")
     add("--organization", help="PayloadOrganization shown in System Settings")
     add("--outfile", type=Path, default=Path("fleetd.mobileconfig"), help="default fleetd.mobileconfig")
@@ -86,6 +89,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     console = Console(stderr=True, highlight=False)
     try:
+        if args.argv_secret is not None:
+            raise ProfileError(
+                f"--enroll-secret is not accepted: argv is visible to every user (ps); "
+                f"use --enroll-secret-file FILE or {SECRET_ENV}"
+            )
         profile = FleetdProfile(
             fleet_url=args.fleet_url,
             enroll_secret=_secret(args.enroll_secret_file, env),
