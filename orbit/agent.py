@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
@@ -47,7 +48,15 @@ from orbit.fleet.server_overrides import (
     pinned,
     save_overrides,
 )
-from orbit.options import Options
+from orbit.fleet.system_configuration import (
+    ConfigurationSource,
+    Resolved,
+    SystemConfigurationError,
+    macos_sources,
+    resolve_once,
+    wait_for_configuration,
+)
+from orbit.options import Options, normalize_fleet_url
 from orbit.reactions import (
     InstalledAction,
     after_install,
@@ -98,8 +107,10 @@ class Agent:
         platform: str,
         timings: Timings,
         log_ring: RingBufferLogHandler | None = None,
+        configuration_sources: Sequence[ConfigurationSource] = (),
     ) -> None:
         self.options = options
+        self.configuration_sources = tuple(configuration_sources)  # tests inject fixtures; macOS default otherwise
         self.log_ring = log_ring or RingBufferLogHandler()
         self.argv = tuple(argv)
         self.env = dict(env)
@@ -159,6 +170,39 @@ class Agent:
         self.state.secret_origin = source.origin
         if options.fleet_url and not self.secret:
             raise AgentStartError("enroll secret must be specified (--enroll-secret or --enroll-secret-path)")
+
+    async def _await_system_configuration(self) -> bool:
+        """macOS ``--use-system-configuration`` (Fleet's start-up step 5): the Fleet URL and secret from the MDM's
+        configuration profile, flags or the persisted files, waiting for them every 30 s; False when stopped first.
+        Elsewhere the flag means nothing (as in Fleet) and is only logged."""
+        if self.platform != "macos":
+            log.warning("event=use_system_configuration_ignored platform=%s", self.platform)
+            return True
+        options = self.options
+        sources = self.configuration_sources or macos_sources()
+        keystore = default_keystore(self.platform, options.disable_keystore)
+        log.info("event=system_configuration_reading")
+
+        def attempt() -> Resolved | None:
+            return resolve_once(sources, self.layout.root, options.fleet_url, options.enroll_secret, keystore)
+
+        try:
+            found = await wait_for_configuration(attempt, self.stop, interval=self.timings.system_configuration_retry)
+        except (SystemConfigurationError, EnrollSecretError) as exc:
+            raise AgentStartError(str(exc)) from None
+        if found is None:
+            return False
+        enable_scripts = found.enable_scripts if found.enable_scripts is not None else options.enable_scripts
+        self.options = dataclasses.replace(
+            options,
+            fleet_url=normalize_fleet_url(found.fleet_url),
+            enroll_secret=found.enroll_secret,
+            enroll_secret_path=None,
+            enable_scripts=enable_scripts,
+        )
+        self.state.extra["configuration_source"] = found.origin
+        log.info("event=system_configuration_used source=%s fleet_url=%s", found.origin, self.options.fleet_url)
+        return True
 
     def _setup_updates(self) -> None:
         options = self.options
@@ -415,6 +459,9 @@ class Agent:
         self.layout.remove_old_files()
         if (problem := self.layout.socket_path_problem()) is not None:
             log.error("event=extension_socket_path_too_long detail=%r", problem)
+        if self.options.use_system_configuration and not await self._await_system_configuration():
+            log.info("event=stopped_waiting_for_system_configuration")
+            return self._result()
         self._resolve_secret()
         self.updater.check_at_start(self.env)
         self._setup_updates()

@@ -56,6 +56,7 @@ class Options:
     json: bool
     osquery_args: tuple[str, ...]
     output: PurePath | None = None  # flare: where the bundle goes
+    use_system_configuration: bool = False  # macOS: URL and secret from the MDM's configuration profile
 
     def __repr__(self) -> str:  # never print the secret
         return f"Options(command={self.command!r}, root_dir={str(self.root_dir)!r}, fleet_url={self.fleet_url!r})"
@@ -96,6 +97,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("disable-keystore", "ORBIT_DISABLE_KEYSTORE", "bool", False),
     _Flag("osquery-db", "ORBIT_OSQUERY_DB", "path"),
     _Flag("disable-setup-experience", "ORBIT_DISABLE_SETUP_EXPERIENCE", "bool", False),
+    _Flag("use-system-configuration", "ORBIT_USE_SYSTEM_CONFIGURATION", "bool", False, hidden=True),
 )
 _TRUE = {"1", "t", "true", "yes", "on"}
 _FALSE = {"0", "f", "false", "no", "off", ""}
@@ -253,4 +255,5 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str], *, platform: str 
         json=bool(args.json),
         osquery_args=osquery_args,
         output=path(args.output) if args.output else None,
+        use_system_configuration=enabled("use-system-configuration"),
     )

@@ -31,6 +31,7 @@ class Timings:
     desktop_session_retry: float = 30.0
     stable_reset: float = 60.0  # a child that ran this long has its backoff reset
     status_interval: float = 5.0
+    system_configuration_retry: float = 30.0  # macOS --use-system-configuration: wait for the MDM's profile
 
 
 _DEV_PREFIX = "ORBIT_DEV_"
