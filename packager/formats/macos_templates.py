@@ -1,4 +1,5 @@
-"""Text of the macOS package: the LaunchDaemon plist, ``Distribution``, ``PackageInfo`` and ``postinstall``
+"""Text of the macOS package: the LaunchDaemon plist, ``Distribution``, ``PackageInfo``, ``postinstall`` and the
+uninstall script an MDM pushes (``/opt/orbit/bin/uninstall``)
 (docs/reference/packaging.md §3.4, §5.6; orbit-behaviour.md §9.3). Pure functions of their arguments; every value that
 reaches XML is escaped and every value that reaches the shell script is quoted.
 """
@@ -19,6 +20,8 @@ THROTTLE_INTERVAL: Final = 10
 TITLE: Final = "Fleet osquery"
 COMPONENT_DIRECTORY: Final = "base.pkg"  # the xar directory the Distribution's pkg-ref points at ("#base.pkg")
 INBAND_UPGRADE_MARKER: Final = "/opt/orbit/.inband_upgrade"
+UNINSTALL_SCRIPT: Final = "bin/uninstall"  # under the agent root: /opt/orbit/bin/uninstall
+KEYSTORE_SERVICE: Final = "com.fleetdm.fleetd.enroll.secret"  # orbit's Keychain item (orbit/fleet/enroll_secret.py)
 BOOTSTRAP_ATTEMPTS: Final = 30
 
 
@@ -148,4 +151,52 @@ def postinstall_script(links: Sequence[tuple[str, str]], *, start_service: bool)
             "start_daemon || exit 1",
         ]
     lines += ["exit 0", ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+def uninstall_script(identifier: str, agent_root: str) -> bytes:
+    """POSIX sh that removes what the package installed, as Fleet's own macOS uninstall script does: stop and
+    unload the LaunchDaemon, stop Fleet Desktop, remove the plist, the agent root, the logs and the
+    ``/usr/local/bin/orbit`` link, drop orbit's Keychain item and make Installer forget the receipt. Run as root by
+    the MDM (``sudo /opt/orbit/bin/uninstall``); it removes itself with the agent root. ``--target VOLUME``
+    cleans a mounted system volume instead of the running system (no launchctl there). Every step tolerates what
+    is already gone, so a second run succeeds too."""
+    receipt = component_identifier(identifier)
+    lines = [
+        "#!/bin/sh",
+        "# Removes the Fleet agent (orbit, osqueryd, Fleet Desktop) installed by this package. Run as root.",
+        "# Usage: uninstall [--target /Volumes/System-volume]",
+        "set -u",
+        'target=""',
+        'if [ "${1:-}" = "--target" ]; then',
+        '	target="${2:?--target needs a volume path}"',
+        '	if [ ! -d "$target" ] || [ "$target" = "/" ]; then',
+        '		echo "uninstall: --target must be a mounted volume, not ${target}" >&2',
+        "		exit 2",
+        "	fi",
+        'elif [ "$#" -ne 0 ]; then',
+        '	echo "usage: uninstall [--target VOLUME]" >&2',
+        "	exit 2",
+        "fi",
+        'if [ "$(id -u)" -ne 0 ]; then',
+        '	echo "uninstall: run as root (sudo)" >&2',
+        "	exit 1",
+        "fi",
+        "",
+        f"DAEMON_LABEL={shlex.quote(LAUNCHD_LABEL)}",
+        'if [ -z "$target" ]; then',
+        "	# the running system: stop orbit (it stops osqueryd) and Fleet Desktop",
+        '	launchctl bootout "system/${DAEMON_LABEL}" 2>/dev/null || true',
+        "	pkill fleet-desktop 2>/dev/null || true",
+        f"	security delete-generic-password -s {shlex.quote(KEYSTORE_SERVICE)} >/dev/null 2>&1 || true",
+        "fi",
+        "",
+        f'rm -f "${{target}}"{shlex.quote(LAUNCHD_PLIST_PATH)}',
+        f'rm -rf "${{target}}"{shlex.quote(agent_root)} "${{target}}/var/lib/orbit" "${{target}}/var/log/orbit"',
+        'rm -f "${target}/usr/local/bin/orbit"',
+        f'pkgutil --volume "${{target:-/}}" --forget {shlex.quote(receipt)} >/dev/null 2>&1 || true',
+        'echo "Fleet agent removed${target:+ from ${target}}"',
+        "exit 0",
+        "",
+    ]
     return "\n".join(lines).encode("utf-8")

@@ -2,7 +2,8 @@
 ``base.pkg/`` (``PackageInfo``, ``Bom``, ``Payload``, ``Scripts``), written on any OS (docs/reference/packaging.md
 §3.4, §5).
 
-The payload installs at ``/``: ``./opt/orbit/…`` (the staged files and links) and, with the service,
+The payload installs at ``/``: ``./opt/orbit/…`` (the staged files and links, and ``bin/uninstall``, the removal
+script an MDM pushes: ``sudo /opt/orbit/bin/uninstall``) and, with the service,
 ``./Library/LaunchDaemons/com.fleetdm.orbit.plist``; every entry is owned by uid 0 / gid 80 (admin) like
 ``cpio -R 0:80`` and ``mkbom -u 0 -g 80``. The output is a pure function of the staged package: sorted entries,
 every timestamp from ``source_date_epoch``, gzip header mtime 0, a fixed xar TOC — two builds are byte-identical.
@@ -44,6 +45,7 @@ DIRECTORY_MODE: Final = 0o755
 SYMLINK_MODE: Final = 0o777  # what lstat reports on Linux, i.e. what `cpio -o` and bomutils record
 PLIST_MODE: Final = 0o644
 POSTINSTALL_MODE: Final = 0o755
+UNINSTALL_MODE: Final = 0o755  # root-owned (uid 0) and not writable by others, like the agent's binaries
 GZIP_LEVEL: Final = 6  # gzip's and Go's default; fixed so the output is reproducible
 MAX_FILE_SIZE: Final = min(bom.MAX_FILE_SIZE, cpio_odc.MAX_FILE_SIZE)
 MAX_ENTRIES: Final = cpio_odc.MAX_ENTRIES
@@ -128,6 +130,9 @@ def payload_items(staged: StagedPackage) -> list[PayloadItem]:
             raise PkgLimitError(f"pkg: symlink {link.path} has an invalid target {link.target!r}")
         target_size = len(link.target.encode("utf-8"))
         add(parts, PayloadItem("./" + "/".join(parts), stat.S_IFLNK | SYMLINK_MODE, target_size, target=link.target))
+    uninstall = macos_templates.uninstall_script(staged.identifier, str(staged.agent_root))
+    parts = root_parts + tuple(PurePosixPath(macos_templates.UNINSTALL_SCRIPT).parts)
+    add(parts, PayloadItem("./" + "/".join(parts), stat.S_IFREG | UNINSTALL_MODE, len(uninstall), data=uninstall))
     if staged.service:
         plist = macos_templates.launchd_plist(
             f"{staged.agent_root}/{staged.orbit_executable}", plist_environment(staged)

@@ -367,6 +367,54 @@ def test_wine_installs_upgrades_and_removes_the_package(wine: Wine, tmp_path: Pa
     assert _product_code(second_msi) not in wine.subkeys(uninstall_key)
 
 
+MDM_SECRET = "secret-pushed-by-the-mdm"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_mdm_installs_one_generic_package_with_properties_and_removes_it_by_product_code(
+    wine: Wine, tmp_path: Path
+) -> None:
+    """What Intune / GPO / any MDM does (README "Deploying with an MDM"): one package built without a Fleet URL or
+    secret (``orbitctl package --type msi``), installed silently with its configuration as public properties, and
+    removed later by its ProductCode alone — the MDM no longer has the .msi then."""
+    staged = make_staged(tmp_path / "generic", "windows", version="2.0.0", secret=None)
+    env = {key: value for key, value in staged.orbit_env.items() if key != "ORBIT_FLEET_URL"}
+    staged = _with_real_service(dataclasses.replace(staged, fleet_url=None, orbit_env=env), tmp_path / "generic")
+    generic = msi.build(staged, tmp_path / "fleetd-base.msi").path
+    properties = {row["Property"]: row["Value"] for row in _rows(generic, "Property")}
+    assert "FLEET_URL" not in properties and properties["FLEET_SECRET"] == "dummy"
+    product_code = _product_code(generic)
+
+    installed = wine.run(
+        *("wine", "msiexec", "/i", generic, "/qn"),
+        *("FLEET_URL=https://mdm.example.com", f"FLEET_SECRET={MDM_SECRET}", "ENABLE_SCRIPTS=true"),
+        *("FLEET_DESKTOP=true", "END_USER_EMAIL=user@example.com", "/l*v", tmp_path / "install.log"),
+    )
+    assert installed.returncode == 0, _failure(installed, tmp_path / "install.log")
+    assert (wine.orbit_root / "secret.txt").read_text() == MDM_SECRET
+    service = wine.registry(SERVICE_KEY)
+    assert service is not None
+    image = service["ImagePath"]
+    for argument in (
+        '--fleet-url "https://mdm.example.com"',
+        '--enroll-secret-path "C:\\Program Files\\Orbit\\secret.txt"',
+        "--fleet-desktop=true",
+        "--enable-scripts=true",
+        '--end-user-email "user@example.com"',
+    ):
+        assert argument in image, image
+    assert MDM_SECRET not in image  # the secret reaches orbit as a file only
+    assert "RUNNING" in wine.run("wine", "sc", "query", "Fleet osquery").stdout
+    assert product_code in wine.subkeys(r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall")
+
+    removed = wine.run("wine", "msiexec", "/x", product_code, "/qn", "/l*v", tmp_path / "remove.log")
+    assert removed.returncode == 0, _failure(removed, tmp_path / "remove.log")
+    assert not wine.orbit_root.exists(), _log_tail(tmp_path / "remove.log")
+    assert wine.registry(SERVICE_KEY) is None
+    assert product_code not in wine.subkeys(r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall")
+
+
 def _failure(result: subprocess.CompletedProcess[str], log: Path) -> str:
     """What msiexec said: its exit code and output (Wine's own errors go there) and the tail of its log."""
     output = f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"

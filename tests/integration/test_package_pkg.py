@@ -28,6 +28,7 @@ from tests.support.staged_package import EPOCH, SECRET, make_staged
 
 MEMBERS = ["Distribution", "base.pkg/Bom", "base.pkg/PackageInfo", "base.pkg/Payload", "base.pkg/Scripts"]
 PLIST = "./Library/LaunchDaemons/com.fleetdm.orbit.plist"
+UNINSTALL = "./opt/orbit/bin/uninstall"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def _expected_payload(staged: StagedPackage) -> dict[str, tuple[int, bytes | str
     for link in staged.symlinks:
         expected[f"./{root / link.path}"] = (stat.S_IFLNK | 0o777, link.target)
     expected[PLIST] = (stat.S_IFREG | 0o644, None)  # content checked on its own
+    expected[UNINSTALL] = (stat.S_IFREG | 0o755, None)  # run in its own tests below
     for path in list(expected):
         parts = path.split("/")
         for depth in range(1, len(parts)):
@@ -113,6 +115,7 @@ def test_rcodesign_reads_distribution_package_info_and_toc_checksum(built: Built
     assert package_info["payload"]["numberOfFiles"] == len(payload_paths)
     file_bytes = sum(item.source.stat().st_size for item in built.staged.files)
     file_bytes += (built.payload_root / PLIST).stat().st_size
+    file_bytes += (built.payload_root / UNINSTALL).stat().st_size
     assert package_info["payload"]["installKBytes"] == -(-file_bytes // 1024)
     assert package_info["scripts"]["$value"] == [{"postinstall": {"component_id": None, "file": "./postinstall"}}]
     distribution = info["distribution"]
@@ -159,7 +162,7 @@ def test_payload_is_the_staged_tree(built: Built) -> None:
                 seen[entry.pathname] = (entry.mode, None)
             else:
                 content = b"".join(entry.get_blocks())
-                seen[entry.pathname] = (entry.mode, None if entry.pathname == PLIST else content)
+                seen[entry.pathname] = (entry.mode, None if entry.pathname in (PLIST, UNINSTALL) else content)
     assert seen == expected
     # the same tree on disk, extracted by bsdtar
     for path, (mode, content) in expected.items():
@@ -301,6 +304,126 @@ def test_postinstall_gives_up_after_30_bootstrap_attempts(built: Built, tmp_path
     assert code == 1
     assert sum(call.startswith("launchctl bootstrap") for call in calls) == 30
     assert not any(call.startswith("launchctl kickstart") for call in calls)
+
+
+# --- the uninstall script an MDM pushes -------------------------------------------------------------------------
+
+RECORDER = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$STUB_LOG"
+exit 0
+"""
+
+
+def _uninstall_env(tmp_path: Path, uid: int, real: tuple[str, ...] = ()) -> dict[str, str]:
+    """A PATH of recording stubs for every command the script runs (``real`` ones are the host's: only ``rm``, and
+    only for a fake root), with ``id -u`` answering ``uid``."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for command in ("launchctl", "pkill", "security", "pkgutil", "rm"):
+        stub = stubs / command
+        if command in real:
+            host = shutil.which(command)
+            assert host is not None
+            stub.symlink_to(host)
+        else:
+            stub.write_text(RECORDER)
+            stub.chmod(0o755)
+    (stubs / "id").write_text(f'#!/bin/sh\necho "id $*" >> "$STUB_LOG"\necho {uid}\n')
+    (stubs / "basename").write_text('#!/bin/sh\necho "${1##*/}"\n')
+    for name in ("id", "basename"):
+        (stubs / name).chmod(0o755)
+    return {"PATH": str(stubs), "STUB_LOG": str(tmp_path / "calls.log")}
+
+
+def _uninstall(built: Built, env: dict[str, str], *argv: str | Path) -> subprocess.CompletedProcess[str]:
+    script = built.payload_root / UNINSTALL.removeprefix("./")
+    return subprocess.run(
+        ["/bin/sh", str(script), *map(str, argv)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _calls(env: dict[str, str]) -> list[str]:
+    log = Path(env["STUB_LOG"])
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_the_uninstall_script_ships_executable_and_is_valid_sh(built: Built) -> None:
+    script = built.payload_root / UNINSTALL.removeprefix("./")
+    info = script.lstat()
+    assert stat.S_IMODE(info.st_mode) == 0o755 and (info.st_uid, info.st_gid) == (0, 80)
+    _run("sh", "-n", script)
+    if shutil.which("bash"):
+        _run("bash", "-n", script)
+
+
+def test_uninstall_on_the_running_system_stops_the_daemon_then_removes_everything(built: Built, tmp_path: Path) -> None:
+    env = _uninstall_env(tmp_path, uid=0)  # rm is a recorder too: nothing on this host is touched
+    done = _uninstall(built, env)
+    assert done.returncode == 0, done.stderr
+    assert "Fleet agent removed" in done.stdout
+    assert _calls(env) == [
+        "id -u",
+        "launchctl bootout system/com.fleetdm.orbit",
+        "pkill fleet-desktop",
+        "security delete-generic-password -s com.fleetdm.fleetd.enroll.secret",
+        "rm -f /Library/LaunchDaemons/com.fleetdm.orbit.plist",
+        "rm -rf /opt/orbit /var/lib/orbit /var/log/orbit",
+        "rm -f /usr/local/bin/orbit",
+        "pkgutil --volume / --forget com.fleetdm.orbit.base.pkg",
+    ]
+
+
+def test_uninstall_from_a_volume_removes_what_the_package_installed_and_nothing_else(
+    built: Built, tmp_path: Path
+) -> None:
+    volume = tmp_path / "volume"
+    shutil.copytree(built.payload_root, volume, symlinks=True)  # the installed payload, as Installer lays it down
+    (volume / "var/log/orbit").mkdir(parents=True)
+    (volume / "var/log/orbit/orbit.stderr.log").write_text("log\n")
+    (volume / "usr/local/bin").mkdir(parents=True)
+    (volume / "usr/local/bin/orbit").symlink_to("/opt/orbit/bin/orbit/orbit")
+    (volume / "usr/local/bin/other-tool").write_text("keep me\n")
+    (volume / "Library/LaunchDaemons/com.example.other.plist").write_text("keep me\n")
+    (volume / "opt/other").mkdir()
+    env = _uninstall_env(tmp_path, uid=0, real=("rm",))
+    for attempt in (1, 2):  # a second run finds nothing to do and still succeeds
+        done = _uninstall(built, env, "--target", volume)
+        assert done.returncode == 0, (attempt, done.stderr)
+    left = sorted(str(path.relative_to(volume)) for path in volume.rglob("*"))
+    assert left == [
+        "Library",
+        "Library/LaunchDaemons",
+        "Library/LaunchDaemons/com.example.other.plist",
+        "opt",
+        "opt/other",
+        "usr",
+        "usr/local",
+        "usr/local/bin",
+        "usr/local/bin/other-tool",
+        "var",
+        "var/log",
+    ]
+    calls = _calls(env)
+    assert not any(call.split()[0] in ("launchctl", "pkill", "security") for call in calls)  # not the live system
+    assert calls.count(f"pkgutil --volume {volume} --forget com.fleetdm.orbit.base.pkg") == 2
+
+
+@pytest.mark.parametrize(
+    ("uid", "argv", "code", "message"),
+    [
+        (501, [], 1, "run as root"),
+        (0, ["--target", "/"], 2, "must be a mounted volume"),
+        (0, ["--target", "/no/such/volume"], 2, "must be a mounted volume"),
+        (0, ["--everything"], 2, "usage"),
+    ],
+)
+def test_uninstall_refuses_without_root_or_with_a_bad_target_and_touches_nothing(
+    built: Built, tmp_path: Path, uid: int, argv: list[str], code: int, message: str
+) -> None:
+    env = _uninstall_env(tmp_path, uid=uid)
+    done = _uninstall(built, env, *argv)
+    assert done.returncode == code and message in done.stderr, done
+    assert [call for call in _calls(env) if not call.startswith("id ")] == []
 
 
 # --- reproducibility, corruption, limits -----------------------------------------------------------------------

@@ -320,10 +320,12 @@ def _agent(tmp_path: Path, platform: str, *sources: Fixed, argv: Sequence[str] =
 
 def test_the_agent_takes_url_secret_and_scripts_from_the_profile_on_macos(tmp_path: Path) -> None:
     agent = _agent(tmp_path, "macos", Fixed(FleetdConfig("fleet.example.com/", SECRET, True)))
-    assert agent.options.use_system_configuration and agent.options.fleet_url is None
+    before = agent.options
+    assert before.use_system_configuration and before.fleet_url is None
     assert asyncio.run(agent._await_system_configuration()) is True
-    assert (agent.options.fleet_url, agent.options.enroll_secret) == (URL, SECRET)  # normalised like --fleet-url
-    assert agent.options.enable_scripts is True and agent.state.extra["configuration_source"] == "profile"
+    after = agent.options
+    assert (after.fleet_url, after.enroll_secret) == (URL, SECRET)  # normalised like --fleet-url
+    assert after.enable_scripts is True and agent.state.extra["configuration_source"] == "profile"
     agent._resolve_secret()
     assert agent.secret == SECRET
 
