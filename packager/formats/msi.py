@@ -63,7 +63,8 @@ def build(staged: StagedPackage, outfile: Path, *, signing: SigningOptions | Non
             unsigned, built = built, work / "fleet-osquery-signed.msi"
             sign_msi(unsigned, built, signing, signing_time=staged.source_date_epoch, description="Fleet osquery")
         digest = _publish(built, outfile, 0o600 if staged.secret is not None else 0o644)
-    return BuildResult(path=outfile, size=outfile.stat().st_size, sha256=digest)
+    code = "{" + wxs.guid(document.product_code) + "}"
+    return BuildResult(path=outfile, size=outfile.stat().st_size, sha256=digest, product_code=code)
 
 
 def _check_sizes(files: tuple[wxs.PayloadFile, ...]) -> None:

@@ -1,5 +1,6 @@
 """``orbitctl mdm profile``: the fleetd configuration profile for a package built with
-``--use-system-configuration``.
+``--use-system-configuration``; ``orbitctl mdm uninstall-script``: the macOS removal script the .pkg also ships as
+``/opt/orbit/bin/uninstall``, for MDMs that push a script rather than run a command.
 
     orbitctl mdm profile --fleet-url https://fleet.example.com --enroll-secret-file secret.txt \\
         [--enable-scripts] [--organization NAME] [--outfile fleetd.mobileconfig] \\
@@ -22,7 +23,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from packager.formats import macos_templates
 from packager.mdm.fleetd_profile import FleetdProfile, ProfileError, profile_plist
+from packager.package.staged import UNIX_ROOT
 from packager.signing import cms_signature, signing_options
 from packager.signing.x509_identity import SigningIdentity, SigningIdentityError
 from safe_fs.atomic_write import SECRET_MODE, atomic_output
@@ -48,6 +51,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add("--organization", help="PayloadOrganization shown in System Settings")
     add("--outfile", type=Path, default=Path("fleetd.mobileconfig"), help="default fleetd.mobileconfig")
     signing_options.add_arguments(profile)
+    script = kinds.add_parser(
+        "uninstall-script",
+        help="print the macOS removal script the .pkg ships as /opt/orbit/bin/uninstall (for MDMs that push scripts)",
+        allow_abbrev=False,
+    )
+    script.add_argument("--identifier", default="com.fleetdm.orbit", help="the package's --identifier")
 
 
 def _secret(path: Path | None, env: Mapping[str, str]) -> str:
@@ -86,7 +95,13 @@ def signed_profile(plist: bytes, identity: SigningIdentity, signing_time: dateti
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
+    if args.mdm_kind == "uninstall-script":
+        sys.stdout.write(macos_templates.uninstall_script(args.identifier, str(UNIX_ROOT)).decode("utf-8"))
+        return 0
+    return _profile(args, os.environ if env is None else env)
+
+
+def _profile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     console = Console(stderr=True, highlight=False)
     try:
         if args.argv_secret is not None:

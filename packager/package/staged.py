@@ -67,3 +67,4 @@ class BuildResult:
     path: Path
     size: int
     sha256: str
+    product_code: str | None = None  # msi: what ``msiexec /x`` removes it by (braced, upper case)

@@ -381,10 +381,12 @@ def test_an_mdm_installs_one_generic_package_with_properties_and_removes_it_by_p
     staged = make_staged(tmp_path / "generic", "windows", version="2.0.0", secret=None)
     env = {key: value for key, value in staged.orbit_env.items() if key != "ORBIT_FLEET_URL"}
     staged = _with_real_service(dataclasses.replace(staged, fleet_url=None, orbit_env=env), tmp_path / "generic")
-    generic = msi.build(staged, tmp_path / "fleetd-base.msi").path
+    result = msi.build(staged, tmp_path / "fleetd-base.msi")
+    generic = result.path
     properties = {row["Property"]: row["Value"] for row in _rows(generic, "Property")}
     assert "FLEET_URL" not in properties and properties["FLEET_SECRET"] == "dummy"
     product_code = _product_code(generic)
+    assert result.product_code == product_code  # what orbitctl package prints for the MDM's removal command
 
     installed = wine.run(
         *("wine", "msiexec", "/i", generic, "/qn"),

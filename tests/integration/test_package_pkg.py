@@ -11,6 +11,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -354,6 +355,16 @@ def test_the_uninstall_script_ships_executable_and_is_valid_sh(built: Built) -> 
     _run("sh", "-n", script)
     if shutil.which("bash"):
         _run("bash", "-n", script)
+
+
+def test_orbitctl_prints_the_same_uninstall_script_for_mdms_that_push_scripts(built: Built) -> None:
+    printed = subprocess.run(
+        [str(Path(sys.executable).with_name("orbitctl")), "mdm", "uninstall-script"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert printed == (built.payload_root / UNINSTALL.removeprefix("./")).read_bytes()
 
 
 def test_uninstall_on_the_running_system_stops_the_daemon_then_removes_everything(built: Built, tmp_path: Path) -> None:
