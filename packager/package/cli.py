@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     # soft_wrap: one line even when stderr is not a terminal (rich would otherwise cut the hash at 80 columns)
     console.print(f"built {result.path} ({result.size} bytes, sha256 {result.sha256})", soft_wrap=True, highlight=False)
     if result.product_code is not None:
-        console.print(f"product code {result.product_code} (msiexec /x {result.product_code} /qn removes it)")
+        code = result.product_code
+        console.print(f"product code {code} (msiexec /x {code} /qn removes it)", soft_wrap=True, highlight=False)
     sys.stdout.write(f"{result.path}\n")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import plistlib
 import re
 import subprocess
 import sys
@@ -125,3 +126,46 @@ def test_every_format_builds_from_tuf_reads_back_and_is_reproducible(
     assert package(world, kind, second).returncode == 0
     assert first.read_bytes() == second.read_bytes()
     assert list(scratch.iterdir()) == []  # nothing left behind in the temp dir (TUF metadata, staging)
+
+
+def generic_package(world: OrbitWorld, kind: str, outfile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """What README "Deploying with an MDM" builds: no Fleet URL and no enroll secret in the package."""
+    env = {key: value for key, value in os.environ.items() if key != "ORBITCTL_ENROLL_SECRET"}
+    env["SOURCE_DATE_EPOCH"] = "1700000000"
+    argv = [*ORBITCTL, "package", "--type", kind, "--update-url", world.tuf_url]
+    argv += ["--update-tls-certificate", str(world.ca), "--update-roots", str(world.root_json)]
+    return subprocess.run(
+        [*argv, *extra, "--outfile", str(outfile)], capture_output=True, text=True, env=env, timeout=240, check=False
+    )
+
+
+def test_the_mdm_pkg_reads_its_configuration_from_the_profile(world: OrbitWorld, tmp_path: Path) -> None:
+    out = tmp_path / "fleetd-base.pkg"
+    result = generic_package(world, "pkg", out, "--use-system-configuration")
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_mode & 0o777 == 0o644  # no secret inside
+    extracted = tmp_path / "x"
+    extracted.mkdir()
+    subprocess.run(["bsdtar", "-xf", str(out), "-C", str(extracted)], check=True, timeout=60)
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    subprocess.run(["bsdtar", "-xpf", str(extracted / "base.pkg/Payload"), "-C", str(payload)], check=True, timeout=60)
+    plist = plistlib.loads((payload / "Library/LaunchDaemons/com.fleetdm.orbit.plist").read_bytes())
+    environment = plist["EnvironmentVariables"]
+    assert environment["ORBIT_USE_SYSTEM_CONFIGURATION"] == "true"
+    assert "ORBIT_FLEET_URL" not in environment and "ORBIT_ENROLL_SECRET_PATH" not in environment
+    assert not (payload / "opt/orbit/secret.txt").exists()
+    assert (payload / "opt/orbit/bin/uninstall").stat().st_mode & 0o777 == 0o755
+
+
+def test_the_mdm_msi_has_no_url_and_prints_its_product_code(world: OrbitWorld, tmp_path: Path) -> None:
+    out = tmp_path / "fleetd-base.msi"
+    result = generic_package(world, "msi", out)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"^product code (\{[0-9A-F-]{36}\}) \(msiexec /x \1 /qn removes it\)$", result.stderr, re.M)
+    assert match, result.stderr
+    properties = subprocess.run(
+        ["msiinfo", "export", str(out), "Property"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert f"ProductCode\t{match.group(1)}" in properties
+    assert "FLEET_URL\t" not in properties and "FLEET_SECRET\tdummy" in properties
