@@ -186,8 +186,12 @@ class Agent:
         def attempt() -> Resolved | None:
             return resolve_once(sources, self.layout.root, options.fleet_url, options.enroll_secret, keystore)
 
+        waiting = wait_for_configuration(attempt, self.stop, interval=self.timings.system_configuration_retry)
         try:
-            found = await wait_for_configuration(attempt, self.stop, interval=self.timings.system_configuration_retry)
+            # until_stopped: a stop also ends an attempt still waiting for `profiles` in its thread
+            found = await until_stopped(waiting, self.stop)
+        except Stopped:
+            return False
         except (SystemConfigurationError, EnrollSecretError) as exc:
             raise AgentStartError(str(exc)) from None
         if found is None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import plistlib
 import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from orbit.actors import DaemonThreadExecutor
 from orbit.agent import Agent, AgentStartError
 from orbit.fleet.system_configuration import (
     FLEET_URL_FILE,
@@ -341,6 +343,35 @@ def test_the_agent_waits_for_the_profile_and_a_stop_ends_it(tmp_path: Path) -> N
         return await asyncio.wait_for(waiting, timeout=60)
 
     assert asyncio.run(main()) is False
+
+
+def test_a_stop_does_not_wait_for_a_hanging_profiles_command(tmp_path: Path) -> None:
+    """``profiles`` runs in a thread; a stop must not wait for it (here it blocks until the test releases it)."""
+    started, release = threading.Event(), threading.Event()
+
+    class Hanging:
+        name = "profiles"
+
+        def read(self) -> FleetdConfig:
+            started.set()
+            release.wait(timeout=120)
+            return FleetdConfig()
+
+    agent = _agent(tmp_path, "macos")
+    agent.configuration_sources = (Hanging(),)
+
+    async def main() -> bool:
+        asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())  # as Agent.run does
+        waiting = asyncio.create_task(agent._await_system_configuration())
+        assert await asyncio.to_thread(started.wait, 60)  # the attempt is now inside `profiles`
+        agent.request_stop("test")
+        return await asyncio.wait_for(waiting, timeout=60)
+
+    try:
+        assert asyncio.run(main()) is False
+        assert not release.is_set()  # it returned while the command still hung
+    finally:
+        release.set()
 
 
 def test_elsewhere_the_flag_changes_nothing(tmp_path: Path) -> None:
