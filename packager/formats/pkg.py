@@ -34,7 +34,7 @@ from typing import Final
 from packager.formats import bom, cpio_odc, macos_templates, xar
 from packager.formats.output_file import place_finished
 from packager.package.staged import BuildResult, StagedPackage
-from packager.signing import cms_signature
+from packager.signing import cms_signature, rfc3161
 from packager.signing.signing_options import SigningOptions
 
 log = logging.getLogger(__name__)
@@ -251,10 +251,15 @@ def _validate(staged: StagedPackage) -> None:
         raise PkgLimitError("pkg: secret.txt must not be readable by group or others (stage it 0600)")
 
 
+TIMESTAMP_RESERVE: Final = 8192  # room for an RFC 3161 token (TSA chain included); productsign's slot is 9216
+
+
 def xar_signer(signing: SigningOptions, source_date_epoch: int) -> xar.XarSigner:
     """Both signatures productsign writes, by the identity's RSA key over the TOC's SHA-1 (checksum style sha1):
     the RSA one (PKCS#1 v1.5, DigestInfo SHA-1 — the digest itself is signed) and the detached CMS one over the
-    checksum bytes, whose signing time is ``source_date_epoch`` so a signed build stays reproducible."""
+    checksum bytes, whose signing time is ``source_date_epoch`` so a signed build stays reproducible. With
+    ``--timestamp-url`` the CMS signature carries an RFC 3161 token (``rfc3161``) in a slot of its exact size plus
+    ``TIMESTAMP_RESERVE`` bytes, zero-padded; the server's time then makes each build differ."""
     identity = signing.identity
     certificates = identity.chain_der()
     signing_time = datetime.datetime.fromtimestamp(source_date_epoch, datetime.UTC)
@@ -263,12 +268,24 @@ def xar_signer(signing: SigningOptions, source_date_epoch: int) -> xar.XarSigner
         signature_size=identity.rsa_signature_size,
         sign=lambda attributes: identity.sign_data(attributes, "sha256"),
     )
+    url = signing.timestamp_url
+
+    def timestamp(signature: bytes) -> bytes:
+        assert url is not None
+        return rfc3161.fetch_token(url, signature)
+
+    def sign_cms(checksum: bytes) -> bytes:
+        return cms_signature.detached_signature(
+            cms_signer, checksum, signing_time, timestamp if url is not None else None
+        )
+
+    size = cms_signature.size(cms_signer, signing_time) + (TIMESTAMP_RESERVE if url is not None else 0)
     return xar.XarSigner(
         size=identity.rsa_signature_size,
         certificates=certificates,
         sign=lambda digest: identity.sign_digest(digest, "sha1"),
-        cms_size=cms_signature.size(cms_signer, signing_time),
-        sign_cms=lambda checksum: cms_signature.detached_signature(cms_signer, checksum, signing_time),
+        cms_size=size,
+        sign_cms=sign_cms,
     )
 
 

@@ -70,8 +70,9 @@ class _Dir:
 @dataclass(frozen=True)
 class XarSigner:
     """What signs the TOC checksum (its 20 SHA-1 bytes): ``sign`` returns exactly ``size`` bytes (RSA PKCS#1 v1.5,
-    DigestInfo SHA-1 over the checksum), ``sign_cms`` exactly ``cms_size`` bytes (a detached CMS SignedData over the
-    checksum; ``cms_size`` 0 = no ``<x-signature>``); ``certificates`` are DER, the signer's first."""
+    DigestInfo SHA-1 over the checksum), ``sign_cms`` at most ``cms_size`` bytes (a detached CMS SignedData over
+    the checksum, zero-padded to the slot; ``cms_size`` 0 = no ``<x-signature>``); ``certificates`` are DER, the
+    signer's first."""
 
     size: int
     certificates: tuple[bytes, ...]
@@ -202,9 +203,9 @@ def build_layout(members: Sequence[XarMember], *, mtime: int, signer: XarSigner 
             raise ValueError(f"xar: the signature is {len(signature)} bytes, the TOC reserved {signer.size}")
         if signer.sign_cms is not None:
             cms = signer.sign_cms(toc_digest)
-            if len(cms) != signer.cms_size:
+            if len(cms) > signer.cms_size:
                 raise ValueError(f"xar: the CMS signature is {len(cms)} bytes, the TOC reserved {signer.cms_size}")
-            signature += cms
+            signature += cms + bytes(signer.cms_size - len(cms))  # a slot, zero-padded as productsign's
     return XarLayout(head=header + compressed + toc_digest + signature, heap_order=tuple(heap_order), toc_xml=toc)
 
 

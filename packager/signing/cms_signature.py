@@ -11,7 +11,8 @@ Layout written (what rcodesign's xar signer and Apple's productsign store; ``ope
       signerInfos { SignerInfo {
         version 1, sid = issuerAndSerialNumber of the signer, digestAlgorithm sha256,
         signedAttrs [0] { contentType id-data, signingTime, messageDigest SHA-256(message) }   -- DER order
-        signatureAlgorithm sha256WithRSAEncryption, signature = RSASSA-PKCS1-v1_5 over DER(signedAttrs as SET) }}}}
+        signatureAlgorithm sha256WithRSAEncryption, signature = RSASSA-PKCS1-v1_5 over DER(signedAttrs as SET)
+        [, unsignedAttrs [1] { id-aa-timeStampToken: an RFC 3161 token over SHA-256(signature) }] }}}}
 
 Deterministic: RSA PKCS#1 v1.5 is, and the signing time is the caller's (``SOURCE_DATE_EPOCH``), so the bytes are
 a function of the inputs; ``size()`` gives the exact length before signing (the xar TOC declares it up front).
@@ -38,6 +39,7 @@ OID_MESSAGE_DIGEST: Final = "1.2.840.113549.1.9.4"
 OID_SIGNING_TIME: Final = "1.2.840.113549.1.9.5"
 OID_SHA256: Final = "2.16.840.1.101.3.4.2.1"
 OID_SHA256_WITH_RSA: Final = "1.2.840.113549.1.1.11"
+OID_TIME_STAMP_TOKEN: Final = "1.2.840.113549.1.9.16.2.14"  # noqa: S105 - id-aa-timeStampToken, an OID
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,12 @@ def _issuer_and_serial(certificate_der: bytes) -> bytes:
     )
 
 
-def _assemble(signer: CmsSigner, attributes: bytes, signature: bytes, content: bytes | None = None) -> bytes:
+def _assemble(
+    signer: CmsSigner, attributes: bytes, signature: bytes, content: bytes | None = None, token: bytes | None = None
+) -> bytes:
+    unsigned = []
+    if token is not None:  # [1] IMPLICIT SET OF Attribute { id-aa-timeStampToken, { TimeStampToken } }
+        unsigned.append(der.implicit_constructed(1, der.set_of([_attribute(OID_TIME_STAMP_TOKEN, token)])))
     signer_info = der.sequence(
         der.integer(1),
         _issuer_and_serial(signer.certificates[0]),
@@ -90,6 +97,7 @@ def _assemble(signer: CmsSigner, attributes: bytes, signature: bytes, content: b
         der.implicit_constructed(0, attributes),
         _algorithm(OID_SHA256_WITH_RSA),
         der.octet_string(signature),
+        *unsigned,
     )
     certificates = der.implicit_constructed(0, der.set_of(signer.certificates))  # [0] IMPLICIT, DER-sorted
     signed_data = der.sequence(
@@ -109,12 +117,20 @@ def size(signer: CmsSigner, signing_time: datetime.datetime) -> int:
     return len(_assemble(signer, attributes, bytes(signer.signature_size)))
 
 
-def detached_signature(signer: CmsSigner, message: bytes, signing_time: datetime.datetime) -> bytes:
+def detached_signature(
+    signer: CmsSigner,
+    message: bytes,
+    signing_time: datetime.datetime,
+    timestamp: Callable[[bytes], bytes] | None = None,
+) -> bytes:
+    """``timestamp`` (the signature value → an RFC 3161 TimeStampToken, ``rfc3161.fetch_token``) adds the token as
+    an unsigned attribute; its length is the server's, so ``size()`` no longer holds (the caller reserves room)."""
     attributes = _signed_attributes(message, signing_time)
     signature = signer.sign(attributes)
     if len(signature) != signer.signature_size:
         raise ValueError(f"cms: the signature is {len(signature)} bytes, expected {signer.signature_size}")
-    return _assemble(signer, attributes, signature)
+    token = timestamp(signature) if timestamp is not None else None
+    return _assemble(signer, attributes, signature, token=token)
 
 
 def attached_signature(signer: CmsSigner, message: bytes, signing_time: datetime.datetime) -> bytes:

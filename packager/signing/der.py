@@ -2,8 +2,9 @@
 SET OF (sorted, as DER requires), INTEGER, OBJECT IDENTIFIER, NULL, OCTET STRING, UTCTime / GeneralizedTime and
 context-specific tags. Values are bytes already encoded (``tlv`` output), so structures nest by concatenation.
 
-Pure and deterministic: the same input gives the same bytes, which keeps a signed .pkg reproducible. No decoder:
-what we write is read back in the tests by openssl and rcodesign, not by this module.
+Pure and deterministic: the same input gives the same bytes, which keeps a signed .pkg reproducible. A minimal
+reader (``read``, ``children``) walks the time-stamping authority's answer; what we write is read back in the tests
+by openssl and rcodesign, not by this module.
 """
 
 from __future__ import annotations
@@ -105,3 +106,38 @@ def _tag_number(number: int) -> int:
     if not 0 <= number < 0x1F:
         raise ValueError(f"der: context tag [{number}] out of range")
     return number
+
+
+class DerError(ValueError):
+    """Bytes that are not the DER this module reads (a malformed answer from a server)."""
+
+
+def read(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
+    """One TLV at ``offset``: (tag byte, content, offset after it). One-byte tags and definite lengths only."""
+    if offset + 2 > len(data):
+        raise DerError("der: truncated")
+    tag, first = data[offset], data[offset + 1]
+    position = offset + 2
+    if first & 0x80:
+        count = first & 0x7F
+        if count == 0 or count > 4 or position + count > len(data):
+            raise DerError("der: unsupported or truncated length")
+        size = int.from_bytes(data[position : position + count], "big")
+        position += count
+    else:
+        size = first
+    end = position + size
+    if end > len(data):
+        raise DerError("der: truncated content")
+    return tag, data[position:end], end
+
+
+def children(content: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The TLVs inside a constructed value's content: (tag, content, the whole encoding)."""
+    found = []
+    offset = 0
+    while offset < len(content):
+        tag, inner, end = read(content, offset)
+        found.append((tag, inner, content[offset:end]))
+        offset = end
+    return found

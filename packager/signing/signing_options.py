@@ -30,16 +30,16 @@ PURPOSES: Final = {"msi": Purpose.MSI, "pkg": Purpose.PKG, "profile": Purpose.PR
 @dataclass(frozen=True)
 class SigningOptions:
     identity: SigningIdentity = field(repr=False)
-    timestamp_url: str | None  # msi only: an RFC 3161 time-stamping authority
+    timestamp_url: str | None  # msi and pkg: an RFC 3161 time-stamping authority
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("signing (msi: Authenticode; pkg: xar RSA signature)")
+    group = parser.add_argument_group("signing (msi: Authenticode; pkg: xar RSA + CMS signatures)")
     add = group.add_argument
     add("--sign-certificate", type=Path, help="PEM: the signing certificate first, then its chain (may hold the key)")
     add("--sign-key", type=Path, help="PEM private key, optionally encrypted (default: in --sign-certificate)")
     add("--sign-passphrase-file", type=Path, help=f"the key's passphrase (or the {PASSPHRASE_ENV} variable)")
-    add("--timestamp-url", help="msi only: RFC 3161 time-stamping server URL")
+    add("--timestamp-url", help="msi and pkg: RFC 3161 time-stamping server URL (the build is then not reproducible)")
 
 
 def from_args(
@@ -62,8 +62,8 @@ def from_args(
             f"--sign-certificate applies to msi and pkg (and orbitctl mdm profile) only, not {kind}"
         )
     if args.timestamp_url is not None:
-        if kind != "msi":
-            raise SigningIdentityError("--timestamp-url applies to msi only (the pkg's RSA signature has no timestamp)")
+        if kind not in ("msi", "pkg"):
+            raise SigningIdentityError("--timestamp-url applies to msi and pkg only")
         _check_url(args.timestamp_url)
     passphrase = _passphrase(args.sign_passphrase_file, env)
     if certificate is None:

@@ -6,12 +6,8 @@ Installing the signed MSI under Wine is part of tests/integration/test_package_m
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,8 +15,9 @@ import pytest
 from packager.formats import msi
 from packager.signing.authenticode import AuthenticodeError
 from packager.signing.signing_options import SigningOptions
-from tests.support.signing_identities import make_ca, make_code_signing, make_tsa, signing_options, verify
+from tests.support.signing_identities import make_ca, make_code_signing, signing_options, verify
 from tests.support.staged_package import make_staged
+from tests.support.time_stamp_authority import local_tsa, socket_closed_port
 
 
 @dataclass(frozen=True)
@@ -72,62 +69,10 @@ def test_signed_builds_without_a_timestamp_are_byte_identical(signed: Signed, tm
     assert again.path.read_bytes() == signed.path.read_bytes()
 
 
-class _TimeStampAuthority(BaseHTTPRequestHandler):
-    """RFC 3161 over HTTP: the request body is a TimeStampReq, ``openssl ts -reply`` answers it."""
-
-    config: Path
-
-    def do_POST(self) -> None:
-        work = self.config.parent
-        query = work / f"query-{threading.get_ident()}.tsq"
-        reply = query.with_suffix(".tsr")
-        query.write_bytes(self.rfile.read(int(self.headers["Content-Length"])))
-        answered = subprocess.run(
-            ["openssl", "ts", "-reply", "-config", str(self.config), "-queryfile", str(query), "-out", str(reply)],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if answered.returncode != 0:
-            self.send_error(500, answered.stderr.decode(errors="replace")[-500:])
-            return
-        body = reply.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/timestamp-reply")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def tsa_url(signed: Signed, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    ca = make_ca("orbitctl test TSA CA")
-    tsa = make_tsa(ca)
-    (tmp_path / "tsa.crt").write_bytes(tsa.cert_pem)
-    (tmp_path / "tsa.key").write_bytes(tsa.key_pem())
-    (tmp_path / "tsa-ca.pem").write_bytes(ca.cert_pem)
-    (tmp_path / "serial").write_text("01\n")
-    config = tmp_path / "tsa.cnf"
-    config.write_text(
-        "[ tsa ]\ndefault_tsa = local\n[ local ]\n"
-        f"dir = {tmp_path}\nserial = $dir/serial\nsigner_cert = $dir/tsa.crt\nsigner_key = $dir/tsa.key\n"
-        "certs = $dir/tsa-ca.pem\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\n"
-        "digests = sha1, sha256, sha384, sha512\naccuracy = secs:1\nordering = yes\ntsa_name = yes\n"
-        "ess_cert_id_chain = no\ness_cert_id_alg = sha256\n"
-    )
-    handler = type("Handler", (_TimeStampAuthority,), {"config": config})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/tsa", tmp_path / "tsa-ca.pem"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def tsa_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with local_tsa(tmp_path / "tsa") as tsa:
+        yield tsa.url, tsa.ca_file
 
 
 def test_a_timestamp_from_a_local_rfc3161_authority_is_embedded_and_verifies(
@@ -152,16 +97,3 @@ def test_an_unreachable_timestamp_server_fails_the_build_and_keeps_the_old_file(
         with pytest.raises(AuthenticodeError, match="osslsigncode sign failed"):
             msi.build(staged, outfile, signing=options)
     assert outfile.read_bytes() == b"previous"
-
-
-class socket_closed_port:  # noqa: N801 - used as a context manager
-    """A loopback port nobody listens on (bound, not listening, for the duration)."""
-
-    def __enter__(self) -> int:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        port: int = self.sock.getsockname()[1]
-        return port
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()

@@ -24,10 +24,12 @@ from cryptography.hazmat.primitives import serialization
 
 from packager.formats import pkg
 from packager.package import cli as package_cli
+from packager.signing.rfc3161 import TimestampError
 from packager.signing.signing_options import SigningOptions
 from packager.signing.x509_identity import parse_identity
 from tests.support.signing_identities import Issued, make_ca, make_developer_id_installer
 from tests.support.staged_package import make_staged
+from tests.support.time_stamp_authority import local_tsa, socket_closed_port
 
 DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
 
@@ -258,6 +260,96 @@ def test_one_changed_byte_fails_verification(signed: Signed, tmp_path: Path, whe
         assert verdict == (where != "stored checksum", where not in ("stored checksum", "cms signature"))
     else:
         assert hashlib.sha1(bytes(data[28:heap])).digest() != found.stored_checksum
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """The test's own DER walk (definite lengths): [(tag, content), ...] of the TLVs in ``data``."""
+    found, offset = [], 0
+    while offset < len(data):
+        tag, size, offset = data[offset], data[offset + 1], offset + 2
+        if size & 0x80:
+            count = size & 0x7F
+            size, offset = int.from_bytes(data[offset : offset + count], "big"), offset + count
+        found.append((tag, data[offset : offset + size]))
+        offset += size
+    return found
+
+
+def signature_and_token(cms: bytes) -> tuple[bytes, bytes]:
+    """The SignerInfo's signature value and its id-aa-timeStampToken (a whole ContentInfo) from the x-signature."""
+    ((_, content_info),) = _tlvs(cms[: _length(cms)])
+    signed_data = _tlvs(_tlvs(content_info)[1][1])[0][1]
+    signer_info = _tlvs(_tlvs(signed_data)[-1][1])[0][1]
+    fields = _tlvs(signer_info)
+    assert fields[-1][0] == 0xA1, "no unsigned attributes"
+    signature = fields[-2][1]
+    (attribute,) = _tlvs(fields[-1][1])
+    oid, values = _tlvs(attribute[1])
+    assert oid[1] == bytes.fromhex("2a864886f70d010910020e")  # 1.2.840.113549.1.9.16.2.14 id-aa-timeStampToken
+    (token,) = _tlvs(values[1])
+    return signature, bytes([token[0]]) + _encode_length(len(token[1])) + token[1]
+
+
+def _length(der: bytes) -> int:
+    """How long the DER value at the start of ``der`` is (the x-signature slot is zero-padded after it)."""
+    size = der[1]
+    if size & 0x80:
+        count = size & 0x7F
+        return 2 + count + int.from_bytes(der[2 : 2 + count], "big")
+    return 2 + size
+
+
+def _encode_length(size: int) -> bytes:
+    if size < 0x80:
+        return bytes([size])
+    encoded = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+def test_a_timestamp_from_a_local_rfc3161_authority_is_embedded_and_verifies(signed: Signed, tmp_path: Path) -> None:
+    """``--timestamp-url``: the CMS signature carries the authority's token over its signature value, in a
+    zero-padded slot; openssl verifies the package signature with it and ``openssl ts -verify`` the token."""
+    staged = make_staged(tmp_path / "stage", "macos", version="4.5.6", payload_bytes=20_000)
+    with local_tsa(tmp_path / "tsa") as tsa:
+        options = replace(signed.signing, timestamp_url=tsa.url)
+        stamped = pkg.build(staged, tmp_path / "stamped.pkg", signing=options)
+    found = read_xar_signature(stamped.path.read_bytes())
+    exact = len(read_xar_signature(signed.path.read_bytes()).cms)
+    assert len(found.cms) == exact + pkg.TIMESTAMP_RESERVE  # the slot
+    assert found.cms.endswith(b"\0" * 16) and _length(found.cms) > exact  # the token is inside, padding after
+    assert openssl_cms_verifies(found, signed.ca.cert_pem, tmp_path / "cms")
+    signature, token = signature_and_token(found.cms)
+    (tmp_path / "signature.bin").write_bytes(signature)
+    (tmp_path / "token.der").write_bytes(token)
+    checked = _openssl(
+        *("ts", "-verify", "-data", tmp_path / "signature.bin", "-in", tmp_path / "token.der", "-token_in"),
+        *("-CAfile", tsa.ca_file, "-untrusted", tsa.cert_file),
+    )
+    assert checked.returncode == 0 and "Verification: OK" in checked.stdout, checked
+    (tmp_path / "other.bin").write_bytes(bytes(len(signature)))
+    other = _openssl(
+        *("ts", "-verify", "-data", tmp_path / "other.bin", "-in", tmp_path / "token.der", "-token_in"),
+        *("-CAfile", tsa.ca_file, "-untrusted", tsa.cert_file),
+    )
+    assert other.returncode != 0  # the token is bound to this signature
+    toc = rcodesign_toc(stamped.path)
+    assert toc["cms_signature_verifies"] is True
+    (signer,) = toc["cms_signature"]["signers"]
+    stamp = signer["time_stamp_token"]  # rcodesign reads the token and checks the TSA's signature too
+    assert stamp["signers"][0]["signature_verifies"] is True
+    assert stamp["signers"][0]["content_type"] == "1.2.840.113549.1.9.16.1.4"  # TSTInfo
+    assert "CN=orbitctl test TSA" in {cert["subject"] for cert in stamp["certificates"]}
+
+
+def test_an_unreachable_timestamp_server_fails_the_build_and_keeps_the_old_file(signed: Signed, tmp_path: Path) -> None:
+    staged = make_staged(tmp_path / "stage", "macos", version="4.5.6", payload_bytes=20_000)
+    outfile = tmp_path / "kept.pkg"
+    outfile.write_bytes(b"previous")
+    with socket_closed_port() as port:
+        options = replace(signed.signing, timestamp_url=f"http://127.0.0.1:{port}/tsa")
+        with pytest.raises(TimestampError, match="unreachable"):
+            pkg.build(staged, outfile, signing=options)
+    assert outfile.read_bytes() == b"previous"
 
 
 def test_signed_builds_are_byte_identical(signed: Signed, tmp_path: Path) -> None:

@@ -128,11 +128,8 @@ def test_flag_combinations(msi_identity: tuple[Path, Path], tmp_path: Path) -> N
     _fails("--sign-key needs --sign-certificate", "--type", "msi", "--sign-key", key)
     _fails("--timestamp-url needs --sign-certificate", "--type", "msi", "--timestamp-url", "http://tsa.example")
     pkg_cert, pkg_key = write_identity(tmp_path, make_developer_id_installer(CA), CA)
-    _fails(
-        "applies to msi only",
-        *("--type", "pkg", "--sign-certificate", pkg_cert, "--sign-key", pkg_key),
-        *("--timestamp-url", "http://tsa.example"),
-    )
+    pkg_argv = ("--type", "pkg", "--sign-certificate", pkg_cert, "--sign-key", pkg_key)
+    assert options(*pkg_argv, "--timestamp-url", "https://tsa.example/tsa").signing is not None
     env = {PASSPHRASE_ENV: PASSPHRASE.decode()}
     argv = ("--type", "msi", "--sign-certificate", cert, "--sign-key", key)
     _fails("must be an http", *argv, "--timestamp-url", "ftp://tsa.example", env=env)
