@@ -278,7 +278,7 @@ def test_definitions_the_world_does_not_allow_are_refused(stub: RunningStub) -> 
             422, target="osqueryd", version="5.12.0", from_version="5.11.0"
         )
         assert "exact version" in refused(422, target="orbit", version="stable", from_version="1.3.0")
-        assert "from_version is required" in refused(422, target="desktop", version="1.4.0")
+        assert "from_version is required" in refused(422, target="orbit", version="1.4.0")  # nobody reports one
         assert "team 999 does not exist" in refused(
             422, target="orbit", version="1.4.0", from_version="1.3.0", team_ids=[999]
         )
