@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench_support import json_safe
+from starlette.types import ASGIApp, Message, Scope
 
 from server_stub.app import build_app
 from server_stub.database import open_database
@@ -109,24 +110,24 @@ def add_rollouts(state: StubState, now: float) -> None:
         state.conn.execute("COMMIT")
 
 
-async def call(app: Callable[..., object], body: bytes) -> int:
+async def call(app: ASGIApp, body: bytes) -> int:
     """One request through the ASGI app, as uvicorn would hand it over; returns the status."""
     sent = False
     status = 0
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         nonlocal sent
         if sent:
             return {"type": "http.disconnect"}
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = int(str(message["status"]))
 
-    scope = {
+    scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -141,11 +142,11 @@ async def call(app: Callable[..., object], body: bytes) -> int:
         "client": ("127.0.0.1", 50000),
         "extensions": {},
     }
-    await app(scope, receive, send)  # type: ignore[operator]
+    await app(scope, receive, send)
     return status
 
 
-async def one_pass(app: Callable[..., object], bodies: list[bytes]) -> float:
+async def one_pass(app: ASGIApp, bodies: list[bytes]) -> float:
     """Seconds per request over one request per host."""
     started = time.perf_counter()
     for body in bodies:
