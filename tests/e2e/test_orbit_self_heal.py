@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,13 +17,13 @@ from tests.support.orbit_world import OrbitWorld, wait_for
 pytestmark = pytest.mark.timeout(240)
 
 
-def installed_osqueryd(world: OrbitWorld) -> os.PathLike[str]:
+def installed_osqueryd(world: OrbitWorld) -> Path:
     return world.root / "bin" / "osqueryd" / "linux" / "stable" / "osqueryd"
 
 
-def truncate_to_half(path: os.PathLike[str]) -> tuple[int, int]:
-    size = os.stat(path).st_size
-    with open(path, "r+b") as handle:  # in place: the version store's hard link is damaged with it
+def truncate_to_half(path: Path) -> tuple[int, int]:
+    size = path.stat().st_size
+    with path.open("r+b") as handle:  # in place: the version store's hard link is damaged with it
         handle.truncate(size // 2)
     return size // 2, size
 
@@ -37,7 +38,7 @@ def test_osqueryd_truncated_while_orbit_was_stopped_is_repaired_at_start(world: 
     service = world.start_service()
     running(world)
     healthy_after = time.monotonic() - started
-    assert open(installed_osqueryd(world), "rb").read() == good
+    assert installed_osqueryd(world).read_bytes() == good
     line = next(line for line in service.log().splitlines() if "event=install_repaired" in line)
     assert "target=osqueryd/linux/stable/osqueryd" in line and "version=5.14.1" in line
     assert f"problem='size {half} != {full}'" in line and "source='update repository'" in line
@@ -59,5 +60,5 @@ def test_osqueryd_damaged_while_running_is_repaired_before_the_restart_after_its
     wait_for(lambda: (pid := world.osqueryd_pid()) not in (None, first) and pid, timeout=60, what="osqueryd back")
     log = service.log()
     assert re.search(r"event=install_repaired target=osqueryd/linux/stable/osqueryd .*problem='size \d+ != \d+'", log)
-    assert open(installed_osqueryd(world), "rb").read() == world.osqueryd_build("5.14.1").read_bytes()
+    assert installed_osqueryd(world).read_bytes() == world.osqueryd_build("5.14.1").read_bytes()
     assert len(service.starts) == 1  # orbit itself never restarted
