@@ -496,6 +496,9 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
                 file=sys.stderr,
                 flush=True,
             )
+            if options.with_orbit:  # one JSON line a benchmark can follow (who runs, ran, failed on which version)
+                figures = _updates_summary(hosts)
+                print(f"agent_updates t={now - started:.0f}s {json.dumps(figures)}", file=sys.stderr, flush=True)
 
     reporter = asyncio.create_task(progress())
     if options.duration is not None:
