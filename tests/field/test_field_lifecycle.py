@@ -6,8 +6,8 @@ remove stopping everything, purge leaving no file of ours, reinstall enrolling a
 
 The stub and orbitctl run on the host (a Fleet server and an admin's workstation); the booted root shares the host's
 network, so its orbit reaches the stub on 127.0.0.1. The only knob turned is a product option: the packages are
-built with ``--update-interval 1m`` (orbit's floor) so that a published release is seen within a minute. Everything else (the trial
-boot's 30 s healthy period, the config interval, systemd's ``RestartSec``) runs at its shipped value.
+built with ``--update-interval 1m`` (orbit's floor) so that a published release is seen within a minute. Everything
+else (the trial boot's 30 s healthy period, the config interval, systemd's ``RestartSec``) runs at its shipped value.
 
 Needs root, mmdebstrap, systemd-container, zstd and rpm (build_scripts/apt-packages.txt), Debian's archive the first
 time (roots are cached in build/cache/field-roots/), and PyInstaller builds (cached in build/cache/demo-frozen/).

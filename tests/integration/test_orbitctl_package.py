@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from orbit.options import MIN_UPDATE_INTERVAL
 from packager.package.fetch import FetchError
-from packager.package.package_options import PackageOptionsError, add_parser, validate
+from packager.package.package_options import MIN_UPDATE_INTERVAL_S, PackageOptionsError, add_parser, validate
 from packager.package.stage import stage_package
 from tests.support.orbit_world import OrbitWorld, orbitctl
 
@@ -59,9 +60,6 @@ def test_fleetctl_validation_rules(argv: list[str], message: str) -> None:
 
 def test_the_update_interval_floor_is_orbits() -> None:
     """A package must never carry an interval the installed orbit rejects at start (the field test found one)."""
-    from orbit.options import MIN_UPDATE_INTERVAL
-    from packager.package.package_options import MIN_UPDATE_INTERVAL_S
-
     assert MIN_UPDATE_INTERVAL_S == MIN_UPDATE_INTERVAL
     assert options("--type", "deb", "--update-interval", "1m", "--update-roots", "{}").update_interval == "1m"
 
