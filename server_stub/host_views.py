@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from server_stub import hosts, policies
 from server_stub.json_fields import JsonObject
+from server_stub.rfc3339 import iso_time
 from server_stub.state import StubState
-
-
-def iso_time(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def policy_json(result: policies.PolicyResult) -> JsonObject:

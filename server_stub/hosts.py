@@ -205,12 +205,17 @@ ONLINE_GRACE_SECONDS = 60
 
 def host_status(host: Host, now: float) -> str:
     """Fleet's online rule: seen within the host's check-in interval plus a grace period."""
-    if host.seen_time is None:
-        return "offline"
-    interval = min(
-        (i for i in (host.distributed_interval, host.config_tls_refresh) if i > 0),
-        default=0,
-    )
+    online = is_online(host.seen_time, host.distributed_interval, host.config_tls_refresh, host.logger_tls_period, now)
+    return "online" if online else "offline"
+
+
+def is_online(
+    seen_time: float | None, distributed_interval: int, config_tls_refresh: int, logger_tls_period: int, now: float
+) -> bool:
+    """``host_status``'s rule on the bare columns (for callers that read many hosts without building ``Host``)."""
+    if seen_time is None:
+        return False
+    interval = min((i for i in (distributed_interval, config_tls_refresh) if i > 0), default=0)
     if interval == 0:
-        interval = max(host.logger_tls_period, 0)
-    return "online" if now - host.seen_time <= interval + ONLINE_GRACE_SECONDS else "offline"
+        interval = max(logger_tls_period, 0)
+    return now - seen_time <= interval + ONLINE_GRACE_SECONDS

@@ -13,6 +13,7 @@ from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
 from server_stub.metrics import Metrics
+from server_stub.rollouts import RolloutEngine
 from server_stub.settings import ServeSettings
 
 Clock = Callable[[], float]
@@ -27,6 +28,7 @@ class StubState:
     logs: LogSink
     carves: CarveStore
     live: LiveQueryHub
+    rollouts: RolloutEngine
     metrics: Metrics = field(default_factory=Metrics)
     device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
 
@@ -50,6 +52,7 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
         logs=LogSink(conn, settings.data_dir / "logs"),
         carves=CarveStore(conn, settings.data_dir / "carves"),
         live=LiveQueryHub(conn, clock),
+        rollouts=RolloutEngine(conn, settings.tuf_repo),
         device_guesses=DeviceGuessLimiter(clock=clock),
     )
     state.logs.reconcile()
