@@ -189,10 +189,10 @@ def test_self_update_to_a_good_orbit_is_confirmed(world: OrbitWorld) -> None:
     assert link.read_bytes() == build.read_bytes()
     assert not (world.root / "state" / "trial-boot.json").exists()
     running(world)
-    # the outcome waits for a server that takes it (this stub, like Fleet, does not advertise update_outcomes)
-    assert {"target": "orbit", "version": "1.1.0", "previous_version": "1.0.0", "outcome": "confirmed"}.items() <= (
-        queued_outcomes(world, "orbit")[-1].items()
-    )
+    # the trial's outcome reaches the stub (it advertises update_outcomes) and leaves orbit's queue
+    sent = wait_for(lambda: world.server_outcomes("orbit"), timeout=60, what="the outcome stored by the stub")
+    assert {"version": "1.1.0", "previous_version": "1.0.0", "outcome": "confirmed"}.items() <= sent[-1].items()
+    wait_for(lambda: not queued_outcomes(world, "orbit"), timeout=60, what="orbit's queue emptied")
 
 
 def queued_outcomes(world: OrbitWorld, target: str) -> list[dict[str, object]]:
@@ -231,7 +231,7 @@ def test_broken_orbit_is_rolled_back_and_not_retried(world: OrbitWorld) -> None:
     )
     assert len(service.starts) == starts
     assert "event=self_update_rolled_back" in service.log()
-    [outcome] = queued_outcomes(world, "orbit")
+    [outcome] = wait_for(lambda: world.server_outcomes("orbit"), timeout=60, what="the rollback reported")
     assert outcome["outcome"] == "rolled_back" and outcome["version"] == "2.0.0"
     assert outcome["previous_version"] == "1.0.0" and outcome["channel"] == "stable"
     assert "exited before it was confirmed healthy" in str(outcome["reason"])

@@ -44,10 +44,12 @@ def test_osqueryd_truncated_while_orbit_was_stopped_is_repaired_at_start(world: 
     assert f"problem='size {half} != {full}'" in line and "source='update repository'" in line
     print(f"osqueryd healthy {healthy_after:.1f}s after the start")
     assert healthy_after < 60, f"osqueryd healthy {healthy_after:.1f}s after the start"  # generous: loaded CI
-    # the repair is recorded as an outcome for the server (sent only to one that takes it)
-    queued = world.root / "state" / "update-outcomes.json"
-    assert '"outcome": "repaired"' in queued.read_text()
-    assert queued.stat().st_mode & 0o777 == 0o600
+    # the repair is reported to the server (this stub advertises update_outcomes)
+    repaired = wait_for(
+        lambda: [o for o in world.server_outcomes("osqueryd") if o["outcome"] == "repaired"], timeout=60
+    )
+    assert repaired[0]["version"] == "5.14.1" and f"size {half} != {full}" in repaired[0]["reason"]
+    assert (world.root / "state" / "update-outcomes.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_osqueryd_damaged_while_running_is_repaired_before_the_restart_after_its_crash(world: OrbitWorld) -> None:

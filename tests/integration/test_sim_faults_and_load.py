@@ -178,14 +178,16 @@ def test_load_mode_against_a_dead_server_ends_on_time_and_reports_errors(tmp_pat
     assert summary["log_lines"]["lost"] == 0  # nothing was produced that could be lost
 
 
-def test_load_hosts_follow_pinned_versions_and_a_share_fails(tmp_path: Path) -> None:
+@pytest.mark.parametrize("takes_outcomes", [True, False], ids=["fleet-stub", "like-real-fleet"])
+def test_load_hosts_follow_pinned_versions_and_a_share_fails(tmp_path: Path, takes_outcomes: bool) -> None:
     """``--with-orbit`` hosts run the osqueryd version the server pins (the server sees it in osquery_info); the
-    deterministic share chosen by ``--fail-fraction-on`` goes back to the baseline. A server without the
-    ``update_outcomes`` capability (a real Fleet server) receives no outcome."""
+    deterministic share chosen by ``--fail-fraction-on`` goes back to the baseline. Outcomes go to a server that
+    advertises ``update_outcomes``; one that does not (a real Fleet server) receives none."""
     from osquery_sim.agent_updates import FailureRule, UpdateBehaviour  # noqa: PLC0415 - the sim's own rule
 
     hosts = 12
-    with running_stub(tmp_path / "stub", detail_update_interval=1.0) as stub:
+    capabilities = ("orbit_endpoints", "token_rotation", *(("update_outcomes",) if takes_outcomes else ()))
+    with running_stub(tmp_path / "stub", detail_update_interval=1.0, capabilities=capabilities) as stub:
         with stub.admin() as admin:
             answer = admin.patch(
                 "/api/latest/fleet/config",
@@ -235,9 +237,14 @@ def test_load_hosts_follow_pinned_versions_and_a_share_fails(tmp_path: Path) -> 
         versions = summary["agent_updates"]["versions"]["osqueryd"]
         assert versions["5.15.0"] == {"ever_ran": hosts, "running": hosts - len(failing), "failed": len(failing)}
         assert versions["5.14.1"]["running"] == len(failing)
-        assert summary["agent_updates"]["outcomes_sent"] == 0  # no capability, nothing sent …
-        assert summary["agent_updates"]["outcomes_unsent"] == hosts  # … and nothing lost
-        assert "/api/fleet/orbit/update_outcomes" not in summary["endpoints"]
+        if takes_outcomes:
+            assert summary["agent_updates"]["outcomes_sent"] == hosts  # one outcome per host: confirmed or crash_loop
+            assert summary["agent_updates"]["outcomes_unsent"] == 0
+            assert summary["endpoints"]["/api/fleet/orbit/update_outcomes"]["errors"] == 0
+        else:
+            assert summary["agent_updates"]["outcomes_sent"] == 0  # no capability, nothing sent …
+            assert summary["agent_updates"]["outcomes_unsent"] == hosts  # … and nothing lost
+            assert "/api/fleet/orbit/update_outcomes" not in summary["endpoints"]
         with stub.admin() as admin:
             seen = {h["uuid"]: h for h in admin.get("/api/latest/fleet/hosts").json()["hosts"]}
         assert {u: seen[u]["osquery_version"] for u in uuids} == {
