@@ -8,10 +8,12 @@ Rules (docs/adr/0017):
 2. A paused rollout does not advance.
 3. A wave advances when its soak time has passed since it began (or since the rollout was resumed) and, then,
    at least ``min_healthy_percent`` of its hosts are healthy on the version; fewer → halt. A wave with no host
-   has nothing to watch and passes at once.
+   soaks too (hosts enrolling meanwhile land in it and are watched), then passes: otherwise a rollout created
+   before its hosts enrolled (a configuration file read at start, a new team) would complete at once and send
+   every later host straight to the new version.
 4. Passing the last wave completes the rollout.
 
-The shell applies a decision and asks again (an advance may land on an empty wave that passes at once).
+The shell applies a decision and asks again until nothing changes (a soak of 0 s lets several waves pass at once).
 """
 
 from __future__ import annotations
@@ -75,8 +77,7 @@ def decide(rollout: Rollout, counts: Sequence[WaveCounts], now: float) -> Decisi
     if rollout.state is RolloutState.PAUSED:
         return NOTHING
     current = counts[rollout.current_wave]
-    soaked = now - rollout.wave_started_at >= rollout.spec.soak_seconds
-    if current.targeted and not soaked:
+    if now - rollout.wave_started_at < rollout.spec.soak_seconds:
         return NOTHING
     minimum = rollout.spec.rules.min_healthy_percent
     if current.targeted and current.healthy * 100.0 < minimum * current.targeted:

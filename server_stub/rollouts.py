@@ -118,9 +118,11 @@ class RolloutEngine:
             )
         return platforms
 
-    def check_versions(self, target: Target, version: str, from_version: str) -> tuple[str, ...]:
+    def check_versions(
+        self, target: Target, version: str, from_version: str, catalog: TufCatalog | None = None
+    ) -> tuple[str, ...]:
         """Both versions published for the same platforms; returns the platforms of ``version``."""
-        catalog = self._catalog()
+        catalog = catalog or self._catalog()
         new = self._published(catalog, target, version, "version")
         old = self._published(catalog, target, from_version, "from_version")
         missing = sorted(old - new)
@@ -132,9 +134,10 @@ class RolloutEngine:
             )
         return tuple(sorted(new))
 
-    def _derive_from_version(self, request: RolloutRequest, team_ids: tuple[int, ...] | None, now: float) -> str:
+    def _derive_from_version(
+        self, request: RolloutRequest, team_ids: tuple[int, ...] | None, now: float, catalog: TufCatalog
+    ) -> str:
         """The version most of the population runs now, among the target's published exact versions."""
-        catalog = self._catalog()
         # host_facts reads the target, version and population of a rollout: a probe with the requested ones
         probe = Rollout(
             id=0,
@@ -196,10 +199,12 @@ class RolloutEngine:
     ) -> Rollout:
         self._check_teams(team_ids)
         self._check_no_conflict(request.target, team_ids)
-        from_version = request.from_version or self._derive_from_version(request, team_ids, now)
+        catalog = self._catalog()
+        self._published(catalog, request.target, request.version, "version")  # before deriving: the clearer error
+        from_version = request.from_version or self._derive_from_version(request, team_ids, now, catalog)
         if from_version == request.version:
             raise RolloutRefused(422, "from_version must differ from version")
-        platforms = self.check_versions(request.target, request.version, from_version)
+        platforms = self.check_versions(request.target, request.version, from_version, catalog)
         spec = RolloutSpec(
             name=self._name(request),
             target=request.target,
@@ -221,8 +226,7 @@ class RolloutEngine:
             source,
         )
         self.reload()
-        self.evaluate(now)  # an empty first wave passes at once
-        return self.get(rollout.id)
+        return rollout
 
     # --- changing --------------------------------------------------------------------------------------------
 

@@ -172,10 +172,13 @@ def test_too_few_healthy_after_the_soak_halts() -> None:
     assert decision.reason is not None and "7 of 10 hosts (70.0 %) healthy" in decision.reason
 
 
-def test_an_empty_wave_passes_at_once() -> None:
+def test_an_empty_wave_soaks_too_then_passes() -> None:
     rollout = make_rollout(soak=3600)
     empty_first = counts((0, 0, 0), (5, 0, 0), (20, 0, 0), (30, 0, 0))
-    assert decide(rollout, empty_first, T0).action is Action.ADVANCE
+    assert decide(rollout, empty_first, T0).action is Action.NONE  # hosts enrolling meanwhile would land in it
+    assert decide(rollout, empty_first, T0 + 3600).action is Action.ADVANCE
+    last = make_rollout(soak=3600, current_wave=3)
+    assert decide(last, counts((0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0)), T0 + 3600).action is Action.COMPLETE
 
 
 def test_a_paused_rollout_does_not_advance_but_still_halts() -> None:
