@@ -7,7 +7,9 @@ the last *confirmed* one opens a probation; the watcher then reports, once per p
   that resets the supervisor's backoff), and that version becomes the confirmed one;
 - ``crash_loop`` when the supervisor's crash-loop breaker opens while that version runs.
 
-Starting the confirmed version again (the server re-pinned the host back) ends an open probation without a report.
+Starting the confirmed version again (the server re-pinned the host back) ends an open probation; when that
+probation had reported its crash loop, a ``rolled_back`` follows (the host runs ``previous_version`` again — what a
+server needs to see the host back), otherwise nothing is reported.
 The state (``state/child-versions.json``, 0600, one rename) survives orbit's restarts, so a probation goes on across
 them and ``previous_version`` is the version that was confirmed before. ``decide`` is the pure part.
 """
@@ -172,6 +174,19 @@ class ChildProbation:
                 return
             self._states[target] = after
             self._save()
+        left = before.probation
+        if left is not None and left.crash_loop_reported and after.probation is None and after.confirmed is not None:
+            back = after.confirmed.version
+            self._queue.add(
+                new_outcome(
+                    target,
+                    left.version,
+                    back,
+                    left.channel,
+                    OutcomeKind.ROLLED_BACK,
+                    f"back on {back} after the crash loop (the server pinned it again)",
+                )
+            )
         if after.probation is not None and after.probation != before.probation:
             log.info(
                 "event=version_on_probation target=%s version=%s previous=%s stable_after=%.0fs",

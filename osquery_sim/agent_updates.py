@@ -5,10 +5,12 @@ and Fleet Desktop, runs it on trial, and reports the outcome to a server adverti
 host does the same without binaries: an exact-version channel (``1.4.0``) makes it run that version at once — it is
 what its osquery and orbit traffic report from then on (``osquery_info.version`` ``1.4.0+sim``,
 ``orbit_info.version``) — and after ``stable_period`` seconds it reports ``confirmed``. A host that is chosen to fail
-on that version (``--fail-fraction-on``: a deterministic share of hosts, by a hash of the host and the version) reports
-``rolled_back`` (orbit: its trial boot failed) or ``crash_loop`` (osqueryd, desktop) after ``failure_after`` seconds
-and goes back to the version it ran before, and does not try that version again while it stays pinned to it (orbit's
-quarantine). Any other channel name (``stable``, ``edge``) means the host's baseline version of that target.
+on that version (``--fail-fraction-on``: a deterministic share of hosts, by a hash of the host and the version) fails
+after ``failure_after`` seconds, as orbit would: orbit's own trial fails, so the host reports ``rolled_back`` and runs
+the version before again at once, never trying that version again while it stays pinned to it (orbit's quarantine);
+osqueryd or desktop crash-loop, so the host reports ``crash_loop`` and keeps the version until the server pins another
+one, then reports ``rolled_back`` if that is the version it ran before. Any other channel name (``stable``, ``edge``)
+means the host's baseline version of that target.
 
 Nothing here does I/O; ``orbit_traffic`` feeds it config answers and the clock and sends what it queues.
 """
@@ -79,6 +81,7 @@ class Trial:
     channel: str
     started: float
     fails: bool
+    looping: bool = False  # the crash loop was reported; waiting for the server to pin another version
 
 
 def rfc3339(moment: float) -> str:
@@ -105,7 +108,7 @@ class HostUpdates:
             self.ever_ran.setdefault(target, {version})
             self.refused.setdefault(target, set())
 
-    def on_channels(self, channels: Mapping[str, object] | None, now: float) -> bool:
+    def on_channels(self, channels: Mapping[str, object] | None, now: float, wall: float) -> bool:
         """A config answer's ``update_channels`` (None: the server does not pin); True when a version changed."""
         if channels is None:
             return False
@@ -121,6 +124,9 @@ class HostUpdates:
                 del self.trials[target]  # re-pinned during the trial: what it ran before, or a third version
                 self.running[target] = trial.previous
                 changed = True
+                if trial.looping and wanted == trial.previous:
+                    reason = f"simulated: back on {trial.previous} after the crash loop (the server pinned it again)"
+                    self._queue(target, trial, "rolled_back", reason, wall)
             if wanted == self.running[target] or wanted in self.refused[target]:
                 continue
             previous = self.running[target]
@@ -135,17 +141,20 @@ class HostUpdates:
         """Judge the trials that are due; True when a version changed (a failed trial went back)."""
         changed = False
         for target, trial in list(self.trials.items()):
+            if trial.looping:
+                continue
             if trial.fails and now - trial.started >= self.behaviour.failure_after:
-                del self.trials[target]
-                self.running[target] = trial.previous
                 self.refused[target].add(trial.version)
-                kind, reason = (
-                    ("rolled_back", "simulated: the new orbit was not healthy within its trial")
-                    if target == "orbit"
-                    else ("crash_loop", "simulated: crash-loop breaker open after 5 consecutive exits")
-                )
-                self._queue(target, trial, kind, reason, wall)
-                changed = True
+                if target == "orbit":  # the trial boot fails: orbit goes back by itself
+                    del self.trials[target]
+                    self.running[target] = trial.previous
+                    reason = "simulated: the new orbit was not healthy within its trial"
+                    self._queue(target, trial, "rolled_back", reason, wall)
+                    changed = True
+                else:  # the child crash-loops on the version until the server pins another one
+                    trial.looping = True
+                    reason = "simulated: crash-loop breaker open after 5 consecutive exits"
+                    self._queue(target, trial, "crash_loop", reason, wall)
             elif not trial.fails and now - trial.started >= self.behaviour.stable_period:
                 del self.trials[target]
                 self._queue(target, trial, "confirmed", None, wall)
@@ -156,6 +165,7 @@ class HostUpdates:
         due = [
             trial.started + (self.behaviour.failure_after if trial.fails else self.behaviour.stable_period)
             for trial in self.trials.values()
+            if not trial.looping
         ]
         return min(due) if due else None
 

@@ -124,7 +124,7 @@ class OrbitTraffic:
         if updates is None or not response.is_success:
             return
         channels = self._json(response).get("update_channels")
-        if updates.on_channels(channels if isinstance(channels, dict) else None, self._clock()):
+        if updates.on_channels(channels if isinstance(channels, dict) else None, self._clock(), self._wall()):
             self._versions_changed()
 
     def _versions_changed(self) -> None:

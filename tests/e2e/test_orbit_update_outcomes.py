@@ -75,7 +75,9 @@ def test_a_crash_looping_pinned_osqueryd_is_reported_and_the_host_converges_when
     status = world.status()
     assert status["update_outcomes"]["server_accepts"] is True  # this stub takes them (a real Fleet would not)
     wait_for(lambda: world.status()["update_outcomes"]["queued"] == 0, timeout=30, what="the queue sent")
-    assert [o["outcome"] for o in outcomes(world, "osqueryd")] == [
-        "confirmed",
-        "crash_loop",
-    ]  # nothing for the pin back
+    reported = [(o["outcome"], o["version"], o["previous_version"]) for o in outcomes(world, "osqueryd")]
+    assert reported == [
+        ("confirmed", "5.14.1", None),
+        ("crash_loop", "5.15.0", "5.14.1"),
+        ("rolled_back", "5.15.0", "5.14.1"),  # back on 5.14.1: what the server needs to see the host back
+    ]

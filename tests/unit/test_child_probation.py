@@ -93,3 +93,18 @@ def test_a_damaged_state_file_starts_afresh(tmp_path: Path) -> None:
     path.write_text(json.dumps({"osqueryd": {"confirmed": {"digest": 5}, "probation": "x"}, "desktop": []}))
     probation = ChildProbation(path, OutcomeQueue(tmp_path / "q.json"), 1.0)
     assert probation.state("osqueryd") == TargetVersions()
+
+
+def test_going_back_after_a_reported_crash_loop_is_a_rollback(tmp_path: Path) -> None:
+    queue = OutcomeQueue(tmp_path / "q.json")
+    probation = ChildProbation(tmp_path / "v.json", queue, 60.0)
+    probation.launching("osqueryd", OLD)
+    probation.observe("osqueryd", status(uptime=61.0))
+    probation.launching("osqueryd", NEW)
+    probation.observe("osqueryd", status(ChildState.BACKING_OFF, None, BreakerState.OPEN, 5, 1))
+    probation.launching("osqueryd", OLD)  # the server pinned the previous version again
+    last = queue.pending(10)[-1]
+    assert (last.outcome.value, last.version, last.previous_version) == ("rolled_back", "5.15.0", "5.14.1")
+    assert last.reason == "back on 5.14.1 after the crash loop (the server pinned it again)"
+    probation.launching("osqueryd", OLD)
+    assert len(queue) == 3  # confirmed, crash_loop, rolled_back: once
