@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from bench_support import forward_sigterm, json_safe
 from rollout_fleet import SimFleet, SimSettings, Stub, make_repository, start_stub, wait_until
 from stub_throughput import BenchmarkError
@@ -72,33 +73,47 @@ class GoodRun:
     offline: int
 
 
-def create(stub: Stub, **definition: Any) -> dict[str, Any]:
-    with stub.admin() as admin:
-        answer = admin.post("/api/latest/fleet/rollouts", json=definition)
-    if answer.status_code != 200:
-        raise BenchmarkError(f"creating a rollout: {answer.status_code} {answer.text[:300]}")
-    rollout: dict[str, Any] = answer.json()["rollout"]
-    return rollout
+class Admin:
+    """The stub's admin REST on one kept-alive connection; a request that meets a dropped connection (the stub sheds
+    connections while thousands of hosts handshake) is tried again."""
+
+    def __init__(self, stub: Stub) -> None:
+        self._client = stub.admin()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        for attempt in range(5):
+            try:
+                answer = self._client.request(method, path, json=body)
+            except httpx.TransportError as exc:
+                if attempt == 4:
+                    raise BenchmarkError(f"{method} {path}: {exc}") from None
+                time.sleep(1.0)
+                continue
+            if answer.status_code != 200:
+                raise BenchmarkError(f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+            rollout: dict[str, Any] = answer.json()["rollout"]
+            return rollout
+        raise AssertionError("unreachable")
+
+    def create(self, **definition: Any) -> dict[str, Any]:
+        return self._request("POST", "/api/latest/fleet/rollouts", definition)
+
+    def status(self, rollout_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/api/latest/fleet/rollouts/{rollout_id}")
 
 
-def status(stub: Stub, rollout_id: int) -> dict[str, Any]:
-    with stub.admin() as admin:
-        answer = admin.get(f"/api/latest/fleet/rollouts/{rollout_id}")
-    if answer.status_code != 200:
-        raise BenchmarkError(f"rollout status: {answer.status_code} {answer.text[:300]}")
-    found: dict[str, Any] = answer.json()["rollout"]
-    return found
-
-
-def bad_release(stub: Stub, sim: SimFleet, kind: str, version: str, good: str, soak: int) -> BadRun:
+def bad_release(admin: Admin, sim: SimFleet, kind: str, version: str, good: str, soak: int) -> BadRun:
     waves = WAVES if kind == "staged" else [100]
     progress(f"{kind}: bad osqueryd {version} from {good}, waves {waves}")
     began = time.monotonic()
-    rollout = create(
-        stub, target="osqueryd", version=version, from_version=good, waves=waves, soak_seconds=soak, halt_rules=RULES
+    rollout = admin.create(
+        target="osqueryd", version=version, from_version=good, waves=waves, soak_seconds=soak, halt_rules=RULES
     )
     halted = wait_until(
-        lambda: (found := status(stub, rollout["id"]))["state"] != "running" and found,
+        lambda: (found := admin.status(rollout["id"]))["state"] != "running" and found,
         timeout=len(waves) * soak + 300,
         what=f"the {kind} rollout of {version} to halt",
         every=0.5,
@@ -115,7 +130,7 @@ def bad_release(stub: Stub, sim: SimFleet, kind: str, version: str, good: str, s
 
     back = bool(wait_until(everyone_back, timeout=300, what="every host back on the good version"))
     back_after = time.monotonic() - began
-    final = status(stub, rollout["id"])
+    final = admin.status(rollout["id"])
     ran = sim.version(version)
     return BadRun(
         kind,
@@ -130,11 +145,11 @@ def bad_release(stub: Stub, sim: SimFleet, kind: str, version: str, good: str, s
     )
 
 
-def good_release(stub: Stub, sim: SimFleet, version: str, good: str, soak: int) -> GoodRun:
+def good_release(admin: Admin, sim: SimFleet, version: str, good: str, soak: int) -> GoodRun:
     progress(f"good osqueryd {version} from {good}, waves {WAVES}, soak {soak} s")
     began = time.monotonic()
-    rollout = create(
-        stub, target="osqueryd", version=version, from_version=good, waves=WAVES, soak_seconds=soak, halt_rules=RULES
+    rollout = admin.create(
+        target="osqueryd", version=version, from_version=good, waves=WAVES, soak_seconds=soak, halt_rules=RULES
     )
     hosts = sim.hosts
     marks: dict[str, float] = {}
@@ -143,7 +158,7 @@ def good_release(stub: Stub, sim: SimFleet, version: str, good: str, soak: int) 
         now = time.monotonic() - began
         if "running" not in marks and sim.version(version)["running"] == hosts:
             marks["running"] = now
-        found = status(stub, rollout["id"])
+        found = admin.status(rollout["id"])
         if "healthy" not in marks and found["totals"]["healthy"] == hosts:
             marks["healthy"] = now
         if found["state"] == "completed":
@@ -176,13 +191,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     rules = tuple(f"osqueryd:{v}={args.fail}" for _, staged, once, _ in plan for v in (staged, once))
     with contextlib.ExitStack() as stack:
         stub = start_stub(work, SECRET, repository, stack, FLEET_STUB_ROLLOUT_TICK="1")
+        admin = Admin(stub)
+        stack.callback(admin.close)
         settings = SimSettings(
             hosts=args.hosts,
             config_interval=args.config_interval,
             stable_period=args.stable_period,
             failure_after=args.failure_after,
             fail_rules=rules,
-            ramp=min(60.0, args.hosts / 100),
+            ramp=args.hosts / 30,  # ~33 enrollments a second: TLS handshakes on 2 shared cores
         )
         sim = SimFleet(work, stub, SECRET, settings, stack)
         progress(f"enrolling {args.hosts} simulated hosts")
@@ -196,9 +213,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             if number % 2 == 0:
                 order.reverse()  # alternate A/B
             for kind, version in order:
-                bad_runs.append(bad_release(stub, sim, kind, version, good, args.soak))
+                bad_runs.append(bad_release(admin, sim, kind, version, good, args.soak))
                 progress(f"  {asdict(bad_runs[-1])}")
-            good_runs.append(good_release(stub, sim, good_version, good, args.soak))
+            good_runs.append(good_release(admin, sim, good_version, good, args.soak))
             progress(f"  {asdict(good_runs[-1])}")
             good = good_version
     staged = [run for run in bad_runs if run.kind == "staged"]
