@@ -215,7 +215,12 @@ def is_online(
     """``host_status``'s rule on the bare columns (for callers that read many hosts without building ``Host``)."""
     if seen_time is None:
         return False
-    interval = min((i for i in (distributed_interval, config_tls_refresh) if i > 0), default=0)
-    if interval == 0:
+    # the smaller positive of the two check-in intervals, else the logger period (written out: this runs per host
+    # in the rollout engine's passes)
+    if distributed_interval > 0 and (config_tls_refresh <= 0 or distributed_interval <= config_tls_refresh):
+        interval = distributed_interval
+    elif config_tls_refresh > 0:
+        interval = config_tls_refresh
+    else:
         interval = max(logger_tls_period, 0)
     return now - seen_time <= interval + ONLINE_GRACE_SECONDS

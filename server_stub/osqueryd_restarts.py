@@ -65,9 +65,9 @@ def request_restart(conn: sqlite3.Connection, host_ids: Sequence[int], now: floa
 
 def pending_request(conn: sqlite3.Connection, host_id: int) -> str | None:
     """The id orbit must act on, or None (an indexed lookup: the config poll asks this every 30 s)."""
+    # at most one pending request per host (a new one supersedes the old): the partial index answers alone
     row = conn.execute(
-        "SELECT request_id FROM osqueryd_restarts WHERE host_id = ? AND state = ? ORDER BY created_at DESC LIMIT 1",
-        (host_id, str(RestartState.PENDING)),
+        "SELECT request_id FROM osqueryd_restarts WHERE host_id = ? AND state = 'pending' LIMIT 1", (host_id,)
     ).fetchone()
     return None if row is None else str(row[0])
 

@@ -6,17 +6,20 @@ order of enrollment, not on the time), so a host never moves between waves, host
 their place without disturbing anyone, and every server computing it agrees. The rollout id in the hash gives each
 rollout its own order, so the same hosts are not always the first to try a new version.
 
-Pure; about a microsecond per host.
+Pure; about a microsecond per host, and memoized (the config endpoint and the engine's passes ask about the same
+hosts over and over: 64 Ki entries are a few MB).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
 _SCALE = 100.0 / 2**64
 
 
+@functools.lru_cache(maxsize=65536)
 def wave_point(rollout_id: int, identity: str) -> float:
     """The host's place in [0, 100) for this rollout."""
     digest = hashlib.sha256(f"{rollout_id}:{identity}".encode("utf-8", "surrogatepass")).digest()

@@ -373,3 +373,34 @@ def test_state_survives_a_restart_and_a_soak_that_passed_meanwhile_advances(
             assert before[orbit.hardware_uuid]["orbit"] == after[orbit.hardware_uuid]["orbit"] == "1.4.0"
         assert {c["orbit"] for c in after.values()} == {"1.4.0"}
         assert {c["osqueryd"] for c in after.values()} == {"5.11.0"}  # paused, and everyone is in its one wave
+
+
+def test_hostile_rollout_bodies_get_4xx_never_5xx(stub: RunningStub) -> None:
+    good = {"target": "orbit", "version": "1.4.0", "from_version": "1.3.0"}
+    bodies: list[bytes | dict[str, object]] = [
+        b"",
+        b"[1, 2]",
+        b'"rollout"',
+        b"{",
+        b'{"target": "orbit", "version": "1.4.0", "waves": [1, NaN, 100]}',
+        b'{"target": "orbit", "version": "1.4.0", "soak_seconds": 1e400}',
+        b'{"target": "orbit", "version": "1.4.\\ud800"}',
+        {**good, "team_ids": list(range(1, 100_001))},
+        {**good, "waves": [i / 1000 for i in range(1, 100_001)]},
+        {**good, "halt_rules": {"max_failed_percent": {"a": [1]}}},
+        {**good, "name": "n" * 1_000_000},
+        {**good, "from_version": ["1.3.0"]},
+        {**good, "team_ids": [2**64]},
+        b'{"target": "orbit", "version": "1.4.0", "waves": [' + b"9" * 5000 + b", 100]}",
+    ]
+    with stub.admin() as admin:
+        for body in bodies:
+            if isinstance(body, bytes):
+                response = admin.post(
+                    "/api/latest/fleet/rollouts", content=body, headers={"Content-Type": "application/json"}
+                )
+            else:
+                response = admin.post("/api/latest/fleet/rollouts", json=body)
+            assert 400 <= response.status_code < 500, (str(body)[:80], response.status_code, response.text[:200])
+            assert_shape_b(response, response.status_code)
+        assert admin.get("/api/latest/fleet/rollouts").json()["rollouts"] == []

@@ -3,15 +3,18 @@ refused with a clear message (docs/adr/0017)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
+from server_stub.declarative_config import ConfigFileError, parse_config
 from server_stub.errors import ApiError
 from server_stub.rfc3339 import parse_rfc3339
 from server_stub.rollout_model import DEFAULT_WAVES, HaltRules, Outcome, Target
 from server_stub.rollout_spec import InvalidRollout, parse_request, parse_team_ids, parse_team_names
+from server_stub.rollouts_cli import parse_duration, parse_waves, render_list, render_status
 from server_stub.tuf_catalog import TufCatalogError, catalog_from_paths, read_catalog
 from server_stub.update_outcomes import MAX_REASON_LENGTH, parse_outcomes
 
@@ -213,3 +216,68 @@ def test_rfc3339() -> None:
     assert parse_rfc3339("2026-12-05T10:00:00.123456Z") is not None
     for bad in ("", "2026-12-05", "10:00:00Z", "2026-13-05T10:00:00Z", "x" * 100):
         assert parse_rfc3339(bad) is None
+
+
+# --- the configuration file and the CLI's own parsing ----------------------------------------------------------
+
+
+def test_declared_rollouts_parse() -> None:
+    declared = parse_config(
+        {
+            "teams": [{"name": "Canaries"}],
+            "rollouts": [
+                {
+                    "name": "canary",
+                    "target": "orbit",
+                    "version": "1.4.0",
+                    "from_version": "1.3.0",
+                    "teams": ["Canaries"],
+                    "waves": [50, 100],
+                    "soak_seconds": 60,
+                }
+            ],
+        }
+    )
+    (rollout,) = declared.rollouts
+    assert rollout.team_names == ("Canaries",) and rollout.request.name == "canary"
+    assert rollout.request.waves == (50.0, 100.0) and rollout.request.soak_seconds == 60
+    assert parse_config({}).rollouts == ()
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ({"target": "orbit", "version": "1.4.0"}, "rollouts[0].from_version is required"),
+        ({"target": "orbit", "version": "1.4.0", "from_version": "1.3.0", "team_ids": [1]}, "unknown key(s) team_ids"),
+        ({"target": "orbit", "version": "1.4.0", "from_version": "1.3.0", "teams": []}, "rollouts[0].teams"),
+        ({"target": "orbit", "version": "latest", "from_version": "1.3.0"}, "rollouts[0].version must be an exact"),
+    ],
+)
+def test_bad_declared_rollouts(table: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigFileError) as caught:
+        parse_config({"rollouts": [{"name": "r", **table}]})
+    assert words in str(caught.value)
+    with pytest.raises(ConfigFileError, match="declared twice"):
+        parse_config({"rollouts": [{"name": "r"}, {"name": "r"}]})
+
+
+def test_cli_durations_and_waves() -> None:
+    assert [parse_duration(t) for t in ("3600", "90s", "15m", "1h30m", "2d", " 1H ")] == [
+        3600,
+        90,
+        900,
+        5400,
+        172800,
+        3600,
+    ]
+    for bad in ("", "1x", "h", "1.5h", "-5", "1h 30m", "٣"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
+    assert parse_waves("1, 10,50.5,100") == [1, 10, 50.5, 100]
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_waves("1,ten")
+
+
+def test_cli_status_rendering_survives_odd_answers() -> None:
+    assert render_status({})[0].startswith("rollout None")  # a server answering nonsense does not crash the CLI
+    assert render_list([{}])[1].split() == ["None/None"]  # missing values are blank cells
