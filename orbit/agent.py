@@ -24,11 +24,12 @@ import httpx
 
 from orbit.actors import STOP_GRACE_S, DaemonThreadExecutor, Stopped, keep_running, retry_until_done, until_stopped
 from orbit.agent_state import AgentState
+from orbit.child_probation import ChildProbation, RunningVersion
 from orbit.children.desktop_child import desktop_child
 from orbit.children.orphans import kill_orphans
 from orbit.children.osqueryd_child import osqueryd_child, osqueryd_launch_spec
 from orbit.children.restart_policy import RestartPolicy
-from orbit.children.supervisor import ChildStatus, Supervisor
+from orbit.children.supervisor import ChildState, ChildStatus, StartReason, Supervisor
 from orbit.extension import ExtensionServer, FleetdLogsTable, OrbitInfoTable, RingBufferLogHandler
 from orbit.fleet.capabilities import CapabilitiesWatcher
 from orbit.fleet.client import OrbitClient, OrbitConfig
@@ -39,6 +40,8 @@ from orbit.fleet.enroll_secret import EnrollSecretError, default_keystore, resol
 from orbit.fleet.identity_check import check_identity
 from orbit.fleet.insecure_proxy import InsecureProxy
 from orbit.fleet.node_key_store import NodeKeyStore
+from orbit.fleet.osqueryd_restart import OsquerydRestartRequests
+from orbit.fleet.outcome_sender import OutcomeSender
 from orbit.fleet.scripts_receiver import ScriptsReceiver
 from orbit.fleet.server_overrides import (
     Channels,
@@ -57,6 +60,7 @@ from orbit.fleet.system_configuration import (
     wait_for_configuration,
 )
 from orbit.options import Options, normalize_fleet_url
+from orbit.outcome_queue import OutcomeKind, OutcomeQueue, new_outcome
 from orbit.reactions import (
     InstalledAction,
     after_install,
@@ -66,6 +70,8 @@ from orbit.reactions import (
     healthy_for,
 )
 from orbit.root_layout import RootLayout
+from orbit.self_heal.install_healer import HealReport, HealState, InstallHealer
+from orbit.self_heal.trusted_installs import TrustedInstalls
 from orbit.self_update.self_updater import AgentExit, SelfUpdater
 from orbit.self_update.setup import (
     TrustRootError,
@@ -81,14 +87,20 @@ from orbit.timings import Timings
 from orbit.version import orbit_version
 from osquery_bin_manager.flagfile import FlagfileReceiver
 from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_info
+from tuf_updates.errors import FailureKind
 from tuf_updates.http_client import TlsOptions, build_async_http_client
-from tuf_updates.targets import TargetName
-from tuf_updates.update_runner import TargetReport, UpdateRunner, UpdateSchedule
+from tuf_updates.repository_client import UpdateClient
+from tuf_updates.targets import TargetName, TargetSpec
+from tuf_updates.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 
 log = logging.getLogger(__name__)
 
 
 DESKTOP_SUPERVISOR = "desktop supervisor"
+# failures of an install that say something about the release (not about the network or this host's disk): reported
+# to the server as ``install_failed``
+RELEASE_FAILURES = frozenset({FailureKind.TARGET_MISMATCH, FailureKind.OVERSIZED, FailureKind.INSTALL})
+RESTART_ON_REQUEST_TIMEOUT_S = 60.0
 # actors that stop their children in order on the stop event and must not be cancelled half-way
 SELF_STOPPING_ACTORS = frozenset({DESKTOP_SUPERVISOR})
 
@@ -129,6 +141,11 @@ class Agent:
             self.channels.orbit, self.channels.osqueryd, self.channels.desktop, options.fleet_desktop
         )
         self.installer = make_installer(self.layout)
+        self.outcomes = OutcomeQueue(self.layout.update_outcomes)
+        self.update_client: UpdateClient | None = None
+        self.healer = InstallHealer(self.installer, TrustedInstalls(self.layout.trusted_installs), self._repository)
+        self.probation = ChildProbation(self.layout.child_probation, self.outcomes, timings.stable_reset)
+        self._reported_failures: set[tuple[str, str]] = set()
         self.updater = SelfUpdater(
             self.layout,
             self.installer,
@@ -138,6 +155,7 @@ class Agent:
             argv=self.argv,
             orbit_platform=self.targets.orbit.platform,
             exit_with=self._request_exit,
+            outcomes=self.outcomes,
         )
         self.runner: UpdateRunner | None = None
         self.client: OrbitClient | None = None
@@ -150,6 +168,8 @@ class Agent:
         self.desktop: Supervisor | None = None
         self.insecure_proxy: InsecureProxy | None = None
         self.scripts: ScriptsReceiver | None = None
+        self.outcome_sender: OutcomeSender | None = None
+        self.restart_requests: OsquerydRestartRequests | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._http: httpx.AsyncClient | None = None
 
@@ -225,6 +245,7 @@ class Agent:
             options.insecure,
         )
         client = make_update_client(self.layout, options.update_url, root, tls, self.version)
+        self.update_client = client
         include_orbit = not options.dev_mode
         self.runner = UpdateRunner(
             client,
@@ -232,7 +253,7 @@ class Agent:
             self.targets.all(include_orbit=include_orbit),
             schedule=UpdateSchedule(options.update_interval),
             on_installed=self._on_installed,
-            on_report=self.state.note_update_report,
+            on_report=self._on_update_report,
             deferred=lambda spec: spec.name is TargetName.ORBIT,
             quarantined=self.updater.is_quarantined,
             paused=self.updater.is_paused,
@@ -262,7 +283,7 @@ class Agent:
             return False
         report = await asyncio.to_thread(self.runner.check_once)
         self.runner.last_report = report
-        self.state.note_update_report(report)
+        self._on_update_report(report)
         for item in report.staged:
             if not self.options.dev_mode and await self.updater.start(item):
                 return True
@@ -275,7 +296,7 @@ class Agent:
         async def attempt() -> Path | None:
             nonlocal checked
             if checked and self.runner is not None:
-                self.state.note_update_report(await asyncio.to_thread(self.runner.check_once))
+                self._on_update_report(await asyncio.to_thread(self.runner.check_once))
             checked = True
             return self.osqueryd_path()
 
@@ -382,7 +403,36 @@ class Agent:
                 keep_tempdir=bool(self.env.get("FLEET_PREVENT_SCRIPT_TEMPDIR_DELETION")),
             )
             receivers.append(Receiver("scripts", self._start_scripts, on_change_only=False))
+            self.outcome_sender = OutcomeSender(self.client, self.outcomes)
+            receivers.append(Receiver("update outcomes", self.outcome_sender.on_config, on_change_only=False))
+            self.restart_requests = OsquerydRestartRequests(
+                self.client, self.layout.osqueryd_restart_request, self._restart_osqueryd_on_request, self._spawn
+            )
+            receivers.append(Receiver("osqueryd restart", self.restart_requests.on_config, on_change_only=False))
         return receivers
+
+    def _spawn(self, job: Awaitable[None]) -> None:
+        """A job that outlives the receiver that started it (cancelled when the agent stops)."""
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _restart_osqueryd_on_request(self, reason: str) -> str | None:
+        """Restart osqueryd (only it) and wait until it runs again; None, or what went wrong."""
+        supervisor = self.osqueryd
+        if supervisor is None:
+            return "osqueryd is not supervised by this orbit"
+        before = supervisor.status().pid
+        self._restart_osqueryd(reason)
+        deadline = time.monotonic() + RESTART_ON_REQUEST_TIMEOUT_S
+        while time.monotonic() < deadline:
+            status = supervisor.status()
+            if status.state is ChildState.RUNNING and status.pid is not None and status.pid != before:
+                return None
+            if await self._sleep(0.2):
+                return "orbit is stopping"
+        state = supervisor.status().state.value
+        return f"osqueryd is not running again after {RESTART_ON_REQUEST_TIMEOUT_S:.0f}s (state {state})"
 
     def _start_scripts(self, config: OrbitConfig) -> None:
         """Scripts can run for minutes: a batch runs as its own task so config polling goes on meanwhile."""
@@ -394,6 +444,79 @@ class Agent:
         task.add_done_callback(self._background.discard)
 
     # -- updates -------------------------------------------------------------------------------------------
+
+    def _repository(self) -> UpdateClient | None:
+        return self.update_client
+
+    def _on_update_report(self, report: CheckReport) -> None:
+        """Every update check: the status file, trust for what matched the signed targets, failed installs."""
+        self.state.note_update_report(report)
+        for item in report.targets:
+            if item.outcome is TargetOutcome.UP_TO_DATE and item.digest is not None:
+                algorithm = "sha512" if len(item.digest) == 128 else "sha256"
+                try:
+                    self.healer.note_signed_match(item.spec, item.version, algorithm, item.digest)
+                except OSError as exc:
+                    log.warning("event=trusted_install_not_recorded target=%s error=%s", item.spec.path, exc)
+            elif item.outcome is TargetOutcome.FAILED and item.error_kind in RELEASE_FAILURES and item.digest:
+                key = (item.spec.path, item.digest)
+                if key in self._reported_failures:
+                    continue
+                self._reported_failures.add(key)
+                running = self.healer.trusted_for(item.spec)
+                self._record_outcome(
+                    item.spec,
+                    item.version,
+                    running.version if running else None,
+                    OutcomeKind.INSTALL_FAILED,
+                    item.error,
+                )
+
+    def _record_outcome(
+        self, spec: TargetSpec, version: str | None, previous: str | None, kind: OutcomeKind, reason: str | None
+    ) -> None:
+        try:
+            self.outcomes.add(new_outcome(str(spec.name), version, previous, spec.channel, kind, reason))
+        except OSError as exc:
+            log.warning("event=update_outcome_not_recorded target=%s error=%s", spec.path, exc)
+
+    def _heal_report(self, report: HealReport) -> None:
+        if report.state is HealState.REPAIRED:
+            reason = f"{report.problem} (reinstalled from the {report.source})"
+            self._record_outcome(report.spec, report.version, report.version, OutcomeKind.REPAIRED, reason)
+
+    async def _heal_at_start(self) -> None:
+        """Every tracked executable fully checked (and repaired) before anything runs it."""
+        specs = [self.targets.orbit, self.targets.osqueryd]
+        if self.targets.desktop is not None:
+            specs.append(self.targets.desktop)
+        for spec in specs:
+            self._heal_report(await asyncio.to_thread(self.healer.check, spec, full=True))
+
+    def _child_spec(self, target: str) -> TargetSpec | None:
+        return self.targets.osqueryd if target == "osqueryd" else self.targets.desktop
+
+    async def _before_child_start(self, target: str, reason: StartReason) -> None:
+        """The self-heal check before every start of a child (a full hash after a crash, else only when the file's
+        fingerprint changed), then the version it will run goes to the probation watch."""
+        spec = self._child_spec(target)
+        if spec is None:
+            return
+        report = await asyncio.to_thread(self.healer.check, spec, full=reason is StartReason.AFTER_CRASH)
+        self._heal_report(report)
+        installed = self.installer.is_installed(spec)
+        launched = (
+            RunningVersion(report.version, report.digest, spec.channel)
+            if installed and report.digest is not None and report.usable
+            else None
+        )
+        self.probation.launching(target, launched)
+
+    def _child_statuses(self) -> dict[str, ChildStatus | None]:
+        return {
+            "osqueryd": self.osqueryd.status() if self.osqueryd is not None else None,
+            "desktop": self.desktop.status() if self.desktop is not None else None,
+        }
 
     async def _on_installed(self, name: str, report: TargetReport) -> None:
         action = after_install(
@@ -494,6 +617,7 @@ class Agent:
     async def _start_up(self) -> bool | None:
         """Fleet's start-up order up to the actors; None when the agent must not go on (an update to exec into, or
         a stop); else whether the server answered the first ping."""
+        await self._heal_at_start()
         if await self._early_update_check():
             log.info("event=exiting_for_early_update")
             return None
@@ -575,6 +699,7 @@ class Agent:
                 policy=policy,
                 # with --log-file, osqueryd's output joins orbit's size-capped rotating log (Fleet: same file)
                 output=logging.getLogger("osqueryd").info if options.log_file else None,
+                prepare=lambda reason: self._before_child_start("osqueryd", reason),
             )
         )
 
@@ -619,6 +744,9 @@ class Agent:
             group.create_task(
                 keep_running("status", lambda: self.state.run(self, stop, self.timings.status_interval), stop)
             )
+            group.create_task(
+                keep_running("child probation", lambda: self.probation.run(self._child_statuses, stop), stop)
+            )
             for name, factory in self.extra_actors(reachable):
                 group.create_task(keep_running(name, factory, stop, stops_itself=name in SELF_STOPPING_ACTORS))
 
@@ -654,6 +782,7 @@ class Agent:
                 retry_interval=self.timings.desktop_session_retry,
                 policy=RestartPolicy(stable_after=self.timings.stable_reset),
             )
+            spec = dataclasses.replace(spec, prepare=lambda reason: self._before_child_start("desktop", reason))
             desktop = self.desktop = Supervisor(spec)
             actors.append((DESKTOP_SUPERVISOR, lambda: desktop.run(self.stop)))
         return actors
@@ -681,6 +810,27 @@ class Agent:
 
     def extra_children(self) -> dict[str, ChildStatus]:
         return {"fleet-desktop": self.desktop.status()} if self.desktop is not None else {}
+
+    def extra_status(self) -> dict[str, object]:
+        """Issue 18's parts of the status file: the outcome queue, versions on probation, self-heal checks."""
+        sender = self.outcome_sender
+        return {
+            "update_outcomes": {
+                "queued": len(self.outcomes),
+                "sent": sender.sent if sender is not None else 0,
+                "server_accepts": sender.enabled if sender is not None else False,
+            },
+            "child_versions": {
+                target: {
+                    "confirmed": state.confirmed.version if state.confirmed is not None else None,
+                    "probation": state.probation.version if state.probation is not None else None,
+                }
+                for target in ("osqueryd", "desktop")
+                if (state := self.probation.state(target)).confirmed is not None or state.probation is not None
+            },
+            "self_heal": {"full_checks": self.healer.full_checks},
+            "osqueryd_restarts_on_request": self.restart_requests.restarts if self.restart_requests else 0,
+        }
 
 
 def runner_first_delay(agent: Agent) -> float:

@@ -64,6 +64,7 @@ class StatusSource(Protocol):
     def quarantine(self) -> Quarantine: ...
 
     def extra_children(self) -> dict[str, ChildStatus]: ...
+    def extra_status(self) -> dict[str, object]: ...
 
 
 @dataclass
@@ -151,6 +152,7 @@ class AgentState:
                 for entry in agent.quarantine.entries()
             ],
             "scripts_enabled": agent.options.enable_scripts,
+            **agent.extra_status(),
             **self.extra,
         }
 

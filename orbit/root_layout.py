@@ -134,6 +134,26 @@ class RootLayout:
     def status_file(self) -> Path:
         return self.state_dir / "status.json"
 
+    @property
+    def update_outcomes(self) -> Path:
+        """Outcomes of installs waiting to be reported (issue 18): 0600, replaced whole."""
+        return self.state_dir / "update-outcomes.json"
+
+    @property
+    def trusted_installs(self) -> Path:
+        """The signed length/hash of each installed executable, for the self-heal check (issue 18)."""
+        return self.state_dir / "trusted-installs.json"
+
+    @property
+    def child_probation(self) -> Path:
+        """Which osqueryd/desktop version is confirmed and which one is still on probation (issue 18)."""
+        return self.state_dir / "child-versions.json"
+
+    @property
+    def osqueryd_restart_request(self) -> Path:
+        """The last server request to restart osqueryd that was handled, so a restarted orbit does not repeat it."""
+        return self.state_dir / "osqueryd-restart-request.json"
+
     def child_record(self, name: str) -> Path:
         """orbit's record of a running child (pid, group, start time), for orphan detection after a crash."""
         return self.state_dir / f"{name}.child.json"

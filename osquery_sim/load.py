@@ -6,7 +6,10 @@ keep-alive connections (``lean_http``: a lean HTTP/1.1 client, because httpx's c
 generator core near 2 000 hosts), and runs the same engine as the daemon (config refresh, distributed read/write with
 discovery and ``accelerate``, scheduled queries, the TLS logger) at Fleet's default intervals; starts are spread
 over a ramp so the intervals are jittered. Hosts share one table database that takes each host's identity when it
-answers a query. ``--with-orbit`` adds each host's orbit traffic. Progress goes to stderr; a JSON summary to
+answers a query. ``--with-orbit`` adds each host's orbit traffic; such a host follows the update channels its
+server pins and reports update outcomes (``agent_updates``; ``--fail-fraction-on VERSION=FRACTION`` makes a
+deterministic share of hosts fail on a version), and serves ``orbit_info`` to the server's detail queries as orbit's
+extension does. Progress goes to stderr; a JSON summary to
 stdout: requests per endpoint, errors, latency p50/p95/p99, and log lines produced / acknowledged / buffered /
 lost / duplicated (checked against the server's own counts when ``--admin_token`` is given). SIGUSR1 restarts the
 per-endpoint figures (a benchmark's measured window without the enrollment burst); totals cover the whole run.
@@ -28,21 +31,23 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import httpx
 
+from osquery_sim.agent_updates import FailureRule, HostUpdates, UpdateBehaviour, parse_failure_rule, summarize
 from osquery_sim.engine import Endpoints, Engine, EngineSettings
+from osquery_sim.extension_registry import ExternalColumn, ExternalTable
 from osquery_sim.identity import SimIdentity, machine_identity
 from osquery_sim.load_stats import LineAccounting, LoadStats
 from osquery_sim.loop_health import LoopHealth
-from osquery_sim.orbit_traffic import OrbitTraffic
+from osquery_sim.orbit_traffic import CONFIG_INTERVAL, OrbitTraffic
 from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
 from osquery_sim.sim_store import SimStore
 from osquery_sim.table_rows import SimRuntime
 from osquery_sim.tables import SimDatabase
 from osquery_sim.tls_transport import LeanTlsTransport, TlsSettings
-from osquery_sim.version import SIM_VERSION
+from osquery_sim.version import OSQUERY_VERSION, SIM_VERSION, sim_version
 from osquery_sim.wakeable import WakeableEvent, sleep_unless_set
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,13 @@ class LoadOptions:
     admin_token: str = ""
     progress_interval: float = 10.0
     seed: str = ""
+    fail_rules: tuple[FailureRule, ...] = ()
+    orbit_config_interval: float = CONFIG_INTERVAL
+    stable_period: float = 60.0
+    failure_after: float = 20.0
+    baseline: dict[str, str] = field(
+        default_factory=lambda: {"orbit": "1.0.0", "osqueryd": OSQUERY_VERSION, "desktop": "1.0.0"}
+    )
 
 
 def parse_args(argv: Sequence[str]) -> LoadOptions:
@@ -87,9 +99,38 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
     parser.add_argument("--admin_token_file", help="a file holding the admin token")
     parser.add_argument("--progress_interval", type=float, default=10.0)
     parser.add_argument("--seed", default="", help="identity seed: the same seed gives the same host uuids")
+    orbit = parser.add_argument_group("simulated orbit updates (with --with-orbit)")
+    orbit.add_argument(
+        "--fail-fraction-on",
+        action="append",
+        default=[],
+        metavar="[TARGET:]VERSION=FRACTION",
+        help="this share of hosts (chosen deterministically) fails on VERSION: orbit rolls back, osqueryd/desktop "
+        "crash-loop; they report it and go back to what they ran before (repeatable)",
+    )
+    orbit.add_argument("--orbit-config-interval", type=float, default=CONFIG_INTERVAL, help="seconds (orbit: 30)")
+    orbit.add_argument(
+        "--stable-period", type=float, default=60.0, help="seconds a new version runs before it is confirmed"
+    )
+    orbit.add_argument(
+        "--failure-after", type=float, default=20.0, help="seconds until a failing host detects the failure"
+    )
+    orbit.add_argument("--orbit-version", default="1.0.0", help="the orbit version hosts run on non-version channels")
+    orbit.add_argument("--osqueryd-version", default=OSQUERY_VERSION, help="likewise for osqueryd")
+    orbit.add_argument("--desktop-version", default="1.0.0", help="likewise for Fleet Desktop")
     args = parser.parse_args(argv)
     if args.hosts <= 0:
         parser.error("--hosts must be positive")
+    try:
+        rules = tuple(parse_failure_rule(text) for text in args.fail_fraction_on)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if rules and not args.with_orbit:
+        parser.error("--fail-fraction-on needs --with-orbit")
+    for name in ("orbit_config_interval", "stable_period", "failure_after"):
+        value = getattr(args, name)
+        if not value > 0 or value == float("inf"):
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
     try:
         if args.enroll_secret_path:
             args.enroll_secret = _read_secret(args.enroll_secret_path)
@@ -113,6 +154,11 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
         admin_token=args.admin_token,
         progress_interval=args.progress_interval,
         seed=args.seed,
+        fail_rules=rules,
+        orbit_config_interval=args.orbit_config_interval,
+        stable_period=args.stable_period,
+        failure_after=args.failure_after,
+        baseline={"orbit": args.orbit_version, "osqueryd": args.osqueryd_version, "desktop": args.desktop_version},
     )
 
 
@@ -131,17 +177,50 @@ def _read_secret(path: str) -> str:
     return text.splitlines()[0].strip()
 
 
+ORBIT_INFO = ExternalTable(
+    "orbit_info",
+    1,
+    tuple(
+        ExternalColumn(name, "TEXT")
+        for name in ("version", "orbit_channel", "osqueryd_channel", "desktop_channel", "desktop_version")
+    ),
+)
+
+
+class LoadOrbitInfo:
+    """orbit's ``orbit_info`` extension table for every simulated host: the rows of whichever host queries now."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, str] = {}
+
+    def external_tables(self) -> dict[str, ExternalTable]:
+        return {"orbit_info": ORBIT_INFO}
+
+    def generate(self, table: ExternalTable) -> list[dict[str, str]]:
+        return [dict(self.current)] if table.name == "orbit_info" and self.current else []
+
+
 class HostTables:
     """One host's view of the shared table database."""
 
-    def __init__(self, shared: SimDatabase, identity: SimIdentity, runtime: SimRuntime) -> None:
+    def __init__(
+        self,
+        shared: SimDatabase,
+        identity: SimIdentity,
+        runtime: SimRuntime,
+        orbit_info: LoadOrbitInfo | None = None,
+    ) -> None:
         self._shared = shared
         self.identity = identity
         self.runtime = runtime
+        self._orbit_info = orbit_info
+        self.orbit_row: dict[str, str] = {}
 
     def query(self, sql: str) -> list[dict[str, str]]:
-        if self._shared.identity is not self.identity:
+        if self._shared.identity is not self.identity or self._shared.runtime is not self.runtime:
             self._shared.update_identity(self.identity, self.runtime)
+        if self._orbit_info is not None:
+            self._orbit_info.current = self.orbit_row
         return self._shared.query(sql)
 
     def first_rows(self) -> dict[str, dict[str, str]]:
@@ -162,6 +241,7 @@ class SimulatedHost:
         shared: SimDatabase,
         context: ssl.SSLContext,
         stats: LoadStats,
+        orbit_info: LoadOrbitInfo | None = None,
     ) -> None:
         seed = options.seed or "run"
         host_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"osqueryd-sim/{seed}/{index}"))
@@ -174,7 +254,14 @@ class SimulatedHost:
             hardware_serial=f"SIM{index:08d}",
         )
         self.runtime = SimRuntime(SIM_VERSION, str(uuid.uuid4()), os.getpid(), int(time.time()))
-        self.tables = HostTables(shared, self.identity, self.runtime)
+        self.tables = HostTables(shared, self.identity, self.runtime, orbit_info)
+        self.updates: HostUpdates | None = None
+        if options.with_orbit:
+            behaviour = UpdateBehaviour(
+                options.baseline, options.fail_rules, options.stable_period, options.failure_after, options.seed
+            )
+            self.updates = HostUpdates(host_uuid, behaviour)
+            self._apply_versions()
         self.store = SimStore.open("", in_memory=True)
         self.transport = LeanTlsTransport(
             TlsSettings(hostname=options.tls_hostname, user_agent=f"osquery/{SIM_VERSION}"),
@@ -217,12 +304,35 @@ class SimulatedHost:
                 "hardware_model": self.identity.hardware_model,
             }
             self.orbit = OrbitTraffic(
-                OrbitTraffic.client_for(options.tls_hostname, context), options.enroll_secret, facts, stats.observe
+                OrbitTraffic.client_for(options.tls_hostname, context),
+                options.enroll_secret,
+                facts,
+                stats.observe,
+                config_interval=options.orbit_config_interval,
+                updates=self.updates,
+                on_versions=self._apply_versions,
             )
 
     @property
     def enrolled(self) -> bool:
         return bool(self.client.node_key)
+
+    def _apply_versions(self) -> None:
+        """The host now runs other versions: its osquery_info and orbit_info say so from the next query on."""
+        updates = self.updates
+        if updates is None:
+            return
+        osqueryd = sim_version({"ORBIT_BUILD_VERSION": updates.running["osqueryd"]})
+        if self.runtime.version != osqueryd:
+            self.runtime = replace(self.runtime, version=osqueryd)
+            self.tables.runtime = self.runtime
+        self.tables.orbit_row = {
+            "version": updates.running["orbit"],
+            "orbit_channel": "stable",
+            "osqueryd_channel": "stable",
+            "desktop_channel": "stable",
+            "desktop_version": updates.running["desktop"],
+        }
 
     async def run(self, stop: asyncio.Event, delay: float) -> None:
         await sleep_unless_set(delay, stop)
@@ -320,7 +430,10 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
     template = machine_identity({})
     shared = SimDatabase(template, SimRuntime(SIM_VERSION, str(uuid.uuid4()), os.getpid(), int(time.time())))
     stats = LoadStats()
-    hosts = [SimulatedHost(i, options, template, shared, context, stats) for i in range(options.hosts)]
+    orbit_info = LoadOrbitInfo() if options.with_orbit else None
+    if orbit_info is not None:
+        shared.attach_external_tables(orbit_info)
+    hosts = [SimulatedHost(i, options, template, shared, context, stats, orbit_info) for i in range(options.hosts)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -383,6 +496,9 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
                 file=sys.stderr,
                 flush=True,
             )
+            if options.with_orbit:  # one JSON line a benchmark can follow (who runs, ran, failed on which version)
+                figures = _updates_summary(hosts)
+                print(f"agent_updates t={now - started:.0f}s {json.dumps(figures)}", file=sys.stderr, flush=True)
 
     reporter = asyncio.create_task(progress())
     if options.duration is not None:
@@ -424,7 +540,14 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
             "reads": sum(h.engine.counters["distributed_reads"] for h in hosts),
             "writes_acknowledged": sum(h.engine.counters["distributed_writes"] for h in hosts),
         },
+        **({"agent_updates": _updates_summary(hosts)} if options.with_orbit else {}),
     }
+
+
+def _updates_summary(hosts: Sequence[SimulatedHost]) -> dict[str, object]:
+    summary = summarize([h.updates for h in hosts if h.updates is not None])
+    summary["outcomes_sent"] = sum(h.orbit.outcomes_sent for h in hosts if h.orbit is not None)
+    return summary
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -212,6 +212,7 @@ class SimDatabase:
     def update_runtime(self, runtime: SimRuntime) -> None:
         """Refill osquery_info, e.g. after a new config changed config_hash."""
         with self._lock:
+            self._runtime = runtime
             self._fill("osquery_info", osquery_info_rows(self._identity, runtime))
 
     def update_identity(self, identity: SimIdentity, runtime: SimRuntime) -> None:
@@ -222,11 +223,17 @@ class SimDatabase:
             self._fill("os_version", os_version_rows(identity))
             self._fill("kernel_info", kernel_info_rows(identity))
             self._fill("platform_info", platform_info_rows(identity))
+            self._runtime = runtime
             self._fill("osquery_info", osquery_info_rows(identity, runtime))
 
     @property
     def identity(self) -> SimIdentity:
         return self._identity
+
+    @property
+    def runtime(self) -> SimRuntime:
+        """What osquery_info was last filled from."""
+        return self._runtime
 
     def attach_external_tables(self, source: ExternalTableSource | None) -> None:
         """Serve extension tables from ``source`` from the next query on (None detaches them all)."""

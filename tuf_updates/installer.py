@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -36,6 +36,7 @@ from tuf_updates.directory_lock import DirectoryLock
 from tuf_updates.errors import InstallError, storage_error
 from tuf_updates.exec_check import DEFAULT_EXEC_CHECK_TIMEOUT, ExecCheck, run_help
 from tuf_updates.install_record import TARGET_RECORD, InstalledVersion, read_record
+from tuf_updates.integrity import ExpectedFile, problem_with
 from tuf_updates.repository_client import TargetInfo
 from tuf_updates.targets import TargetName, TargetSpec, is_native
 
@@ -207,16 +208,16 @@ class TargetInstaller:
         versions.mkdir(exist_ok=True)
         digest_id = target.preferred_hash()[1][:_DIGEST_NAME_LENGTH]
         version_dir = versions / digest_id
-        record = read_record(version_dir) if (version_dir / spec.executable).is_file() else None
+        record = self._intact_record(spec, version_dir)
         if record is None:
-            record = InstalledVersion(
-                digest_id=digest_id,
-                hashes=target.hashes,
-                length=target.length,
-                version=target.version,
-                installed_at=self._clock().isoformat(),
-            )
-            self._build_version(spec, downloaded, version_dir, record)
+            # what the pointer runs may be this very directory, damaged (a truncated file is truncated under
+            # both of its hard links): rebuilt, it is pointed at again — the damaged file never becomes .previous
+            damaged_current = self._version_dir_of(spec, self._pointer(spec)) == version_dir
+            record = self._build_version(spec, downloaded, version_dir, self._new_record(target, digest_id))
+            if damaged_current:
+                self._link(spec, version_dir, self._pointer(spec))
+                logger.warning("reinstalled a damaged version target=%s version=%s", spec, record.version)
+                return InstallResult(spec, record, self.previous(spec), self.executable_path(spec))
         current = self._adopt_current(spec)
         if current is not None and current.digest_id == digest_id:
             logger.info("target already installed target=%s version=%s", spec, record.version)
@@ -250,15 +251,8 @@ class TargetInstaller:
                 versions.mkdir(parents=True, exist_ok=True)
                 digest_id = target.preferred_hash()[1][:_DIGEST_NAME_LENGTH]
                 version_dir = versions / digest_id
-                if read_record(version_dir) is None or not (version_dir / spec.executable).is_file():
-                    record = InstalledVersion(
-                        digest_id=digest_id,
-                        hashes=target.hashes,
-                        length=target.length,
-                        version=target.version,
-                        installed_at=self._clock().isoformat(),
-                    )
-                    self._build_version(spec, downloaded, version_dir, record)
+                if self._intact_record(spec, version_dir) is None:
+                    self._build_version(spec, downloaded, version_dir, self._new_record(target, digest_id))
                 self._adopt_current(spec)
                 logger.info("staged target=%s version=%s", spec, target.version)
                 return version_dir / spec.executable
@@ -303,7 +297,44 @@ class TargetInstaller:
         if digest_id not in keep:
             remove(self.channel_dir(spec) / VERSIONS_DIR / digest_id)
 
-    def _build_version(self, spec: TargetSpec, downloaded: Path, version_dir: Path, record: InstalledVersion) -> None:
+    def _new_record(self, target: TargetInfo, digest_id: str) -> InstalledVersion:
+        return InstalledVersion(
+            digest_id=digest_id,
+            hashes=target.hashes,
+            length=target.length,
+            version=target.version,
+            installed_at=self._clock().isoformat(),
+        )
+
+    def _intact_record(self, spec: TargetSpec, version_dir: Path) -> InstalledVersion | None:
+        """The record of ``version_dir`` when its executable is still exactly what was installed, else None (absent,
+        incomplete, or damaged since — Fleet re-installed over such a file and left it broken)."""
+        if not (version_dir / spec.executable).is_file():
+            return None
+        record = read_record(version_dir)
+        if record is None:
+            return None
+        problem = self.version_problem(spec, version_dir.name)
+        if problem is not None:
+            logger.warning("damaged installed version target=%s id=%s problem=%s", spec, version_dir.name, problem)
+            return None
+        return record
+
+    def version_problem(self, spec: TargetSpec, digest_id: str) -> str | None:
+        """What is wrong with the executable of ``.versions/<digest_id>`` against its own record (full hash);
+        None when it is intact or cannot be judged (a record without trusted hashes)."""
+        version_dir = self.channel_dir(spec) / VERSIONS_DIR / digest_id
+        record = read_record(version_dir)
+        if record is None:
+            return "no install record"
+        expected = ExpectedFile.of_record(record, archive=spec.is_archive)
+        if expected is None:
+            return None
+        return problem_with(version_dir / spec.executable, expected)
+
+    def _build_version(
+        self, spec: TargetSpec, downloaded: Path, version_dir: Path, record: InstalledVersion
+    ) -> InstalledVersion:
         incoming = hidden_temp(version_dir.parent, version_dir.name)
         incoming.mkdir(mode=0o755)
         try:
@@ -315,6 +346,12 @@ class TargetInstaller:
             if not executable.is_file() or executable.is_symlink():
                 raise InstallError(f"{spec}: the executable {spec.executable} is missing from the target")
             executable.chmod(0o755)
+            if spec.is_archive:  # measured inside the verified archive: what a later integrity check compares with
+                record = replace(
+                    record,
+                    executable_length=executable.stat().st_size,
+                    executable_sha256=file_digest(executable, "sha256"),
+                )
             if is_native(spec.platform, system=self._system, machine=self._machine):
                 self._exec_check(executable, self._exec_env(spec, executable))
             else:
@@ -327,6 +364,7 @@ class TargetInstaller:
         except BaseException:
             remove(incoming)
             raise
+        return record
 
     def _adopt_current(self, spec: TargetSpec) -> InstalledVersion | None:
         """The version at the pointer; a file or directory placed by a package becomes a managed version first."""
@@ -387,6 +425,32 @@ class TargetInstaller:
         for entry in versions.iterdir():
             if entry.name not in keep:
                 remove(entry)
+
+    # -- repair ----------------------------------------------------------------------------------------------
+
+    def version_record(self, spec: TargetSpec, digest_id: str) -> InstalledVersion | None:
+        return read_record(self.channel_dir(spec) / VERSIONS_DIR / digest_id)
+
+    def restore(self, spec: TargetSpec, digest_id: str) -> InstallResult:
+        """Point the executed path at the intact version ``digest_id`` again (self-healing from the local versions
+        store: the executed file was replaced or removed while that version's own copy stayed intact). Nothing is
+        adopted: whatever stood at the executed path is discarded, ``.previous`` is left as it is."""
+        if not digest_id or digest_id.startswith(".") or "/" in digest_id or "\\" in digest_id:
+            raise InstallError(f"{spec}: {digest_id!r} is not a version")
+        try:
+            with self._lock(spec):
+                version_dir = self.channel_dir(spec) / VERSIONS_DIR / digest_id
+                record = read_record(version_dir)
+                if record is None or not (version_dir / spec.executable).is_file():
+                    raise InstallError(f"{spec}: no installed version {digest_id}")
+                problem = self.version_problem(spec, digest_id)
+                if problem is not None:
+                    raise InstallError(f"{spec}: the stored version {digest_id} is damaged too ({problem})")
+                self._link(spec, version_dir, self._pointer(spec))
+        except OSError as exc:
+            raise storage_error(exc, f"restoring {spec}") from exc
+        logger.warning("restored target=%s version=%s from the local versions store", spec, record.version)
+        return InstallResult(spec, record, self.previous(spec), self.executable_path(spec))
 
     # -- rollback and recovery -----------------------------------------------------------------------------
 

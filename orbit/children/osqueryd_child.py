@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from orbit.children.restart_policy import RestartPolicy
-from orbit.children.supervisor import ChildSpec
+from orbit.children.supervisor import ChildSpec, StartReason
 from orbit.root_layout import RootLayout
 from osquery_bin_manager.launch_args import FleetConnection, LaunchSpec, build_args, child_environment
 
@@ -75,6 +75,7 @@ def osqueryd_child(
     policy: RestartPolicy,
     log_path: Path | None = None,
     output: Callable[[str], None] | None = None,
+    prepare: Callable[[StartReason], Awaitable[None]] | None = None,
 ) -> ChildSpec:
     def argv() -> list[str]:
         path = executable()
@@ -101,4 +102,5 @@ def osqueryd_child(
         log_path=log_path,
         policy=policy,
         output=output,
+        prepare=prepare,
     )

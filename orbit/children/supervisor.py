@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 
 # SIGTERM → SIGKILL: a stopping service (systemctl stop, an uninstall) has orbit and every child gone within 2 s.
 CHILD_STOP_TIMEOUT_S = 1.5
+
+
+class StartReason(Enum):
+    """Why the supervisor is about to start the child (what a ``prepare`` hook may want to know)."""
+
+    FIRST = "first"
+    AFTER_CRASH = "after_crash"  # the last run ended by itself, or the start failed
+    RESTART = "restart"  # asked for (new flags, a new binary, the server)
 
 
 class ChildState(Enum):
@@ -87,6 +95,8 @@ class ChildSpec:
     launch: Callable[[], ChildLaunch | None] | None = None  # replaces argv/env/cwd/user/group when given
     not_ready_retry: float = 30.0  # seconds between ``launch`` calls while it returns None
     write_pidfile: bool = False  # the supervisor writes the child's pid to ``pidfile``
+    # awaited before every start (e.g. the self-heal check of the executable); an error is logged, the start goes on
+    prepare: Callable[[StartReason], Awaitable[None]] | None = None
 
     def static_launch(self) -> ChildLaunch:
         return ChildLaunch(self.argv(), self.env(), self.cwd, self.user, self.group, self.extra_groups)
@@ -246,6 +256,7 @@ class Supervisor:
     async def _run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self._kill_orphans)
         delay = 0.0
+        reason = StartReason.FIRST
         while not stop.is_set():
             if delay > 0:
                 self._state = ChildState.BACKING_OFF
@@ -256,6 +267,8 @@ class Supervisor:
             self._restart_requested.clear()
             self._state = ChildState.STARTING
             delay = 0.0
+            if self.spec.prepare is not None and await self._prepare(stop, reason):
+                break
             try:
                 resolving: asyncio.Future[ChildLaunch | None] = asyncio.ensure_future(self._resolve_launch())
                 # finding a GUI session can take a while (loginctl): a stop must not wait for it
@@ -273,6 +286,7 @@ class Supervisor:
             except Exception as exc:  # an OSError from exec, or a failing launch callable
                 log.error("event=child_start_failed name=%s error=%s", self.spec.name, exc)
                 delay = self.tracker.record_exit(0.0)
+                reason = StartReason.AFTER_CRASH
                 continue
             self._process = process
             self._state = ChildState.RUNNING
@@ -292,6 +306,7 @@ class Supervisor:
             if stop.is_set():
                 break
             intentional = woke is self._restart_requested
+            reason = StartReason.RESTART if intentional else StartReason.AFTER_CRASH
             delay = self.tracker.record_exit(ran_for, intentional=intentional)
             if intentional:
                 log.info("event=child_restart name=%s reason=%r", self.spec.name, self._restart_reason)
@@ -310,6 +325,17 @@ class Supervisor:
         if self._process is not None:
             await self._stop(self._process)
             self._remove_pidfile(self._process.pid)
+
+    async def _prepare(self, stop: asyncio.Event, reason: StartReason) -> bool:
+        """Await the spec's ``prepare`` hook; True when ``stop`` came first (the hook is cancelled)."""
+        assert self.spec.prepare is not None
+        preparing: asyncio.Future[None] = asyncio.ensure_future(self.spec.prepare(reason))
+        if await _wait_any(stop, asyncio.Event(), None, preparing) is stop:
+            preparing.cancel()
+            return True
+        if (error := preparing.exception()) is not None:
+            log.error("event=child_prepare_failed name=%s error=%s", self.spec.name, error)
+        return False
 
 
 def _kill_group_leftovers(pgid: int) -> None:

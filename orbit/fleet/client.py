@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -79,6 +79,10 @@ class OrbitConfig:
     extensions: Mapping[str, object] | None
     digest: str
     raw: Mapping[str, object] = field(repr=False)
+    restart_osqueryd_request_id: str | None = None  # fleet-stub's restart-osqueryd action (issue 18 protocol §4)
+
+
+MAX_REQUEST_ID = 256
 
 
 class ConfigFormatError(FleetError):
@@ -120,6 +124,16 @@ def parse_orbit_config(body: Mapping[str, object]) -> OrbitConfig:
     extensions = body.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise ConfigFormatError("extensions is not an object")
+    restart_id = notifications.get("restart_osqueryd_request_id")
+    if restart_id is not None and (
+        not isinstance(restart_id, str)
+        or not restart_id
+        or len(restart_id) > MAX_REQUEST_ID
+        or not restart_id.isprintable()
+    ):
+        raise ConfigFormatError(
+            f"notifications.restart_osqueryd_request_id is not a printable string of 1-{MAX_REQUEST_ID} characters"
+        )
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
     return OrbitConfig(
         startup_flags=cast("dict[str, object] | None", flags),
@@ -129,6 +143,7 @@ def parse_orbit_config(body: Mapping[str, object]) -> OrbitConfig:
         extensions=cast("dict[str, object] | None", extensions),
         digest=hashlib.sha256(canonical).hexdigest(),
         raw=body,
+        restart_osqueryd_request_id=restart_id,
     )
 
 
@@ -380,6 +395,22 @@ class OrbitClient:
                 "exit_code": exit_code,
                 "timeout": timeout,
             },
+        )
+
+    async def post_update_outcomes(self, outcomes: Sequence[Mapping[str, object]]) -> None:
+        """``POST /api/fleet/orbit/update_outcomes`` (issue 18 protocol §3); only for a server advertising
+        ``update_outcomes`` — the caller checks ``server_capabilities``."""
+        await self._authed(
+            "POST", "/api/fleet/orbit/update_outcomes", "update outcomes", {"outcomes": [dict(o) for o in outcomes]}
+        )
+
+    async def post_osqueryd_restart_result(self, request_id: str, error: str | None) -> None:
+        """``POST /api/fleet/orbit/osqueryd_restart/result`` (issue 18 protocol §4): the restart was done."""
+        await self._authed(
+            "POST",
+            "/api/fleet/orbit/osqueryd_restart/result",
+            "osqueryd restart result",
+            {"request_id": request_id, "error": error},
         )
 
     async def report_error(

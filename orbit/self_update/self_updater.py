@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from orbit.outcome_queue import OutcomeKind, OutcomeQueue, new_outcome
 from orbit.root_layout import RootLayout
 from orbit.self_update.setup import orbit_link
 from orbit.self_update.trial_boot import (
@@ -88,6 +89,7 @@ class SelfUpdater:
         argv: Sequence[str],
         orbit_platform: Platform,
         exit_with: Callable[[AgentExit], None],
+        outcomes: OutcomeQueue | None = None,
     ) -> None:
         self.layout = layout
         self.installer = installer
@@ -99,6 +101,17 @@ class SelfUpdater:
         self.exit_with = exit_with
         self.quarantine = Quarantine(layout.quarantine)
         self.trial: TrialMarker | None = None
+        self.outcomes = outcomes
+
+    def _report(self, marker: TrialMarker, version: str | None, kind: OutcomeKind, reason: str | None) -> None:
+        """The trial's outcome for the server (issue 18): confirmed, or rolled back to ``previous_version``."""
+        if self.outcomes is None:
+            return
+        channel = marker.target_path.split("/")[2] if marker.target_path.count("/") >= 3 else "stable"
+        try:
+            self.outcomes.add(new_outcome("orbit", version, marker.previous_version, channel, kind, reason))
+        except OSError as exc:
+            log.warning("event=update_outcome_not_recorded error=%s", exc)
 
     def spec_for(self, marker: TrialMarker) -> TargetSpec:
         name, _platform, channel, _ = marker.target_path.split("/", 3)
@@ -125,6 +138,7 @@ class SelfUpdater:
         with contextlib.suppress(OSError, UpdateError, ValueError):
             self.installer.discard_staged(self.spec_for(marker), marker.digest_id)
         self.state.note_rollback(marker.version, marker.previous_version, reason)
+        self._report(marker, marker.version, OutcomeKind.ROLLED_BACK, reason)
         log.error("event=self_update_rolled_back version=%s running=%s reason=%r", marker.version, self.version, reason)
 
     def note_stop_signal(self) -> None:
@@ -183,12 +197,14 @@ class SelfUpdater:
                 clear_marker(self.layout.trial_marker)
                 self.trial = None
                 self.state.start_kind = "confirmed"
+                self._report(marker, marker.version or self.version, OutcomeKind.CONFIRMED, None)
                 log.info("event=self_update_confirmed version=%s", self.version)
                 return
             if time.monotonic() - began > marker.deadline:
                 reason = f"not healthy within {marker.deadline:.0f}s ({self.state.health_summary()})"
                 self.quarantine.add(marker.digest, marker.version, reason)
                 clear_marker(self.layout.trial_marker)
+                self._report(marker, marker.version or self.version, OutcomeKind.ROLLED_BACK, reason)
                 log.error("event=self_update_reverting version=%s reason=%r", self.version, reason)
                 argv = (*own_command(self.layout), *self.argv)
                 self.exit_with(AgentExit(0, argv, restart_env(os.environ, None), reason))

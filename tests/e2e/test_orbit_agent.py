@@ -189,6 +189,15 @@ def test_self_update_to_a_good_orbit_is_confirmed(world: OrbitWorld) -> None:
     assert link.read_bytes() == build.read_bytes()
     assert not (world.root / "state" / "trial-boot.json").exists()
     running(world)
+    # the trial's outcome reaches the stub (it advertises update_outcomes) and leaves orbit's queue
+    sent = wait_for(lambda: world.server_outcomes("orbit"), timeout=60, what="the outcome stored by the stub")
+    assert {"version": "1.1.0", "previous_version": "1.0.0", "outcome": "confirmed"}.items() <= sent[-1].items()
+    wait_for(lambda: not queued_outcomes(world, "orbit"), timeout=60, what="orbit's queue emptied")
+
+
+def queued_outcomes(world: OrbitWorld, target: str) -> list[dict[str, object]]:
+    path = world.root / "state" / "update-outcomes.json"
+    return [item for item in json.loads(path.read_text()) if item["target"] == target] if path.exists() else []
 
 
 def test_broken_orbit_is_rolled_back_and_not_retried(world: OrbitWorld) -> None:
@@ -222,3 +231,7 @@ def test_broken_orbit_is_rolled_back_and_not_retried(world: OrbitWorld) -> None:
     )
     assert len(service.starts) == starts
     assert "event=self_update_rolled_back" in service.log()
+    [outcome] = wait_for(lambda: world.server_outcomes("orbit"), timeout=60, what="the rollback reported")
+    assert outcome["outcome"] == "rolled_back" and outcome["version"] == "2.0.0"
+    assert outcome["previous_version"] == "1.0.0" and outcome["channel"] == "stable"
+    assert "exited before it was confirmed healthy" in str(outcome["reason"])

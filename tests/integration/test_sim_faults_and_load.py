@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.support.sim_process import SIM, SimProcess, orbit_style_args, wait_for
-from tests.support.stub_server import GLOBAL_SECRET, RunningStub
+from tests.support.stub_server import GLOBAL_SECRET, RunningStub, running_stub
 
 
 def _sim(tmp_path: Path, stub: RunningStub, *extra: str) -> SimProcess:
@@ -176,3 +176,76 @@ def test_load_mode_against_a_dead_server_ends_on_time_and_reports_errors(tmp_pat
     summary = json.loads(result.stdout)
     assert summary["enrolled"] == 0 and summary["errors"] > 0
     assert summary["log_lines"]["lost"] == 0  # nothing was produced that could be lost
+
+
+@pytest.mark.parametrize("takes_outcomes", [True, False], ids=["fleet-stub", "like-real-fleet"])
+def test_load_hosts_follow_pinned_versions_and_a_share_fails(tmp_path: Path, takes_outcomes: bool) -> None:
+    """``--with-orbit`` hosts run the osqueryd version the server pins (the server sees it in osquery_info); the
+    deterministic share chosen by ``--fail-fraction-on`` goes back to the baseline. Outcomes go to a server that
+    advertises ``update_outcomes``; one that does not (a real Fleet server) receives none."""
+    from osquery_sim.agent_updates import FailureRule, UpdateBehaviour  # noqa: PLC0415 - the sim's own rule
+
+    hosts = 12
+    capabilities = ("orbit_endpoints", "token_rotation", *(("update_outcomes",) if takes_outcomes else ()))
+    with running_stub(tmp_path / "stub", detail_update_interval=1.0, capabilities=capabilities) as stub:
+        with stub.admin() as admin:
+            answer = admin.patch(
+                "/api/latest/fleet/config",
+                json={"agent_options": {"config": {}, "update_channels": {"osqueryd": "5.15.0"}}},
+            )
+            assert answer.status_code == 200, answer.text
+        result = subprocess.run(
+            [
+                *SIM,
+                "load",
+                "--hosts",
+                str(hosts),
+                "--tls_hostname",
+                stub.url.removeprefix("https://"),
+                "--tls_server_certs",
+                str(stub.ca_path),
+                f"--enroll_secret={GLOBAL_SECRET}",
+                "--duration",
+                "12",
+                "--ramp",
+                "0.5",
+                "--distributed_interval",
+                "1",
+                "--with-orbit",
+                "--orbit-config-interval",
+                "1",
+                "--stable-period",
+                "2",
+                "--failure-after",
+                "1",
+                "--fail-fraction-on",
+                "osqueryd:5.15.0=0.5",
+                "--seed",
+                "pin-test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        behaviour = UpdateBehaviour({}, (FailureRule("5.15.0", 0.5, "osqueryd"),), seed="pin-test")
+        uuids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"osqueryd-sim/pin-test/{i}")) for i in range(hosts)]
+        failing = {u for u in uuids if behaviour.fails(u, "osqueryd", "5.15.0")}
+        assert 0 < len(failing) < hosts  # the seed gives both kinds
+        versions = summary["agent_updates"]["versions"]["osqueryd"]
+        # the failing share crash-loops on 5.15.0 until the server pins another version (none does here)
+        assert versions["5.15.0"] == {"ever_ran": hosts, "running": hosts, "failed": len(failing)}
+        if takes_outcomes:
+            assert summary["agent_updates"]["outcomes_sent"] == hosts  # one outcome per host: confirmed or crash_loop
+            assert summary["agent_updates"]["outcomes_unsent"] == 0
+            assert summary["endpoints"]["/api/fleet/orbit/update_outcomes"]["errors"] == 0
+        else:
+            assert summary["agent_updates"]["outcomes_sent"] == 0  # no capability, nothing sent …
+            assert summary["agent_updates"]["outcomes_unsent"] == hosts  # … and nothing lost
+            assert "/api/fleet/orbit/update_outcomes" not in summary["endpoints"]
+        with stub.admin() as admin:
+            seen = {h["uuid"]: h for h in admin.get("/api/latest/fleet/hosts").json()["hosts"]}
+        assert {seen[u]["osquery_version"] for u in uuids} == {"5.15.0+sim"}
+        assert {seen[u]["orbit_version"] for u in uuids} == {"1.0.0"}  # orbit_info served like orbit's extension

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from orbit.children.restart_policy import BreakerState, RestartPolicy
-from orbit.children.supervisor import ChildSpec, ChildState, Supervisor
+from orbit.children.supervisor import ChildSpec, ChildState, StartReason, Supervisor
 
 PY = sys.executable
 
@@ -220,3 +220,54 @@ def test_a_flooding_child_reaches_the_log_capped_with_a_line_saying_what_was_dro
     asyncio.run(scenario())
     assert lines[:50] == [f"chatter {i}" for i in range(50)]
     assert len(lines) == 51 and "4950 lines" in lines[50] and "dropped" in lines[50]
+
+
+def test_the_prepare_hook_runs_before_every_start_and_knows_why(tmp_path: Path) -> None:
+    """The self-heal check's seam (issue 18): first start, start after a crash, asked-for restart; a failing hook is
+    logged and the child starts anyway; a stop during a slow hook is prompt."""
+    reasons: list[StartReason] = []
+
+    async def prepare(reason: StartReason) -> None:
+        reasons.append(reason)
+        if len(reasons) == 2:
+            raise RuntimeError("the check failed")
+
+    async def scenario() -> None:
+        policy = RestartPolicy(first_delay=0.05, stable_after=60.0)
+        supervisor = Supervisor(_spec(tmp_path, "import time\ntime.sleep(600)\n", policy=policy, prepare=prepare))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await _until(lambda: supervisor.status().pid)
+        first = supervisor.status().pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: supervisor.status().pid not in (None, first), timeout=30)  # started despite the error
+        second = supervisor.status().pid
+        supervisor.restart("new flags")
+        await _until(lambda: supervisor.status().pid not in (None, second), timeout=30)
+        stop.set()
+        await runner
+
+    asyncio.run(scenario())
+    assert reasons == [StartReason.FIRST, StartReason.AFTER_CRASH, StartReason.RESTART]
+
+
+def test_a_stop_during_a_slow_prepare_hook_is_prompt(tmp_path: Path) -> None:
+    entered = asyncio.Event()
+
+    async def prepare(_reason: StartReason) -> None:
+        entered.set()
+        await asyncio.sleep(600)
+
+    async def scenario() -> float:
+        supervisor = Supervisor(_spec(tmp_path, "import time\ntime.sleep(600)\n", prepare=prepare))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(stop))
+        await asyncio.wait_for(entered.wait(), 10)
+        began = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+        assert supervisor.status().state is ChildState.STOPPED and supervisor.status().pid is None
+        return time.monotonic() - began
+
+    assert asyncio.run(scenario()) < 5

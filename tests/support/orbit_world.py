@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import ssl
 import stat
 import subprocess
@@ -201,6 +202,21 @@ class OrbitWorld:
             response.raise_for_status()
             hosts: list[dict[str, Any]] = response.json()["hosts"]
             return hosts
+
+    def server_outcomes(self, target: str | None = None) -> list[dict[str, Any]]:
+        """The update outcomes the stub stored (read-only from its SQLite database, oldest first)."""
+        path = self.stub_dir / "fleet-stub.sqlite3"
+        if not path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute("SELECT * FROM update_outcomes ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # not migrated yet
+            return []
+        finally:
+            conn.close()
+        return [dict(row) for row in rows if target is None or row["target"] == target]
 
     # -- publishing ----------------------------------------------------------------------------------------
 
