@@ -1,0 +1,70 @@
+"""A horizontal bar chart as inline SVG, drawn on the server: one bar per label, its count at the end, each bar a
+link. Only presentation attributes (no ``style``), so the console's CSP needs no ``unsafe-inline``; labels are
+escaped like any other text (a version string comes from a host and may be anything)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server_stub.console.markup import Markup, html, join
+
+BAR_HEIGHT = 22
+GAP = 8
+LABEL_WIDTH = 170
+BAR_AREA = 460
+COUNT_WIDTH = 70
+MAX_LABEL_CHARS = 24
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    href: str
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def bar_chart(title: str, bars: list[Bar], *, chart_id: str) -> Markup:
+    width = LABEL_WIDTH + BAR_AREA + COUNT_WIDTH
+    height = max(1, len(bars)) * (BAR_HEIGHT + GAP) + GAP
+    biggest = max((b.value for b in bars), default=0)
+    total = sum(b.value for b in bars)
+    rows = []
+    for index, bar in enumerate(bars):
+        y = GAP + index * (BAR_HEIGHT + GAP)
+        length = 0 if biggest == 0 else max(2, round(BAR_AREA * bar.value / biggest))
+        share = f"{100 * bar.value / total:.0f} %" if total else ""
+        rows.append(
+            html(
+                '<a href="{href}"><title>{full}: {value} hosts</title>'
+                '<text x="{lx}" y="{ty}" text-anchor="end" class="bar-label">{label}</text>'
+                '<rect x="{bx}" y="{y}" width="{length}" height="{h}" rx="3" class="bar"></rect>'
+                '<text x="{cx}" y="{ty}" class="bar-count">{value} · {share}</text></a>',
+                href=bar.href,
+                full=bar.label,
+                value=bar.value,
+                lx=LABEL_WIDTH - 10,
+                ty=y + BAR_HEIGHT - 6,
+                label=_label(bar.label),
+                bx=LABEL_WIDTH,
+                y=y,
+                length=length,
+                h=BAR_HEIGHT,
+                cx=LABEL_WIDTH + length + 8,
+                share=share,
+            )
+        )
+    if not bars:
+        rows.append(html('<text x="{x}" y="{y}" class="bar-label">no hosts</text>', x=LABEL_WIDTH, y=BAR_HEIGHT))
+    return html(
+        '<svg xmlns="http://www.w3.org/2000/svg" id="{id}" class="chart" role="img" aria-label="{title}" '
+        'viewBox="0 0 {w} {h}" width="{w}" height="{h}"><title>{title}</title>{rows}</svg>',
+        id=chart_id,
+        title=title,
+        w=width,
+        h=height,
+        rows=join(rows),
+    )
