@@ -91,7 +91,7 @@ def _token(conn: sqlite3.Connection, host: hosts.Host, now: float) -> Markup:
         text = html('<span class="muted">none registered</span> (orbit registers one when Fleet Desktop runs)')
     elif token.state == "valid":
         text = html(
-            '<span class="status online">valid</span> until <span title="{utc}">{until}</span>, set {set}',
+            '<span class="status online">valid</span> until {utc} (expires {until}), set {set}',
             utc=utc_text(token.expires_at or 0.0),
             until=ago(token.expires_at, now),
             set=ago(token.updated_at, now),

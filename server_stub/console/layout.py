@@ -82,6 +82,7 @@ def page(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>{title} · fleet-stub console</title>"
+        '<link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/console/static/console.css">'
         '<script src="/console/static/console.js" defer></script></head>'
         '<body data-refresh="{refresh}"><header class="top"><a class="brand" href="/console/hosts">fleet-stub</a>'

@@ -40,7 +40,11 @@ FORM_LIMIT = 128 * KIB
 MAX_FORM_FIELDS = 20
 HOSTS = "/console/hosts"
 LOGIN = "/console/login"
-STATIC_TYPES = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 def _load_static() -> dict[str, bytes]:
@@ -93,10 +97,10 @@ async def _form(request: Request) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body, refused unless it comes from one of our pages."""
     if not _same_origin(request):
         raise _Refused(message_page(403, "Refused", "This form was sent from another site."))
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise _Refused(message_page(415, "Unsupported form", "Forms are sent URL-encoded."))
     raw = await read_limited(request, FORM_LIMIT)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if raw and kind != "application/x-www-form-urlencoded":
+        raise _Refused(message_page(415, "Unsupported form", "Forms are sent URL-encoded."))
     try:
         parsed = parse_qs(
             raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="replace"
@@ -142,6 +146,7 @@ def _login_page(status: int, notice: str = "", *, error: bool = False) -> Respon
     )
     main = html(
         '<section class="card login"><h1>Log in</h1>{note}<form method="post" action="{login}">'
+        '<input type="text" name="username" value="admin" autocomplete="username" hidden>'
         '<label for="token">Admin token</label>'
         '<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>'
         '<p class="note">The token is in <code>server.json</code> or <code>admin_token</code> in the stub\'s data '
