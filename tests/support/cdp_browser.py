@@ -10,6 +10,7 @@ extra Python package: ``os.posix_spawn`` puts the two pipe ends on fds 3 and 4.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -103,14 +104,16 @@ class Page:
     def submit(self, form_selector: str, fields: dict[str, str], timeout: float = LOAD_TIMEOUT) -> None:
         """Fill ``fields`` (by name) of the form and submit it as a person pressing its button would."""
         script = (
-            "(() => { const form = document.querySelector(%s); if (!form) throw new Error('no form');"
-            " for (const [name, value] of Object.entries(%s)) { form.elements.namedItem(name).value = value; }"
+            f"(() => {{ const form = document.querySelector({json.dumps(form_selector)});"
+            " if (!form) throw new Error('no form');"
+            f" for (const [name, value] of Object.entries({json.dumps(fields)}))"
+            " { form.elements.namedItem(name).value = value; }"
             " form.requestSubmit(); })()"
-        ) % (json.dumps(form_selector), json.dumps(fields))
+        )
         self._navigation(lambda: self.evaluate(script), timeout)
 
     def click(self, selector: str) -> None:
-        script = "document.querySelector(%s).click()" % json.dumps(selector)
+        script = f"document.querySelector({json.dumps(selector)}).click()"
         self._navigation(lambda: self.evaluate(script))
 
     @property
@@ -118,11 +121,11 @@ class Page:
         return str(self.evaluate("location.href"))
 
     def text(self, selector: str = "body") -> str:
-        value = self.evaluate("(document.querySelector(%s) || {innerText: ''}).innerText" % json.dumps(selector))
+        value = self.evaluate(f"(document.querySelector({json.dumps(selector)}) || {{innerText: ''}}).innerText")
         return str(value or "")
 
     def count(self, selector: str) -> int:
-        return int(self.evaluate("document.querySelectorAll(%s).length" % json.dumps(selector)))
+        return int(self.evaluate(f"document.querySelectorAll({json.dumps(selector)}).length"))
 
     def cookies(self) -> list[dict[str, Any]]:
         cookies: list[dict[str, Any]] = self.send("Network.getCookies", {"urls": [self.url]})["cookies"]
@@ -281,10 +284,8 @@ class CdpBrowser:
     def close(self) -> int:
         if self._exit_code is not None:
             return self._exit_code
-        try:
+        with contextlib.suppress(CdpError):
             self.send("Browser.close")
-        except CdpError:
-            pass
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             pid, status = os.waitpid(self.pid, os.WNOHANG)

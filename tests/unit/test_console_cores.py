@@ -210,9 +210,10 @@ def test_sql_failing_count_agrees_with_the_python_one(conn: sqlite3.Connection) 
     page = list_page(conn, HostListQuery(order_key="id"), 200.0)
     by_id = {row.host.id: row.failing_policies for row in page.rows}
     for host_id in (mac, linux):
-        host = hosts.get_host(conn, host_id)
-        assert host is not None
-        python = policies.failing_count(policies.results_for_host(conn, host.id, host.team_id, host.platform))
+        record = hosts.get_host(conn, host_id)
+        assert record is not None
+        results = policies.results_for_host(conn, record.id, record.team_id, record.platform)
+        python = policies.failing_count(results)
         assert by_id[host_id] == python
     assert by_id == {mac: 3, linux: 2}  # all + mac only + team; all + linux only
 
