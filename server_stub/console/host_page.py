@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from server_stub import device_tokens, hosts, live_queries, policies, scripts, teams, version_changes
-from server_stub.console.hosts_page import TARGET_TITLES, status_badge
+from server_stub.console.hosts_page import TARGET_TITLES, plural, status_badge
 from server_stub.console.layout import REFRESH_SECONDS, Section, page
 from server_stub.console.markup import Markup, html, join
 from server_stub.console.time_text import ago, utc_text
@@ -197,11 +197,11 @@ def _answer(answer: live_queries.StoredQuery | None, now: float) -> Markup:
     )
     shown = len(answer.rows) if len(answer.rows) <= MAX_ROWS_SHOWN else f"first {MAX_ROWS_SHOWN} of {len(answer.rows)}"
     return html(
-        '<div class="answer" id="query-answer">{head}<span class="pass">{count} rows</span> ({shown} shown)</p>'
+        '<div class="answer" id="query-answer">{head}<span class="pass">{count}</span> ({shown} shown)</p>'
         '<div class="table-wrap"><table class="compact" id="query-rows"><thead><tr>{header}</tr></thead>'
         "<tbody>{body}</tbody></table></div></div>",
         head=head,
-        count=len(answer.rows),
+        count=plural(len(answer.rows), "row"),
         shown=shown,
         header=header,
         body=body,

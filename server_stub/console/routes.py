@@ -75,14 +75,19 @@ def _forget_cookie(answer: Response) -> Response:
 
 
 def _session(request: Request, state: StubState) -> AdminSession:
-    """The request's valid session; otherwise the login page (GET) or a 403 (POST) is the answer."""
-    found = state.sessions.lookup(request.cookies.get(COOKIE))
+    """The request's valid session; otherwise the login page (GET) or a 403 (POST) is the answer.
+
+    The cookie is cleared only when one was sent and is dead: a request without it (a link or form from another
+    site, which gets no ``SameSite=Strict`` cookie) must not log the admin out of the browser's real session."""
+    presented = request.cookies.get(COOKIE)
+    found = state.sessions.lookup(presented)
     if found.session is not None:
         return found.session
     if request.method != "GET":
-        raise _Refused(_forget_cookie(message_page(403, "Not logged in", "Log in again, then repeat what you did.")))
-    target = LOGIN + ("?expired=1" if found.state is SessionState.EXPIRED else "")
-    raise _Refused(_forget_cookie(_redirect(target)))
+        answer: Response = message_page(403, "Not logged in", "Log in again, then repeat what you did.")
+    else:
+        answer = _redirect(LOGIN + ("?expired=1" if found.state is SessionState.EXPIRED else ""))
+    raise _Refused(_forget_cookie(answer) if presented else answer)
 
 
 def _same_origin(request: Request) -> bool:
@@ -111,6 +116,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 async def _checked_form(request: Request, state: StubState) -> tuple[AdminSession, dict[str, str]]:
+    if not _same_origin(request):
+        raise _Refused(message_page(403, "Refused", "This form was sent from another site."))
     session = _session(request, state)
     form = await _form(request)
     if not csrf_matches(session, form.get("csrf")):
