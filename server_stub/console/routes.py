@@ -294,6 +294,7 @@ def routes() -> list[Route]:
     return [
         route("/", "console_root", root, ["GET"]),
         route("/console", "console_root", root, ["GET"]),
+        route("/console/", "console_root", root, ["GET"]),
         route(LOGIN, "console_login_form", login_form, ["GET"]),
         route(LOGIN, "console_login", login, ["POST"]),
         route("/console/logout", "console_logout", logout, ["POST"]),

@@ -109,7 +109,8 @@ def _audit(page: str) -> _Audit:
 
 def test_login_sets_a_strict_secure_cookie_and_logout_ends_the_session(stub: RunningStub) -> None:
     with stub.client(follow_redirects=False) as client:
-        assert client.get("/").headers["location"] == "/console/hosts"
+        for root in ("/", "/console", "/console/"):
+            assert client.get(root).headers["location"] == "/console/hosts"
         assert client.get("/console/hosts").headers["location"] == "/console/login"
         login_page = client.get("/console/login")
         assert login_page.status_code == 200 and 'type="password"' in login_page.text
