@@ -10,7 +10,9 @@ min and median of the rounds, and the ratio page / baseline.
 
 Part 2, agents: a fresh stub and ``osqueryd-sim load --hosts 5000 --with-orbit`` at Fleet's default intervals (as
 ``stub_capacity.py``). After the ramp, windows of ``--window`` s alternate: nobody browsing (A), an admin clicking
-through the console about once a second (B, "person"), and an admin re-loading pages back to back (C, "stress").
+through the console about once a second (B, "person"), and an admin re-loading pages back to back (C, "stress");
+the admin is a child process on the generator's CPU (the browser would be on another machine; its work must not
+share a GIL with the probe).
 Each window measures the agents' p99 twice: a probe (one more osquery host in this script sending
 ``distributed/read`` every 50 ms — end-to-end, exact) and the stub's own histogram for the osquery and orbit
 endpoints (bucket bounds: coarse). Repeated ``--repeats`` times, A/B/C in turn; min and median per kind, and the
@@ -30,6 +32,7 @@ import re
 import secrets
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from bench_support import forward_sigterm, json_safe
+from bench_support import cpu_affinity, forward_sigterm, json_safe
 from stub_capacity import DURATION, Generator, bucket_percentile_ms
 from stub_throughput import BenchmarkError, Target, plan_cpus, start_stub
 
@@ -259,45 +262,66 @@ class Probe:
         self._client.close()
 
 
-class Admin:
-    """Someone in the console: a hosts page (sorted differently each time), a host, the versions, the next page."""
+BROWSE_PATHS = (
+    "/console/hosts?order_key={key}&page={page}",
+    "/console/hosts/{host}",
+    "/console/versions",
+    "/console/hosts?status=online&query=sim-0",
+)
+SORT_KEYS = ("hostname", "seen_time", "failing_policies_count", "osquery_version", "team_name", "platform")
 
-    def __init__(self, target: Target, think: float) -> None:
-        self._target = target
-        self._think = think
-        self._stop = threading.Event()
+
+def browse(url: str, ca: str, token: str, think: float) -> int:
+    """``--browse``: someone in the console (hosts sorted differently each time, a host, the versions, a filtered
+    list) until SIGTERM; then the page latencies as JSON on stdout. A process of its own, so that its work shares no
+    GIL with the probe."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    latencies: list[float] = []
+    errors = 0
+    with httpx.Client(base_url=url, verify=ca, trust_env=False, timeout=60) as client:
+        if client.post("/console/login", data={"token": token}).status_code != 303:
+            raise BenchmarkError("console login failed")
+        number = 0
+        while not stop.is_set():
+            number += 1
+            path = BROWSE_PATHS[number % len(BROWSE_PATHS)].format(
+                key=SORT_KEYS[number % len(SORT_KEYS)], page=number % 40, host=1 + number * 37 % 4000
+            )
+            started = time.perf_counter()
+            try:
+                ok = client.get(path).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+            if think:
+                stop.wait(think)
+    print(json.dumps({"latencies": latencies, "errors": errors}))
+    return 0
+
+
+class Admin:
+    """``browse()`` in a child process on the generator's CPU."""
+
+    def __init__(self, target: Target, think: float, cpus: frozenset[int] | None) -> None:
+        env = {**os.environ, "CONSOLE_BENCH_TOKEN": target.admin_token}  # never in argv
+        argv = [sys.executable, __file__, "--browse", target.url, str(target.ca_cert), str(think)]
+        with cpu_affinity(cpus):
+            self._popen = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL)
         self.latencies: list[float] = []
         self.errors = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        keys = ("hostname", "seen_time", "failing_policies_count", "osquery_version", "team_name", "platform")
-        with console_session(self._target) as client:
-            number = 0
-            while not self._stop.is_set():
-                number += 1
-                path = [
-                    f"/console/hosts?order_key={keys[number % len(keys)]}&page={number % 40}",
-                    f"/console/hosts/{1 + number * 37 % 4000}",
-                    "/console/versions",
-                    "/console/hosts?status=online&query=sim-0",
-                ][number % 4]
-                started = time.perf_counter()
-                try:
-                    ok = client.get(path).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    self.latencies.append(time.perf_counter() - started)
-                else:
-                    self.errors += 1
-                if self._think:
-                    self._stop.wait(self._think)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
+        self._popen.send_signal(signal.SIGTERM)
+        out, _ = self._popen.communicate(timeout=120)
+        if self._popen.returncode != 0 or not out.strip():
+            raise BenchmarkError(f"the browsing admin exited with {self._popen.returncode}")
+        found = json.loads(out)
+        self.latencies = [float(x) for x in found["latencies"]]
+        self.errors = int(found["errors"])
 
 
 def percentile_ms(ordered: Sequence[float], fraction: float) -> float:
@@ -322,11 +346,11 @@ def agent_buckets(target: Target) -> dict[float, float]:
     return summed
 
 
-def measure_window(target: Target, probe: Probe, kind: str, seconds: float) -> Window:
+def measure_window(target: Target, probe: Probe, kind: str, seconds: float, cpus: frozenset[int] | None) -> Window:
     browsing = {"quiet": None, "person": THINK_SECONDS, "stress": 0.0}[kind]
     before = agent_buckets(target)
     probe.take()
-    admin_user = Admin(target, browsing) if browsing is not None else None
+    admin_user = Admin(target, browsing, cpus) if browsing is not None else None
     time.sleep(seconds)
     if admin_user is not None:
         admin_user.stop()
@@ -398,7 +422,7 @@ def run(options: argparse.Namespace) -> Report:
                 stack.callback(probe.close)
                 for repeat in range(options.repeats):
                     for kind in ("quiet", "person", "stress"):
-                        window = measure_window(target, probe, kind, options.window)
+                        window = measure_window(target, probe, kind, options.window, gen_cpus)
                         report.windows.append(window)
                         progress(
                             f"repeat {repeat + 1}/{options.repeats} {kind}: probe p99 {window.probe_p99_ms:.1f} ms, "
@@ -460,11 +484,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=10, help="requests per page per round")
     parser.add_argument("--window", type=float, default=20.0, help="seconds per window in part 2")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the ramp before measuring")
     parser.add_argument("--quick", action="store_true", help="1 000 hosts, 500 agents, short windows")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--browse", nargs=3, metavar=("URL", "CA", "THINK"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    if options.browse:
+        url, ca, think = options.browse
+        return browse(url, ca, os.environ["CONSOLE_BENCH_TOKEN"], float(think))
     if options.quick:
         options.hosts = min(options.hosts, 1000)
         options.agents = min(options.agents, 500)

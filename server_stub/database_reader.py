@@ -23,9 +23,8 @@ T = TypeVar("T")
 
 
 class DatabaseReader:
-    def __init__(self, path: Path, prepare: Callable[[sqlite3.Connection], None]) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._prepare = prepare
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-stub-reader")
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -38,7 +37,6 @@ class DatabaseReader:
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA query_only=1")
                 conn.execute("PRAGMA busy_timeout=5000")
-                self._prepare(conn)
                 self._conn = conn
             return self._conn
 

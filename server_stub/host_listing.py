@@ -4,9 +4,10 @@
 ``order_key``, ``order_direction``, ``page`` (from 0), ``per_page``, ``query``, ``status``, ``team_id``,
 ``platform``, plus exact ``orbit_version`` / ``osquery_version`` / ``fleet_desktop_version``) with
 ``parse_host_list_query`` and run ``list_page``. Sorting and paging walk an index (``hosts_by_<column>``, migration
-2) and stop after the page; filters that no index serves (status, text) scan at most the hosts table. The online
-rule and the policy platform rule are the Python functions everything else uses, registered as SQL functions by
-``install_sql_functions`` on every connection that runs these queries.
+2) and stop after the page; filters that no index serves (status, text) scan at most the hosts table. They run in
+``database_reader``'s thread, and call no Python per row (see FAILING_SQL): the policy platform rule stays
+``policies.platform_applies`` (applied to the few policy × platform pairs before the query), the online rule has a
+SQL twin of ``hosts.is_online`` that a test holds to it.
 """
 
 from __future__ import annotations
@@ -43,11 +44,20 @@ VERSION_FILTERS = {
     "fleet_desktop_version": "desktop_version",
 }
 
-# the failing count of host h as policies.failing_count(policies.results_for_host(...)) counts it
+# No Python function is called from these queries: one called per row takes the GIL for every row, and the agents'
+# event loop, which shares that GIL, then waits behind the reader thread (a probe's p99 went from 60 to 400 ms).
+# The failing count of host h, as policies.failing_count(policies.results_for_host(...)) counts it; which policy
+# applies to which platform comes from policies.platform_applies through the ``applicable`` table (_applicable_cte).
 FAILING_SQL = """(SELECT COUNT(*) FROM policy_results pr JOIN policies p ON p.id = pr.policy_id
-    WHERE pr.host_id = h.id AND pr.passes = 0 AND (p.team_id IS NULL OR p.team_id = h.team_id)
-    AND policy_applies(p.platform, h.platform))"""
-ONLINE_SQL = "host_online(h.seen_time, h.distributed_interval, h.config_tls_refresh, h.logger_tls_period, ?)"
+    JOIN applicable a ON a.policy_id = pr.policy_id AND a.platform = h.platform
+    WHERE pr.host_id = h.id AND pr.passes = 0 AND (p.team_id IS NULL OR p.team_id = h.team_id))"""
+# hosts.is_online in SQL (tests/unit/test_console_cores.py checks the two agree); one parameter: now
+_INTERVAL_SQL = """(CASE
+    WHEN h.distributed_interval > 0 AND h.config_tls_refresh > 0 THEN MIN(h.distributed_interval, h.config_tls_refresh)
+    WHEN h.distributed_interval > 0 THEN h.distributed_interval
+    WHEN h.config_tls_refresh > 0 THEN h.config_tls_refresh
+    ELSE MAX(h.logger_tls_period, 0) END)"""
+ONLINE_SQL = f"(h.seen_time IS NOT NULL AND ? - h.seen_time <= {_INTERVAL_SQL} + {hosts.ONLINE_GRACE_SECONDS})"
 _LOG_LINES_SQL = "(SELECT lines FROM log_counters c WHERE c.host_id = h.id AND c.log_type = '{kind}')"
 
 
@@ -223,12 +233,30 @@ def count_hosts(conn: sqlite3.Connection, query: HostListQuery, now: float) -> i
     return int(conn.execute(f"SELECT COUNT(*) FROM hosts h {join} {where}", args).fetchone()[0])
 
 
+def _applicable_cte(conn: sqlite3.Connection) -> tuple[str, list[object]]:
+    """``WITH applicable(policy_id, platform)``: every (policy, host platform present) pair where the policy applies,
+    decided by ``policies.platform_applies`` — a few rows (policies × platforms), made before the query runs."""
+    platforms_present = [str(r[0]) for r in conn.execute("SELECT DISTINCT platform FROM hosts")]
+    pairs = [
+        (policy.id, platform)
+        for policy in policies.list_policies(conn)
+        for platform in platforms_present
+        if policies.platform_applies(policy.platform, platform)
+    ]
+    if not pairs:
+        return "WITH applicable(policy_id, platform) AS (SELECT NULL, NULL WHERE 0) ", []
+    values = ", ".join("(?, ?)" for _ in pairs)
+    return f"WITH applicable(policy_id, platform) AS (VALUES {values}) ", [v for pair in pairs for v in pair]
+
+
 def list_page(conn: sqlite3.Connection, query: HostListQuery, now: float) -> HostPage:
     where, args = _where(query, now)
+    cte, cte_args = _applicable_cte(conn)
+    args = [*cte_args, *args]
     direction = "DESC" if query.descending else "ASC"
     order = f"{ORDER_KEYS[query.order_key]} {direction}, h.id {direction}"
     columns = ", ".join(f"h.{c}" for c in hosts.HOST_COLUMNS)
-    sql = (
+    sql = cte + (
         f"SELECT {columns}, t.name AS team_name, {FAILING_SQL} AS failing_policies_count, "
         f"{_LOG_LINES_SQL.format(kind='result')} AS result_lines, "
         f"{_LOG_LINES_SQL.format(kind='status')} AS status_lines "
@@ -301,19 +329,3 @@ def version_counts(conn: sqlite3.Connection) -> dict[str, list[VersionCount]]:
 
 def platforms(conn: sqlite3.Connection) -> list[str]:
     return [str(r[0]) for r in conn.execute("SELECT DISTINCT platform FROM hosts WHERE platform != '' ORDER BY 1")]
-
-
-def _sql_online(
-    seen_time: float | None, distributed_interval: int, config_tls_refresh: int, logger_tls_period: int, now: float
-) -> int:
-    return int(hosts.is_online(seen_time, distributed_interval, config_tls_refresh, logger_tls_period, now))
-
-
-def _sql_policy_applies(policy_platform: str, host_platform: str) -> int:
-    return int(policies.platform_applies(policy_platform, host_platform))
-
-
-def install_sql_functions(conn: sqlite3.Connection) -> None:
-    """``host_online()`` and ``policy_applies()`` for the queries above, on a connection of the stub's database."""
-    conn.create_function("host_online", 5, _sql_online, deterministic=True)
-    conn.create_function("policy_applies", 2, _sql_policy_applies, deterministic=True)

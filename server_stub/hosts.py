@@ -70,12 +70,6 @@ def get_host(conn: sqlite3.Connection, host_id: int) -> Host | None:
     return host_from_row(row) if row else None
 
 
-def list_hosts(conn: sqlite3.Connection, team_id: int | None = None) -> list[Host]:
-    if team_id is None:
-        return [host_from_row(r) for r in conn.execute(_SELECT + " ORDER BY id")]
-    return [host_from_row(r) for r in conn.execute(_SELECT + " WHERE team_id = ? ORDER BY id", (team_id,))]
-
-
 def count_team_hosts(conn: sqlite3.Connection, team_id: int) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM hosts WHERE team_id = ?", (team_id,)).fetchone()[0])
 
@@ -223,7 +217,7 @@ def is_online(
 ) -> bool:
     """Fleet's online rule: seen within the host's check-in interval plus a grace period.
 
-    On a host's columns, so that SQL (``host_online()`` in ``host_listing``) filters with the very same rule."""
+    On a host's columns: ``host_listing.ONLINE_SQL`` is its twin in SQL, held to it by a unit test."""
     if seen_time is None:
         return False
     interval = min((i for i in (distributed_interval, config_tls_refresh) if i > 0), default=0)

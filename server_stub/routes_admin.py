@@ -14,7 +14,7 @@ from server_stub import device_tokens, host_listing, hosts, live_queries, polici
 from server_stub.agent_options import InvalidAgentOptions, validate_agent_options, validate_notifications
 from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, not_found, unauthorized
-from server_stub.host_views import host_json, listed_host_json
+from server_stub.host_views import host_json, listed_hosts_body
 from server_stub.http_body import read_json_object
 from server_stub.int_ranges import INT64_MAX, IdOutOfRange, fits_int64, parse_id
 from server_stub.json_fields import JsonObject, optional_int, optional_str, required_str
@@ -96,9 +96,8 @@ async def list_hosts(request: Request, state: StubState) -> Response:
     query = _list_query(request)
     if query.per_page is None and request.query_params.get("order_key") is None:
         query = replace(query, order_key="id")  # without paging or an order: by id, as before
-    now = state.clock()
-    found = await state.reader.run(host_listing.list_page, query, now)
-    return JSONResponse({"hosts": [listed_host_json(row, now) for row in found.rows]})
+    body = await state.reader.run(listed_hosts_body, query, state.clock())
+    return Response(body, media_type=JSONResponse.media_type)
 
 
 async def count_hosts(request: Request, state: StubState) -> Response:

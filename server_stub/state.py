@@ -12,7 +12,6 @@ from server_stub.carves import CarveStore
 from server_stub.database import open_database
 from server_stub.database_reader import DatabaseReader
 from server_stub.device_throttle import DeviceGuessLimiter
-from server_stub.host_listing import install_sql_functions
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
 from server_stub.metrics import Metrics
@@ -56,7 +55,6 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / "fleet-stub.sqlite3"
     conn = open_database(path)
-    install_sql_functions(conn)
     state = StubState(
         settings=settings,
         conn=conn,
@@ -66,7 +64,7 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
         carves=CarveStore(conn, settings.data_dir / "carves"),
         live=LiveQueryHub(conn, clock),
         device_guesses=DeviceGuessLimiter(clock=clock),
-        reader=DatabaseReader(path, install_sql_functions),
+        reader=DatabaseReader(path),
     )
     # through the state, so that a clock put in later (tests) governs sessions and login throttling too
     state.sessions = SessionStore(state.now)

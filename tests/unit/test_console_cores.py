@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server_stub import hosts, policies
 from server_stub.admin_sessions import SessionState, SessionStore, csrf_matches
@@ -15,10 +17,10 @@ from server_stub.console.bar_chart import Bar, bar_chart
 from server_stub.console.markup import Markup, html, join, query_url
 from server_stub.database import open_database
 from server_stub.host_listing import (
+    ONLINE_SQL,
     HostListQuery,
     HostQueryError,
     HostStatus,
-    install_sql_functions,
     list_page,
     parse_host_list_query,
     version_counts,
@@ -170,9 +172,7 @@ def test_params_round_trip() -> None:
 
 @pytest.fixture
 def conn(tmp_path: Path) -> sqlite3.Connection:
-    connection = open_database(tmp_path / "db.sqlite3")
-    install_sql_functions(connection)
-    return connection
+    return open_database(tmp_path / "db.sqlite3")
 
 
 def _enroll(conn: sqlite3.Connection, name: str, platform: str, team_id: int | None = None, **extra: str) -> int:
@@ -250,7 +250,7 @@ def _plan(conn: sqlite3.Connection, query: HostListQuery) -> str:
     conn.set_trace_callback(traced.append)
     list_page(conn, query, 0.0)
     conn.set_trace_callback(None)
-    select = next(s for s in traced if "ORDER BY" in s)
+    select = next(s for s in traced if "FROM hosts h LEFT JOIN teams" in s)
     rows = conn.execute("EXPLAIN QUERY PLAN " + select).fetchall()
     return " | ".join(str(r["detail"]) for r in rows)
 
@@ -281,3 +281,25 @@ def test_version_counts_newest_first_unknown_last(conn: sqlite3.Connection) -> N
     counts = version_counts(conn)["osqueryd"]
     assert [(c.version, c.hosts) for c in counts] == [("5.10.0", 2), ("5.9.0", 1), ("", 1)]
     assert [(c.version, c.hosts) for c in version_counts(conn)["orbit"]] == [("", 4)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    seen=st.one_of(st.none(), st.floats(min_value=0, max_value=1e6, allow_nan=False)),
+    distributed=st.integers(min_value=-5, max_value=4000),
+    refresh=st.integers(min_value=-5, max_value=4000),
+    logger=st.integers(min_value=-5, max_value=4000),
+    age=st.floats(min_value=-100, max_value=10_000, allow_nan=False),
+)
+def test_the_sql_online_rule_is_the_python_one(
+    seen: float | None, distributed: int, refresh: int, logger: int, age: float
+) -> None:
+    now = (seen or 0.0) + age
+    with sqlite3.connect(":memory:") as memory:
+        memory.execute(
+            "CREATE TABLE hosts (seen_time REAL, distributed_interval INT, config_tls_refresh INT,"
+            " logger_tls_period INT)"
+        )
+        memory.execute("INSERT INTO hosts VALUES (?, ?, ?, ?)", (seen, distributed, refresh, logger))
+        in_sql = memory.execute(f"SELECT {ONLINE_SQL} FROM hosts h", (now,)).fetchone()[0]
+    assert bool(in_sql) == hosts.is_online(seen, distributed, refresh, logger, now)
