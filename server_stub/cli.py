@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from server_stub import __version__
+from server_stub import __version__, rollouts_cli
 from server_stub.admin_client import AdminClient, AdminClientError, read_server_info
 from server_stub.declarative_config import ConfigFileError
 from server_stub.json_fields import JsonObject
@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     script.add_argument("file", help="script file, or - for stdin")
     result = admin("script-result", "show a script execution's result")
     result.add_argument("execution_id")
+    rollouts_cli.add_parsers(sub)
     return parser
 
 
@@ -129,6 +130,8 @@ def _run_admin(args: argparse.Namespace) -> int:
     info = read_server_info(Path(args.data_dir))
     with AdminClient(info) as client:
         command = args.command
+        if command in ("rollouts", "restart-osqueryd"):
+            return rollouts_cli.run(args, client)
         if command == "hosts":
             found = client.call("GET", "/hosts").get("hosts", [])
             hosts = [h for h in found if isinstance(h, dict)] if isinstance(found, list) else []

@@ -130,7 +130,79 @@ MIGRATIONS: tuple[str, ...] = (
         body TEXT NOT NULL
     );
     """,
-    # 2: the admin console (issue 20): Fleet Desktop's version, observed version changes, indexes for sorted pages
+    # issue 18: staged rollouts, update outcomes reported by orbit, osqueryd restarts on demand (docs/adr/0017)
+    """
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        target TEXT NOT NULL,
+        version TEXT NOT NULL,
+        from_version TEXT NOT NULL,
+        team_ids TEXT,
+        waves TEXT NOT NULL,
+        soak_seconds INTEGER NOT NULL,
+        max_failed_percent REAL NOT NULL,
+        min_healthy_percent REAL NOT NULL,
+        platforms TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL,
+        current_wave INTEGER NOT NULL DEFAULT 0,
+        wave_started_at REAL NOT NULL,
+        halt_reason TEXT,
+        source TEXT NOT NULL DEFAULT 'api',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE rollout_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX rollout_events_by_rollout ON rollout_events(rollout_id, id);
+    CREATE TABLE update_outcomes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        outcome_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        version TEXT NOT NULL,
+        previous_version TEXT,
+        channel TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        at TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        UNIQUE (host_id, outcome_id)
+    );
+    CREATE INDEX update_outcomes_by_host ON update_outcomes(host_id, id);
+    CREATE TABLE host_target_versions (
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        version TEXT NOT NULL,
+        health TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (host_id, target, version)
+    );
+    CREATE INDEX host_target_versions_by_version ON host_target_versions(target, version);
+    CREATE TABLE host_targets (
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        running_version TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (host_id, target)
+    );
+    CREATE TABLE osqueryd_restarts (
+        request_id TEXT NOT NULL,
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        answered_at REAL,
+        PRIMARY KEY (request_id, host_id)
+    );
+    CREATE INDEX osqueryd_restarts_pending ON osqueryd_restarts(host_id) WHERE state = 'pending';
+    """,
+    # 3: the admin console (issue 20): Fleet Desktop's version, observed version changes, indexes for sorted pages
     """
     ALTER TABLE hosts ADD COLUMN desktop_version TEXT NOT NULL DEFAULT '';
     CREATE INDEX hosts_by_hostname ON hosts(hostname, id);

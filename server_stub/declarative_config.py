@@ -1,4 +1,4 @@
-"""The declarative configuration file (``--config FILE``): teams, enroll secrets, agent options, policies.
+"""The declarative configuration file (``--config FILE``): teams, enroll secrets, agent options, policies, rollouts.
 
 TOML (``.toml``) or JSON (anything else). Applied idempotently at start and on SIGHUP: what the file declares is
 created or updated; config-managed secrets and policies that disappeared from the file are removed; objects
@@ -22,7 +22,20 @@ team = "Workstations"           # omit for a global policy
 platform = "linux"              # darwin, windows, linux, chrome (comma-separated); omit for all
 description = "…"
 resolution = "…"
+
+[[rollouts]]                    # created once, then left to run (docs/adr/0017)
+name = "orbit-1.4.0"            # the key: a started rollout is never redefined, give a new one a new name
+target = "orbit"                # orbit, osqueryd, desktop
+version = "1.4.0"               # exact-version channels of the served TUF repository
+from_version = "1.3.0"          # required here (the API can derive it)
+teams = ["Workstations"]        # omit for every host
+waves = [1, 10, 50, 100]
+soak_seconds = 3600
+halt_rules = { max_failed_percent = 5, min_healthy_percent = 80 }
 ```
+
+Rollouts are the exception to "the file is the truth": a rollout left out of the file keeps running (removing a
+line must not send a fleet back or forward); pause, resume and abort it through the API or ``fleet-stub rollouts``.
 """
 
 from __future__ import annotations
@@ -36,6 +49,8 @@ from server_stub import policies, teams
 from server_stub.agent_options import InvalidAgentOptions, validate_agent_options, validate_notifications
 from server_stub.json_fields import JsonObject
 from server_stub.json_text import decode_json
+from server_stub.rollout_spec import InvalidRollout, parse_request, parse_team_names
+from server_stub.rollouts import DeclaredRollout
 
 SOURCE = "config"
 
@@ -69,6 +84,7 @@ class DeclaredConfig:
     global_notifications: JsonObject | None
     teams: tuple[DeclaredTeam, ...]
     policies: tuple[DeclaredPolicy, ...]
+    rollouts: tuple[DeclaredRollout, ...] = ()
 
 
 def _secrets(value: object, where: str) -> tuple[str, ...]:
@@ -125,7 +141,7 @@ def parse_config(document: object) -> DeclaredConfig:
     """Check a decoded document and turn it into typed values (pure)."""
     if not isinstance(document, dict):
         raise ConfigFileError("the configuration must be a table/object at top level")
-    unknown = sorted(set(document) - {"global", "teams", "policies"})
+    unknown = sorted(set(document) - {"global", "teams", "policies", "rollouts"})
     if unknown:
         raise ConfigFileError(f"unknown top-level key(s): {', '.join(unknown)}")
     glob = document.get("global", {})
@@ -168,7 +184,21 @@ def parse_config(document: object) -> DeclaredConfig:
         global_notifications=_notifications(glob.get("orbit_notifications"), "global"),
         teams=tuple(declared_teams),
         policies=tuple(declared_policies),
+        rollouts=tuple(_rollouts(document)),
     )
+
+
+def _rollouts(document: dict[str, object]) -> list[DeclaredRollout]:
+    found = []
+    for where, _name, table in _named_tables(document, "rollouts"):
+        try:
+            request = parse_request(table, frozenset({"teams"}), f"{where}.")
+            if request.from_version is None:
+                raise InvalidRollout(f"{where}.from_version is required in the configuration file")
+            found.append(DeclaredRollout(request, parse_team_names(table.get("teams"), f"{where}.")))
+        except InvalidRollout as exc:
+            raise ConfigFileError(str(exc)) from None
+    return found
 
 
 def load_config_file(path: Path) -> DeclaredConfig:

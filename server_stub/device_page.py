@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from server_stub import device_tokens, hosts, policies
 from server_stub.api import Family, Handler, endpoint
-from server_stub.host_views import iso_time
+from server_stub.rfc3339 import iso_time
 from server_stub.state import StubState
 
 _STYLE = """

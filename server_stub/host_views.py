@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
 
 from server_stub import host_listing, hosts, policies
 from server_stub.host_listing import HostListQuery, HostRow
 from server_stub.json_fields import JsonObject
 from server_stub.log_sink import LogCounts
+from server_stub.rfc3339 import iso_time
 from server_stub.state import StubState
-
-
-def iso_time(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def policy_json(result: policies.PolicyResult) -> JsonObject:

@@ -70,6 +70,12 @@ def get_host(conn: sqlite3.Connection, host_id: int) -> Host | None:
     return host_from_row(row) if row else None
 
 
+def list_hosts(conn: sqlite3.Connection, team_id: int | None = None) -> list[Host]:
+    if team_id is None:
+        return [host_from_row(r) for r in conn.execute(_SELECT + " ORDER BY id")]
+    return [host_from_row(r) for r in conn.execute(_SELECT + " WHERE team_id = ? ORDER BY id", (team_id,))]
+
+
 def count_team_hosts(conn: sqlite3.Connection, team_id: int) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM hosts WHERE team_id = ?", (team_id,)).fetchone()[0])
 
@@ -212,20 +218,26 @@ def delete_host(conn: sqlite3.Connection, host_id: int) -> bool:
 ONLINE_GRACE_SECONDS = 60
 
 
+def host_status(host: Host, now: float) -> str:
+    """Fleet's online rule: seen within the host's check-in interval plus a grace period."""
+    online = is_online(host.seen_time, host.distributed_interval, host.config_tls_refresh, host.logger_tls_period, now)
+    return "online" if online else "offline"
+
+
 def is_online(
     seen_time: float | None, distributed_interval: int, config_tls_refresh: int, logger_tls_period: int, now: float
 ) -> bool:
-    """Fleet's online rule: seen within the host's check-in interval plus a grace period.
+    """``host_status``'s rule on the bare columns (for callers that read many hosts without building ``Host``).
 
-    On a host's columns: ``host_listing.ONLINE_SQL`` is its twin in SQL, held to it by a unit test."""
+    ``host_listing.ONLINE_SQL`` is its twin in SQL, held to it by a unit test."""
     if seen_time is None:
         return False
-    interval = min((i for i in (distributed_interval, config_tls_refresh) if i > 0), default=0)
-    if interval == 0:
+    # the smaller positive of the two check-in intervals, else the logger period (written out: this runs per host
+    # in the rollout engine's passes)
+    if distributed_interval > 0 and (config_tls_refresh <= 0 or distributed_interval <= config_tls_refresh):
+        interval = distributed_interval
+    elif config_tls_refresh > 0:
+        interval = config_tls_refresh
+    else:
         interval = max(logger_tls_period, 0)
     return now - seen_time <= interval + ONLINE_GRACE_SECONDS
-
-
-def host_status(host: Host, now: float) -> str:
-    online = is_online(host.seen_time, host.distributed_interval, host.config_tls_refresh, host.logger_tls_period, now)
-    return "online" if online else "offline"

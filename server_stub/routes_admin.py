@@ -51,6 +51,11 @@ def _int_param(request: Request, name: str) -> int:
     return value
 
 
+def int_param(request: Request, name: str) -> int:
+    """``_int_param`` for the other admin route modules (routes_rollouts)."""
+    return _int_param(request, name)
+
+
 def _host(request: Request, state: StubState) -> hosts.Host:
     host = hosts.get_host(state.conn, _int_param(request, "host_id"))
     if host is None:

@@ -1,4 +1,5 @@
-"""Fleet's orbit endpoints (docs/reference/fleet-api.md §4): ping, enroll, config, device token, scripts.
+"""Fleet's orbit endpoints (docs/reference/fleet-api.md §4): ping, enroll, config, device token, scripts; and ours
+for staged rollouts (docs/adr/0017): update outcomes and the osqueryd restart acknowledgement.
 
 Errors are shape B. Every 2xx answer carries the same ``X-Fleet-Capabilities`` (added by the wrapper), because
 orbit replaces its view of the server's capabilities from every answer and restarts when it flips.
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server_stub import device_tokens, hosts, scripts
+from server_stub import device_tokens, hosts, osqueryd_restarts, scripts
 from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, conflict, not_found, unauthorized
 from server_stub.http_body import MIB, read_json_object
@@ -25,6 +26,7 @@ from server_stub.teams import (
     effective_notifications,
     team_for_secret,
 )
+from server_stub.update_outcomes import parse_outcomes, record_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,12 @@ def orbit_config_for(state: StubState, host: hosts.Host) -> JsonObject:
     if isinstance(flags, dict) and flags:
         answer["command_line_startup_flags"] = flags
     channels = options.get("update_channels")
-    if isinstance(channels, dict):
-        clean = {k: v for k, v in channels.items() if isinstance(v, str) and v}
-        if clean:
-            answer["update_channels"] = clean
+    clean = {k: v for k, v in channels.items() if isinstance(v, str) and v} if isinstance(channels, dict) else {}
+    pins = state.rollouts.pins
+    if not pins.empty:  # a rollout covering the host decides its target's channel (docs/adr/0017)
+        clean.update(pins.pins_for(host.osquery_host_id, host.team_id))
+    if clean:
+        answer["update_channels"] = clean
     timeout = options.get("script_execution_timeout")
     if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
         answer["script_execution_timeout"] = timeout
@@ -91,6 +95,9 @@ def orbit_config_for(state: StubState, host: hosts.Host) -> JsonObject:
     pending = scripts.pending_ids(state.conn, host.id)
     if pending:
         notifications["pending_script_execution_ids"] = pending
+    restart = osqueryd_restarts.pending_request(state.conn, host.id)
+    if restart is not None:
+        notifications["restart_osqueryd_request_id"] = restart
     answer["notifications"] = notifications
     return answer
 
@@ -140,6 +147,43 @@ async def script_result(request: Request, state: StubState) -> Response:
     return JSONResponse({})
 
 
+async def update_outcomes(request: Request, state: StubState) -> Response:
+    body = await read_json_object(request)
+    host = authenticate(body, state)
+    reports = parse_outcomes(body)
+    recorded = record_outcomes(state.conn, host.id, reports, state.clock())
+    if recorded.failures:
+        state.rollouts.nudge()
+    log.info(
+        "event=update_outcomes host_id=%d received=%d new=%d failures=%d",
+        host.id,
+        len(reports),
+        recorded.new,
+        recorded.failures,
+    )
+    return JSONResponse({})
+
+
+async def osqueryd_restart_result(request: Request, state: StubState) -> Response:
+    body = await read_json_object(request)
+    host = authenticate(body, state)
+    request_id = required_str(body, "request_id")
+    if len(request_id) > osqueryd_restarts.MAX_REQUEST_ID_LENGTH:
+        raise bad_request(f"field 'request_id' is longer than {osqueryd_restarts.MAX_REQUEST_ID_LENGTH} characters")
+    error = body.get("error")
+    if error is not None and not isinstance(error, str):
+        raise bad_request("field 'error' must be a string or null")
+    known = osqueryd_restarts.acknowledge(state.conn, host.id, request_id, error, state.clock())
+    log.info(
+        "event=osqueryd_restart_result host_id=%d request_id=%r ok=%s known=%s",
+        host.id,
+        request_id,
+        error is None,
+        known,
+    )
+    return JSONResponse({})
+
+
 def routes() -> list[Route]:
     def route(path: str, name: str, handler: Handler, methods: list[str]) -> Route:
         return Route("/api/fleet/orbit/" + path, endpoint(name, Family.ORBIT, handler), methods=methods)
@@ -151,4 +195,6 @@ def routes() -> list[Route]:
         route("device_token", "orbit_device_token", device_token, ["POST"]),
         route("scripts/request", "orbit_scripts_request", script_request, ["POST"]),
         route("scripts/result", "orbit_scripts_result", script_result, ["POST"]),
+        route("update_outcomes", "orbit_update_outcomes", update_outcomes, ["POST"]),
+        route("osqueryd_restart/result", "orbit_osqueryd_restart_result", osqueryd_restart_result, ["POST"]),
     ]

@@ -29,6 +29,7 @@ from server_stub.declarative_config import ConfigFileError, apply_config, load_c
 from server_stub.fd_limit import raise_open_files_limit
 from server_stub.guarded_server import GuardedServer
 from server_stub.node_keys import new_admin_token
+from server_stub.rollouts import RolloutRefused
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
 from server_stub.teams import SecretConflict, ensure_team, sync_secrets
@@ -98,8 +99,19 @@ def apply_config_file(state: StubState) -> None:
     if path is None:
         return
     declared = load_config_file(path)
-    apply_config(state.conn, declared, state.clock())
-    log.info("event=config_applied path=%s teams=%d policies=%d", path, len(declared.teams), len(declared.policies))
+    try:
+        state.rollouts.check_declared(declared.rollouts)
+        apply_config(state.conn, declared, state.clock())
+        state.rollouts.apply_declared(declared.rollouts, state.clock())
+    except RolloutRefused as exc:
+        raise ConfigFileError(f"{path}: rollouts: {exc}") from None
+    log.info(
+        "event=config_applied path=%s teams=%d policies=%d rollouts=%d",
+        path,
+        len(declared.teams),
+        len(declared.policies),
+        len(declared.rollouts),
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -139,6 +151,7 @@ class StubServer(GuardedServer):
         self._state = state
         self._on_ready = on_ready
         self._reaper: asyncio.Task[None] | None = None
+        self._rollout_ticker: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -190,14 +203,19 @@ class StubServer(GuardedServer):
         try:
             await super().shutdown(sockets=sockets)
         finally:
-            if self._reaper is not None:
-                self._reaper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._reaper
+            for task in (self._reaper, self._rollout_ticker):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            state = self._state
+            self._rollout_ticker = asyncio.get_running_loop().create_task(
+                state.rollouts.run_ticker(state.clock, state.settings.rollout_tick)
+            )
             self._on_ready()
 
 

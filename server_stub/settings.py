@@ -40,7 +40,9 @@ class ServeSettings:
     osquery_host_identifier: str = "provided"
     transparency_url: str = "https://fleetdm.com/transparency"
     org_name: str = ""
-    capabilities: tuple[str, ...] = field(default=("orbit_endpoints", "token_rotation"))
+    # update_outcomes: orbit reports install outcomes only to a server that says it wants them (docs/adr/0017)
+    capabilities: tuple[str, ...] = field(default=("orbit_endpoints", "token_rotation", "update_outcomes"))
+    rollout_tick: float = 5.0  # seconds between rollout evaluations (FLEET_STUB_ROLLOUT_TICK)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
@@ -211,5 +213,6 @@ def build_settings(
         osquery_host_identifier=identifier,
         transparency_url=env.get("FLEET_STUB_TRANSPARENCY_URL", "https://fleetdm.com/transparency"),
         org_name=env.get("FLEET_STUB_ORG_NAME", ""),
+        rollout_tick=_float(env.get("FLEET_STUB_ROLLOUT_TICK"), 5.0, "FLEET_STUB_ROLLOUT_TICK"),
         limits=limits,
     )

@@ -15,6 +15,7 @@ from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
 from server_stub.metrics import Metrics
+from server_stub.rollouts import RolloutEngine
 from server_stub.settings import ServeSettings
 
 Clock = Callable[[], float]
@@ -32,6 +33,7 @@ class StubState:
     carves: CarveStore
     live: LiveQueryHub
     reader: DatabaseReader
+    rollouts: RolloutEngine
     metrics: Metrics = field(default_factory=Metrics)
     device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
     sessions: SessionStore = field(default_factory=lambda: SessionStore(time.time))
@@ -63,6 +65,7 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
         logs=LogSink(conn, settings.data_dir / "logs"),
         carves=CarveStore(conn, settings.data_dir / "carves"),
         live=LiveQueryHub(conn, clock),
+        rollouts=RolloutEngine(conn, settings.tuf_repo),
         device_guesses=DeviceGuessLimiter(clock=clock),
         reader=DatabaseReader(path),
     )

@@ -13,7 +13,7 @@ import pytest
 from tests.support.agents import assert_shape_b, host_id_for_uuid, orbit_enroll, osquery_enroll
 from tests.support.stub_server import GLOBAL_SECRET, TEAM_NAME, TEAM_SECRET, RunningStub
 
-CAPABILITIES = "orbit_endpoints,token_rotation"
+CAPABILITIES = "orbit_endpoints,token_rotation,update_outcomes"
 HEADER = "X-Fleet-Capabilities"
 
 

@@ -2,9 +2,9 @@
 requests drawn by hypothesis.
 
 Families: the osquery TLS API (enroll, config, distributed/read, distributed/write, log, carve/begin, carve/block),
-the orbit API (ping, enroll, config, device_token, scripts/request, scripts/result), the device API and the My-device
-pages, and the admin REST API with the admin token (hosts, live queries, logs, teams, agent options, secrets, policies,
-scripts, carves, /metrics).
+the orbit API (ping, enroll, config, device_token, scripts/request, scripts/result, update_outcomes,
+osqueryd_restart/result), the device API and the My-device pages, and the admin REST API with the admin token (hosts,
+live queries, logs, teams, agent options, secrets, policies, scripts, carves, rollouts, osqueryd restarts, /metrics).
 
 Bodies are JSON trees whose known fields usually hold the right kind of value (a valid node key, a real execution id)
 so the handlers' logic runs, and otherwise anything: lone surrogate escapes, invalid UTF-8 bytes, NaN and Infinity,
@@ -15,7 +15,7 @@ Properties, per request: never a 5xx, the family's error shape on every error, n
 every JSON answer strict (RFC 8259). For the whole run: no traceback and no ERROR line in the stub's log or stderr,
 and memory that does not grow (the RSS of the stub process, see ``test_the_stub_stayed_healthy``).
 
-Bounded: ``FLEET_STUB_FUZZ_EXAMPLES`` examples per test (default 200, three times that for the admin API's 27
+Bounded: ``FLEET_STUB_FUZZ_EXAMPLES`` examples per test (default 200, three times that for the admin API's 36
 routes; raise it for a deeper run), no deadline, derandomized (the same examples every run, no example database):
 about 4,000 requests, 10-20 s in ``make test``.
 """
@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from tests.support.rollout_hosts import publish_repository
 from tests.support.stub_process import StubProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -300,8 +301,14 @@ def rss(pid: int) -> int:
 @pytest.fixture(scope="module")
 def fuzz_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StubProcess, World]]:
     root = tmp_path_factory.mktemp("fuzz")
+    repo = publish_repository(root / "tuf")  # rollouts can be created: their engine runs under the fuzz too
     stub = StubProcess(
-        root / "data", f"--enroll-secret={SECRET}", "--live-query-timeout=0.2", output_dir=root / "output"
+        root / "data",
+        f"--enroll-secret={SECRET}",
+        "--live-query-timeout=0.2",
+        "--tuf-repo",
+        str(repo),
+        output_dir=root / "output",
     )
     try:
         info = stub.wait_ready()
@@ -561,6 +568,37 @@ def test_orbit_scripts(fuzz_stub: tuple[StubProcess, World], request: object, re
     world.send("POST", "/api/fleet/orbit/scripts/result", result)
 
 
+OUTCOME = st.fixed_dictionaries(
+    {
+        "id": usually(st.one_of(st.uuids().map(str), TEXT)),
+        "target": usually(st.sampled_from(["orbit", "osqueryd", "desktop"])),
+        "version": usually(st.sampled_from(["1.4.0", "1.3.0", "5.11.0"])),
+        "previous_version": usually(st.one_of(st.none(), st.sampled_from(["1.3.0", "5.12.0"]))),
+        "channel": usually(st.sampled_from(["1.4.0", "stable"])),
+        "outcome": usually(st.sampled_from(["confirmed", "rolled_back", "crash_loop", "install_failed", "repaired"])),
+        "reason": usually(st.one_of(st.none(), TEXT)),
+        "at": usually(st.sampled_from(["2026-12-05T10:00:00Z", "2026-12-05T11:00:00.5+01:00", "2026-12-05"])),
+    }
+)
+
+
+@FUZZ
+@given(
+    outcomes=body(orbit_node_key=ORBIT_KEY, outcomes=usually(st.lists(usually(OUTCOME), max_size=5))),
+    ack=body(
+        orbit_node_key=ORBIT_KEY,
+        request_id=usually(st.one_of(st.uuids().map(str), TEXT)),
+        error=usually(st.one_of(st.none(), TEXT)),
+    ),
+)
+def test_orbit_update_outcomes_and_restart_results(
+    fuzz_stub: tuple[StubProcess, World], outcomes: object, ack: object
+) -> None:
+    world = fuzz_stub[1]
+    world.send("POST", "/api/fleet/orbit/update_outcomes", outcomes)
+    world.send("POST", "/api/fleet/orbit/osqueryd_restart/result", ack)
+
+
 # --- device API and My-device pages -----------------------------------------------------------------------------
 
 DEVICE_ROUTES = (
@@ -627,6 +665,19 @@ AGENT_OPTIONS = usually(
 NOTIFICATIONS = usually(st.dictionaries(TEXT, st.one_of(st.booleans(), TEXT), max_size=3))
 POLICY = body(name=usually(TEXT), query=usually(TEXT), description=TEXT, resolution=TEXT, platform=usually(TEXT))
 SECRETS = usually(st.lists(usually(st.fixed_dictionaries({"secret": usually(TEXT)})), max_size=3))
+PERCENT = usually(st.one_of(st.integers(min_value=0, max_value=100), st.floats()))
+ROLLOUT = body(
+    target=usually(st.sampled_from(["orbit", "osqueryd", "desktop"])),
+    version=usually(st.sampled_from(["1.4.0", "1.3.0", "5.11.0", "9.9.9"])),
+    from_version=usually(st.one_of(st.none(), st.sampled_from(["1.3.0", "1.2.0", "5.12.0"]))),
+    team_ids=usually(st.one_of(st.none(), st.lists(INTS, max_size=3))),
+    waves=usually(st.lists(PERCENT, max_size=5).map(lambda w: [*w, 100])),
+    soak_seconds=usually(st.one_of(st.integers(min_value=0, max_value=5), INTS)),
+    halt_rules=usually(
+        st.fixed_dictionaries({}, optional={"max_failed_percent": PERCENT, "min_healthy_percent": PERCENT})
+    ),
+    name=usually(TEXT),
+)
 
 ADMIN_ROUTES: tuple[tuple[str, str, SearchStrategy[object] | None], ...] = (
     ("GET", "/hosts", None),
@@ -660,10 +711,19 @@ ADMIN_ROUTES: tuple[tuple[str, str, SearchStrategy[object] | None], ...] = (
     ),
     ("GET", "/scripts/results/{text}", None),
     ("GET", "/carves", None),
+    ("GET", "/rollouts", None),
+    ("POST", "/rollouts", ROLLOUT),
+    ("GET", "/rollouts/{id}", None),
+    ("POST", "/rollouts/{id}/pause", None),
+    ("POST", "/rollouts/{id}/resume", None),
+    ("POST", "/rollouts/{id}/abort", None),
+    ("POST", "/hosts/{id}/restart_osqueryd", None),
+    ("POST", "/teams/{id}/restart_osqueryd", None),
+    ("GET", "/osqueryd_restarts/{text}", None),
 )
 
 
-@settings(FUZZ, max_examples=3 * EXAMPLES)  # one route of 27 per example
+@settings(FUZZ, max_examples=3 * EXAMPLES)  # one route of 36 per example
 @given(data=st.data(), route=st.sampled_from(ADMIN_ROUTES), version=usually(st.sampled_from(["latest", "v1"])))
 def test_admin_api(
     fuzz_stub: tuple[StubProcess, World],
