@@ -20,6 +20,7 @@ from enum import Enum
 
 from server_stub import hosts, policies
 from server_stub.int_ranges import IdOutOfRange, parse_id
+from server_stub.rollout_model import FAILED_OUTCOMES
 from server_stub.version_changes import TARGET_COLUMNS, VersionChange
 
 MAX_PER_PAGE = 10_000
@@ -199,6 +200,32 @@ def _where(query: HostListQuery, now: float) -> tuple[str, list[object]]:
 
 
 @dataclass(frozen=True)
+class LastOutcome:
+    """A host's newest update outcome (``update_outcomes``, reported by orbit: docs/adr/0017)."""
+
+    target: str
+    version: str
+    previous_version: str | None
+    outcome: str  # confirmed, rolled_back, crash_loop, install_failed, repaired
+    reason: str | None
+    at: str  # RFC 3339, orbit's clock
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in {str(o) for o in FAILED_OUTCOMES}
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "version": self.version,
+            "previous_version": self.previous_version,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True)
 class HostRow:
     host: hosts.Host
     online: bool
@@ -207,6 +234,7 @@ class HostRow:
     result_lines: int
     status_lines: int
     last_change: VersionChange | None  # the newest version change of any target (not a first report)
+    last_outcome: LastOutcome | None = None  # the newest update outcome orbit reported (issue 18's reports)
 
     @property
     def status(self) -> str:
@@ -266,7 +294,9 @@ def list_page(conn: sqlite3.Connection, query: HostListQuery, now: float) -> Hos
         sql += " LIMIT ? OFFSET ?"
         args = [*args, query.per_page, query.page * query.per_page]
     found = conn.execute(sql, args).fetchall()
-    changes = last_changes(conn, [int(r["id"]) for r in found])
+    ids = [int(r["id"]) for r in found]
+    changes = last_changes(conn, ids)
+    outcomes = last_outcomes(conn, ids)
     rows = []
     for r in found:
         host = hosts.host_from_row(r)
@@ -279,6 +309,7 @@ def list_page(conn: sqlite3.Connection, query: HostListQuery, now: float) -> Hos
                 result_lines=int(r["result_lines"] or 0),
                 status_lines=int(r["status_lines"] or 0),
                 last_change=changes.get(host.id),
+                last_outcome=outcomes.get(host.id),
             )
         )
     total = len(rows) if query.per_page is None else count_hosts(conn, query, now)
@@ -302,6 +333,29 @@ def last_changes(conn: sqlite3.Connection, host_ids: list[int]) -> dict[int, Ver
         for r in rows:
             found[int(r["host_id"])] = VersionChange(
                 int(r["host_id"]), str(r["target"]), str(r["version"]), str(r["previous_version"]), float(r["seen_at"])
+            )
+    return found
+
+
+def last_outcomes(conn: sqlite3.Connection, host_ids: list[int]) -> dict[int, LastOutcome]:
+    """Each host's newest update outcome."""
+    found: dict[int, LastOutcome] = {}
+    for start in range(0, len(host_ids), 500):
+        chunk = host_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"""SELECT host_id, target, version, previous_version, outcome, reason, at FROM update_outcomes
+                WHERE id IN (SELECT MAX(id) FROM update_outcomes WHERE host_id IN ({marks}) GROUP BY host_id)""",
+            chunk,
+        )
+        for r in rows:
+            found[int(r["host_id"])] = LastOutcome(
+                str(r["target"]),
+                str(r["version"]),
+                None if r["previous_version"] is None else str(r["previous_version"]),
+                str(r["outcome"]),
+                None if r["reason"] is None else str(r["reason"]),
+                str(r["at"]),
             )
     return found
 

@@ -56,6 +56,8 @@ def listed_host_json(row: HostRow, now: float) -> JsonObject:
     view["issues"] = {"failing_policies_count": row.failing_policies, "total_issues_count": row.failing_policies}
     change = row.last_change
     view["last_version_change"] = None if change is None else change.to_json()
+    outcome = row.last_outcome
+    view["last_update_outcome"] = None if outcome is None else outcome.to_json()
     return view
 
 

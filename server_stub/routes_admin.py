@@ -10,7 +10,17 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from server_stub import device_tokens, host_listing, hosts, live_queries, policies, scripts, teams, version_changes
+from server_stub import (
+    device_tokens,
+    host_listing,
+    hosts,
+    live_queries,
+    policies,
+    scripts,
+    teams,
+    update_outcomes,
+    version_changes,
+)
 from server_stub.agent_options import InvalidAgentOptions, validate_agent_options, validate_notifications
 from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, not_found, unauthorized
@@ -28,6 +38,7 @@ log = logging.getLogger(__name__)
 ADMIN_VERSIONS = frozenset({"v1", "latest"})
 RECENT_SECONDS = 3600.0
 RECENT_LIMIT = 20
+RECENT_OUTCOMES = 50
 
 
 def require_admin(request: Request, state: StubState) -> None:
@@ -124,8 +135,16 @@ async def host_versions(request: Request, state: StubState) -> Response:
     require_admin(request, state)
     host = _host(request, state)
     changes = await state.reader.run(version_changes.for_host, host.id)
+    outcomes = await state.reader.run(update_outcomes.recent_outcomes, host.id, RECENT_OUTCOMES)
     installed = {target: getattr(host, column) or None for target, column in version_changes.TARGET_COLUMNS.items()}
-    return JSONResponse({"host_id": host.id, "installed": installed, "changes": [c.to_json() for c in changes]})
+    return JSONResponse(
+        {
+            "host_id": host.id,
+            "installed": installed,
+            "changes": [c.to_json() for c in changes],
+            "outcomes": outcomes,
+        }
+    )
 
 
 async def host_device_token(request: Request, state: StubState) -> Response:

@@ -68,3 +68,51 @@ def bar_chart(title: str, bars: list[Bar], *, chart_id: str) -> Markup:
         h=height,
         rows=join(rows),
     )
+
+
+STACK_WIDTH = 700
+STACK_HEIGHT = 16
+STACK_CLASSES = ("seg-1", "seg-2", "seg-3", "seg-4", "seg-5")
+
+
+def stacked_bar(parts: list[tuple[str, int]], *, chart_id: str) -> Markup:
+    """One bar split into ``parts`` (label, count), each as wide as its share, with a legend below."""
+    total = sum(max(0, n) for _, n in parts)
+    x = 0.0
+    rects = []
+    for index, (label, count) in enumerate(parts):
+        width = 0.0 if total == 0 else STACK_WIDTH * max(0, count) / total
+        rects.append(
+            html(
+                '<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{h}" class="{css}"><title>{label}: {n}</title></rect>',
+                x=x,
+                w=width,
+                h=STACK_HEIGHT,
+                css=STACK_CLASSES[index % len(STACK_CLASSES)],
+                label=label,
+                n=count,
+            )
+        )
+        x += width
+    legend = join(
+        html(
+            '<span class="legend"><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" '
+            'class="{css}"></rect></svg> {label} {n}</span>',
+            css=STACK_CLASSES[index % len(STACK_CLASSES)],
+            label=label,
+            n=count,
+        )
+        for index, (label, count) in enumerate(parts)
+    )
+    return html(
+        '<div class="stack"><svg xmlns="http://www.w3.org/2000/svg" id="{id}" class="stacked" role="img" '
+        'aria-label="{summary}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" preserveAspectRatio="none">'
+        '<rect x="0" y="0" width="{w}" height="{h}" class="seg-empty"></rect>{rects}</svg>'
+        '<div class="legends">{legend}</div></div>',
+        id=chart_id,
+        summary=", ".join(f"{label} {n}" for label, n in parts),
+        w=STACK_WIDTH,
+        h=STACK_HEIGHT,
+        rects=join(rects),
+        legend=legend,
+    )

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import sqlite3
 
-from server_stub import device_tokens, hosts, live_queries, policies, scripts, teams, version_changes
-from server_stub.console.hosts_page import TARGET_TITLES, plural, status_badge
+from server_stub import (
+    device_tokens,
+    hosts,
+    live_queries,
+    policies,
+    scripts,
+    teams,
+    update_outcomes,
+    version_changes,
+)
+from server_stub.console.hosts_page import TARGET_TITLES, outcome_badge, plural, status_badge
 from server_stub.console.layout import REFRESH_SECONDS, Section, page
 from server_stub.console.markup import Markup, html, join
-from server_stub.console.time_text import ago, utc_text
+from server_stub.console.time_text import ago, reported, utc_text
 from server_stub.version_changes import TARGET_COLUMNS
 
 MAX_ROWS_SHOWN = 500
@@ -23,6 +32,7 @@ MAX_COLUMNS_SHOWN = 50
 MAX_CELL_CHARS = 2000
 MAX_OUTPUT_CHARS = 4000
 RECENT = 10
+RECENT_OUTCOMES = 20
 
 
 def _dl(pairs: list[tuple[str, Markup | str]]) -> Markup:
@@ -73,14 +83,36 @@ def _versions(conn: sqlite3.Connection, host: hosts.Host, now: float) -> Markup:
         )
         for c in changes
     ) or html('<tr><td colspan="3" class="empty">No versions reported yet.</td></tr>')
+    outcomes = join(
+        html(
+            "<tr><td>{when}</td><td>{target}</td><td>{change}</td><td>{badge}</td><td>{reason}</td></tr>",
+            when=reported(str(o["at"]), now),
+            target=TARGET_TITLES.get(str(o["target"]), str(o["target"])),
+            change=html("<code>{old}</code> → <code>{new}</code>", old=o["previous_version"], new=o["version"])
+            if o["previous_version"]
+            else html("<code>{new}</code>", new=o["version"]),
+            badge=outcome_badge(str(o["outcome"])),
+            reason=o["reason"] or "",
+        )
+        for o in update_outcomes.recent_outcomes(conn, host.id, RECENT_OUTCOMES)
+    ) or html(
+        '<tr><td colspan="5" class="empty">None reported (orbit reports them to a stub since issue 18).</td></tr>'
+    )
     return html(
         '<section class="card" id="versions"><h2>Installed versions</h2>'
         '<table class="compact"><tbody>{installed}</tbody></table>'
+        "<h3>Update outcomes</h3>"
+        '<p class="note">What orbit reported after each install, newest first: rollbacks and crash loops with '
+        "their reason.</p>"
+        '<table class="compact" id="update-outcomes"><thead><tr><th scope="col">When</th>'
+        '<th scope="col">Target</th><th scope="col">Version</th><th scope="col">Outcome</th>'
+        '<th scope="col">Reason</th></tr></thead><tbody>{outcomes}</tbody></table>'
         "<h3>Install history</h3>"
-        '<p class="note">Versions as the server saw them change in the host\'s reports, newest first.</p>'
+        '<p class="note">Versions as the server saw them change in the host\'s own reports, newest first.</p>'
         '<table class="compact" id="version-history"><thead><tr><th scope="col">When</th><th scope="col">Target</th>'
         '<th scope="col">Change</th></tr></thead><tbody>{history}</tbody></table></section>',
         installed=installed,
+        outcomes=outcomes,
         history=history,
     )
 

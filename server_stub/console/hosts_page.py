@@ -11,7 +11,7 @@ import sqlite3
 from server_stub import host_listing, teams
 from server_stub.console.layout import REFRESH_SECONDS, Section, page
 from server_stub.console.markup import Markup, html, join, query_url
-from server_stub.console.time_text import ago
+from server_stub.console.time_text import ago, reported
 from server_stub.host_listing import HostListQuery, HostPage, HostRow, HostStatus
 
 PATH = "/console/hosts"
@@ -59,7 +59,32 @@ def _version(text: str) -> Markup:
     return html("<code>{v}</code>", v=text) if text else html('<span class="muted">unknown</span>')
 
 
+OUTCOME_TITLES = {
+    "confirmed": "confirmed",
+    "rolled_back": "rolled back",
+    "crash_loop": "crash loop",
+    "install_failed": "install failed",
+    "repaired": "repaired",
+}
+
+
+def outcome_badge(outcome: str) -> Markup:
+    css = "good" if outcome == "confirmed" else "warn" if outcome == "repaired" else "bad"
+    return html('<span class="outcome {css}">{title}</span>', css=css, title=OUTCOME_TITLES.get(outcome, outcome))
+
+
 def last_update(row: HostRow, now: float) -> Markup:
+    """The newest outcome orbit reported (with its reason as a tooltip), else the newest version change seen."""
+    outcome = row.last_outcome
+    if outcome is not None:
+        return html(
+            '<span class="change" title="{reason}">{target} {version} {badge}</span> {when}',
+            reason=outcome.reason or "",
+            target=TARGET_TITLES.get(outcome.target, outcome.target),
+            version=outcome.version,
+            badge=outcome_badge(outcome.outcome),
+            when=reported(outcome.at, now),
+        )
     change = row.last_change
     if change is None:
         return html('<span class="muted">none seen</span>')

@@ -57,7 +57,7 @@ def page(
     *,
     csrf_token: str | None,
     active: Section | None = None,
-    sections: tuple[Section, ...] = (Section.HOSTS, Section.VERSIONS),
+    sections: tuple[Section, ...] = (Section.HOSTS, Section.VERSIONS, Section.ROLLOUTS),
     refresh_seconds: int | None = None,
     now: float | None = None,
 ) -> Markup:

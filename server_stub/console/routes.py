@@ -24,13 +24,15 @@ from starlette.routing import Route
 
 from server_stub.admin_sessions import AdminSession, SessionState, csrf_matches
 from server_stub.api import Family, endpoint
-from server_stub.console import host_page, hosts_page, versions_page
+from server_stub.console import host_page, hosts_page, rollouts_page, versions_page
 from server_stub.console.layout import CONSOLE_SECURITY_HEADERS, message_page, page, response
 from server_stub.console.markup import Markup, html
 from server_stub.errors import ApiError
 from server_stub.host_listing import HostQueryError, parse_host_list_query
 from server_stub.http_body import KIB, read_limited
 from server_stub.int_ranges import IdOutOfRange, parse_id
+from server_stub.rollout_rules import AdminAction
+from server_stub.rollouts import RolloutRefused
 from server_stub.state import StubState
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,47 @@ async def versions(request: Request, state: StubState) -> Response:
     return response(document)
 
 
+async def rollouts(request: Request, state: StubState) -> Response:
+    session = _session(request, state)
+    document = await state.reader.run(rollouts_page.render_list, state.clock(), session.csrf_token)
+    return response(document)
+
+
+def _rollout_id(request: Request) -> int:
+    try:
+        value = parse_id(str(request.path_params.get("rollout_id", "")))
+    except IdOutOfRange:
+        value = None
+    if value is None:
+        raise _Refused(message_page(404, "No such rollout", "There is no rollout with this id."))
+    return value
+
+
+async def rollout(request: Request, state: StubState) -> Response:
+    session = _session(request, state)
+    rollout_id = _rollout_id(request)
+    document = await state.reader.run(rollouts_page.render_one, rollout_id, state.clock(), session.csrf_token)
+    if document is None:
+        return message_page(404, "No such rollout", "There is no rollout with this id.", csrf_token=session.csrf_token)
+    return response(document)
+
+
+async def rollout_action(request: Request, state: StubState) -> Response:
+    """Pause, resume or abort: the same engine call as ``POST /api/latest/fleet/rollouts/{id}/{action}``."""
+    session, _ = await _checked_form(request, state)
+    rollout_id = _rollout_id(request)
+    try:
+        action = AdminAction(str(request.path_params.get("action", "")))
+    except ValueError:
+        return message_page(404, "Not found", "Rollouts can be paused, resumed or aborted.")
+    try:
+        state.rollouts.transition(rollout_id, action, state.clock())
+    except RolloutRefused as exc:
+        return message_page(exc.status, "Refused", str(exc), csrf_token=session.csrf_token)
+    log.info("event=console_rollout_%s rollout_id=%d", action.value, rollout_id)
+    return _redirect(f"/console/rollouts/{rollout_id}")
+
+
 async def static_file(request: Request, state: StubState) -> Response:
     name = str(request.path_params.get("name", ""))
     if name not in STATIC:
@@ -302,5 +345,8 @@ def routes() -> list[Route]:
         route("/console/hosts/{host_id}", "console_host", host, ["GET"]),
         route("/console/hosts/{host_id}/query", "console_host_query", host_query, ["POST"]),
         route("/console/versions", "console_versions", versions, ["GET"]),
+        route("/console/rollouts", "console_rollouts", rollouts, ["GET"]),
+        route("/console/rollouts/{rollout_id}", "console_rollout", rollout, ["GET"]),
+        route("/console/rollouts/{rollout_id}/{action}", "console_rollout_action", rollout_action, ["POST"]),
         route("/console/static/{name}", "console_static", static_file, ["GET"]),
     ]

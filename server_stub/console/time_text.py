@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from server_stub.console.markup import Markup, html
+from server_stub.rfc3339 import parse_rfc3339
 
 
 def utc_text(epoch: float) -> str:
@@ -39,3 +40,11 @@ def ago(epoch: float | None, now: float, *, never: str = "never") -> Markup:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def reported(text: str, now: float) -> Markup:
+    """A time a host reported in RFC 3339 (its own clock): relative when it parses, else the text as sent."""
+    parsed = parse_rfc3339(text)
+    if parsed is None:
+        return html("<span>{text}</span>", text=text)
+    return ago(parsed.timestamp(), now)

@@ -21,6 +21,7 @@ from server_stub.admin_sessions import IDLE_SECONDS
 from server_stub.console.routes import COOKIE
 from tests.support.agents import osquery_enroll
 from tests.support.cdp_browser import CdpBrowser, Page, trusting_home
+from tests.support.rollout_hosts import create_rollout, enroll_orbits, in_wave, outcome, publish_repository, rollout
 from tests.support.sim_process import SimProcess, orbit_style_args
 from tests.support.stub_server import GLOBAL_SECRET, FakeClock, RunningStub, running_stub
 
@@ -228,3 +229,51 @@ def test_expired_session_wrong_token_and_cross_site_form(
     page.goto(stub.url + "/console/hosts")
     assert page.url == stub.url + "/console/login?expired=1"
     assert "Your session has expired" in page.text()
+
+
+@pytest.fixture
+def rollout_stub(tmp_path: Path, clock: FakeClock) -> Iterator[RunningStub]:
+    repo = publish_repository(tmp_path / "tuf")
+    with running_stub(tmp_path / "rollout-stub", clock=clock, tuf_repo=repo, rollout_tick=0.05) as running:
+        yield running
+
+
+def test_rollouts_page_pauses_and_resumes_a_rollout_with_its_buttons(
+    tmp_path: Path, rollout_stub: RunningStub, artifacts: Path
+) -> None:
+    stub = rollout_stub
+    with stub.client() as client, stub.admin() as admin:
+        orbits = enroll_orbits(client, 12)
+        created = create_rollout(
+            admin,
+            name="orbit 1.4.0",
+            target="orbit",
+            version="1.4.0",
+            from_version="1.3.0",
+            waves=[50, 100],
+            halt_rules={"max_failed_percent": 50, "min_healthy_percent": 50},
+        )
+        rollout_id = int(str(created["id"]))
+        first = in_wave(orbits, rollout_id, [50, 100], 0)
+        assert len(first) >= 2
+        for orbit in first[:-1]:
+            orbit.report(client, outcome("confirmed"))
+        first[-1].report(client, outcome("rolled_back"))  # one rollback, under the 50 % limit: still running
+        home = trusting_home(tmp_path / "rollout-browser", stub.ca_path)
+        with CdpBrowser(home, tmp_path / "chromium-rollouts.log") as browser:
+            page = browser.new_page()
+            _login(page, stub)
+            page.goto(stub.url + "/console/rollouts")
+            assert "orbit 1.4.0" in page.text("#main") and rollout(admin, rollout_id)["state"] == "running"
+            _assert_picture(page.screenshot(artifacts / "console-rollouts.png"))
+
+            page.click(f"form[action='/console/rollouts/{rollout_id}/pause'] button")
+            assert page.url == f"{stub.url}/console/rollouts/{rollout_id}"
+            assert page.text(f"#rollout-{rollout_id} .status") == "paused"
+            assert rollout(admin, rollout_id)["state"] == "paused"
+
+            page.click(f"form[action='/console/rollouts/{rollout_id}/resume'] button")
+            assert page.text(f"#rollout-{rollout_id} .status") == "running"
+            assert rollout(admin, rollout_id)["state"] == "running"
+            assert "resumed" in page.text("ul.events") and "paused" in page.text("ul.events")
+            assert _security_complaints(browser) == []

@@ -2,6 +2,13 @@
 // fetched again every data-refresh seconds and <main> is swapped, unless the reader is typing in a form.
 "use strict";
 (function () {
+  // an abort cannot be undone: ask first (without JavaScript the button posts at once)
+  document.addEventListener("submit", function (event) {
+    const button = event.submitter;
+    if (button && button.classList.contains("danger") && !window.confirm(button.textContent + " this rollout? Every host goes back to the version before it, for good.")) {
+      event.preventDefault();
+    }
+  });
   const seconds = Number(document.body.dataset.refresh || "0");
   if (!seconds) {
     return;
