@@ -12,7 +12,7 @@ BAR_HEIGHT = 22
 GAP = 8
 LABEL_WIDTH = 170
 BAR_AREA = 460
-COUNT_WIDTH = 70
+COUNT_WIDTH = 150
 MAX_LABEL_CHARS = 24
 
 
@@ -21,6 +21,13 @@ class Bar:
     label: str
     value: int
     href: str
+
+
+def _percent(value: int, total: int) -> str:
+    if not total:
+        return ""
+    share = 100 * value / total
+    return f"{share:.0f} %" if share.is_integer() or 10 <= share <= 90 else f"{share:.1f} %"
 
 
 def _label(text: str) -> str:
@@ -36,13 +43,13 @@ def bar_chart(title: str, bars: list[Bar], *, chart_id: str) -> Markup:
     for index, bar in enumerate(bars):
         y = GAP + index * (BAR_HEIGHT + GAP)
         length = 0 if biggest == 0 else max(2, round(BAR_AREA * bar.value / biggest))
-        share = f"{100 * bar.value / total:.0f} %" if total else ""
+        share = _percent(bar.value, total)
         rows.append(
             html(
                 '<a href="{href}"><title>{full}: {value} hosts</title>'
                 '<text x="{lx}" y="{ty}" text-anchor="end" class="bar-label">{label}</text>'
                 '<rect x="{bx}" y="{y}" width="{length}" height="{h}" rx="3" class="bar"></rect>'
-                '<text x="{cx}" y="{ty}" class="bar-count">{value} · {share}</text></a>',
+                '<text x="{cx}" y="{ty}" class="bar-count">{value} {hosts} · {share}</text></a>',
                 href=bar.href,
                 full=bar.label,
                 value=bar.value,
@@ -55,6 +62,7 @@ def bar_chart(title: str, bars: list[Bar], *, chart_id: str) -> Markup:
                 h=BAR_HEIGHT,
                 cx=LABEL_WIDTH + length + 8,
                 share=share,
+                hosts="host" if bar.value == 1 else "hosts",
             )
         )
     if not bars:
