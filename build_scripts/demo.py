@@ -10,7 +10,9 @@
    host; then osqueryd 5.15.0 is published, orbit gets SIGHUP (check now) and installs and restarts it;
 4. meanwhile the launchers are published for macOS and Windows too and ``orbitctl package`` builds the .deb, .rpm,
    .pkg and .msi from this repository into ``dist/`` (``DEMO_DIST_DIR``), four children at once;
-5. everything it started is stopped (also on Ctrl-C / SIGTERM) and the temporary directory removed.
+5. the admin console's URL is printed; on a terminal the stub, its console and orbit stay up until Ctrl-C
+   (``--exit-at-end`` stops at once, as happens anyway when stdout is not a terminal; ``--keep-open`` stays);
+6. everything it started is stopped (also on Ctrl-C / SIGTERM) and the temporary directory removed.
 
 A launcher is a one-line shell script that stamps ``ORBIT_BUILD_VERSION`` and execs this interpreter, as a frozen
 build would. ``--frozen`` (``make demo FROZEN=1``) publishes the Linux targets as frozen release builds instead
@@ -287,6 +289,8 @@ class Demo:
         self.api().patch("/api/latest/fleet/config", json={"agent_options": {"config": {"options": options}}})
         self.board.set("stub", "ok", f"{self.info['url']}  (TUF at {self.info['tuf_url']})")
         self.facts.append(f"fleet-stub served {self.info['url']} (TUF repository at {self.info['tuf_url']})")
+        url, token_file, _ = self.console_facts()
+        self.facts.append(f"the admin console was at {url} (admin token in {token_file})")
 
     def start_orbit(self) -> None:
         self.board.set("orbit", "running", "starting orbit 1.0.0 from bin/orbit/orbit")
@@ -515,6 +519,31 @@ class Demo:
         if failed:
             raise DemoError(f"{', '.join(failed)} failed (see above)")
 
+    # the console, kept open on a terminal
+
+    def console_facts(self) -> tuple[str, Path, Path]:
+        """(the console's URL, the admin token file, the CA the browser must trust)."""
+        data_dir = self.base / "stub"
+        return f"{self.info['url']}/console", data_dir / "admin_token", Path(str(self.info["ca_cert"]))
+
+    def keep_open(self, console: Console) -> None:
+        """Until Ctrl-C or SIGTERM (each raises KeyboardInterrupt here): the stub, orbit and its osqueryd stay up."""
+        url, token_file, ca = self.console_facts()
+        say = console.print
+        say(f"\n[bold green]The console is open:[/] {url}", soft_wrap=True)
+        say(f"  log in with the admin token: cat {token_file}", markup=False, highlight=False, soft_wrap=True)
+        say(
+            f"  the browser does not know the demo's CA ({ca}): accept its warning once, or import that file",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        say("  orbit's host answers live queries from its page. [bold]Ctrl-C[/] stops everything.", soft_wrap=True)
+        stub = self.procs["fleet-stub"]
+        while stub.poll() is None:
+            time.sleep(1.0)  # a signal ends the wait at once
+        raise DemoError(f"fleet-stub exited with code {stub.returncode} while the console was open")
+
     # cleanup
 
     def stop(self) -> list[str]:
@@ -554,7 +583,7 @@ class Demo:
         return notes
 
 
-def run_demo(console: Console, *, frozen: bool = False) -> int:
+def run_demo(console: Console, *, frozen: bool = False, keep_open: bool = False) -> int:
     builds: dict[tuple[str, str], FrozenBuild] | None = None
     if frozen:
         try:
@@ -599,6 +628,14 @@ def run_demo(console: Console, *, frozen: bool = False) -> int:
                 if step is not None:
                     board.set(step, "failed", str(error))
                 console.print(f"demo failed: {error}", style="bold red", markup=False)
+        if code == 0 and keep_open:
+            try:
+                demo.keep_open(console)
+            except KeyboardInterrupt:
+                console.print("Ctrl-C: closing the console", style="bold yellow")
+            except DemoError as error:
+                console.print(f"demo failed: {error}", style="bold red", markup=False)
+                code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -690,11 +727,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frozen", action="store_true", help="publish frozen release builds (PyInstaller) instead of launchers"
     )
+    ending = parser.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--exit-at-end",
+        action="store_true",
+        help="stop everything as soon as the demo is done (the default when stdout is not a terminal, e.g. in CI)",
+    )
+    ending.add_argument(
+        "--keep-open",
+        action="store_true",
+        help="keep fleet-stub, its console and orbit running until Ctrl-C (the default on a terminal)",
+    )
     args = parser.parse_args(argv)
     console = Console()
+    keep_open = args.keep_open or (console.is_terminal and not args.exit_at_end)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run_demo(console, frozen=args.frozen)
+        return run_demo(console, frozen=args.frozen, keep_open=keep_open)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

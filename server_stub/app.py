@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server_stub import device_page, routes_admin, routes_device, routes_orbit, routes_osquery, routes_rollouts
+from server_stub.console import routes as console_routes
 from server_stub.errors import ApiError, ErrorShape, render_error
 from server_stub.state import StubState
 
@@ -74,6 +75,7 @@ def build_app(state: StubState) -> Starlette:
         *routes_admin.routes(),
         *routes_rollouts.routes(),
         *device_page.routes(),
+        *console_routes.routes(),
         Mount("/tuf", app=_TufFiles(state)),
     ]
     app = Starlette(routes=all_routes, exception_handlers={HTTPException: _http_error})

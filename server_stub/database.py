@@ -202,6 +202,28 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX osqueryd_restarts_pending ON osqueryd_restarts(host_id) WHERE state = 'pending';
     """,
+    # 3: the admin console (issue 20): Fleet Desktop's version, observed version changes, indexes for sorted pages
+    """
+    ALTER TABLE hosts ADD COLUMN desktop_version TEXT NOT NULL DEFAULT '';
+    CREATE INDEX hosts_by_hostname ON hosts(hostname, id);
+    CREATE INDEX hosts_by_platform ON hosts(platform, id);
+    CREATE INDEX hosts_by_team ON hosts(team_id, id);
+    CREATE INDEX hosts_by_seen_time ON hosts(seen_time, id);
+    CREATE INDEX hosts_by_orbit_version ON hosts(orbit_version, id);
+    CREATE INDEX hosts_by_osquery_version ON hosts(osquery_version, id);
+    CREATE INDEX hosts_by_desktop_version ON hosts(desktop_version, id);
+    CREATE INDEX policy_results_failing ON policy_results(host_id) WHERE passes = 0;
+    CREATE INDEX scripts_by_host ON scripts(host_id, created_at);
+    CREATE TABLE host_version_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        version TEXT NOT NULL,
+        previous_version TEXT NOT NULL DEFAULT '',
+        seen_at REAL NOT NULL
+    );
+    CREATE INDEX host_version_changes_by_host ON host_version_changes(host_id, id);
+    """,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import dataclass
 from enum import Enum
 
 from server_stub.transactions import write_transaction
@@ -73,3 +74,32 @@ def host_for_token(conn: sqlite3.Connection, token: str, now: float) -> int | No
     if row is None or not token_is_fresh(float(row["updated_at"]), now):
         return None
     return int(row["host_id"])
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What an admin may know of a host's Desktop token: whether one is valid and until when, never its value."""
+
+    state: str  # "valid", "expired" or "none"
+    updated_at: float | None
+    expires_at: float | None
+    rotations: int  # 1 when a previous token was replaced (the stub keeps one previous value), else 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "updated_at": self.updated_at,
+            "expires_at": self.expires_at,
+            "replaced_a_previous_token": bool(self.rotations),
+        }
+
+
+def token_state(conn: sqlite3.Connection, host_id: int, now: float) -> TokenState:
+    row = conn.execute(
+        "SELECT updated_at, previous_token IS NOT NULL AS rotated FROM device_tokens WHERE host_id = ?", (host_id,)
+    ).fetchone()
+    if row is None:
+        return TokenState("none", None, None, 0)
+    updated = float(row["updated_at"])
+    state = "valid" if token_is_fresh(updated, now) else "expired"
+    return TokenState(state, updated, updated + TOKEN_TTL_SECONDS, int(row["rotated"]))

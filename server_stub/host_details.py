@@ -29,7 +29,7 @@ DETAIL_QUERIES: tuple[DetailQuery, ...] = (
     DetailQuery("osquery_info", "SELECT * FROM osquery_info LIMIT 1"),
     DetailQuery(
         "orbit_info",
-        "SELECT version FROM orbit_info",
+        "SELECT * FROM orbit_info",
         "SELECT 1 FROM osquery_registry WHERE active = true AND registry = 'table' AND name = 'orbit_info'",
     ),
 )
@@ -66,7 +66,7 @@ def details_from_osquery_info(row: Mapping[str, str]) -> dict[str, str]:
 
 
 def details_from_orbit_info(row: Mapping[str, str]) -> dict[str, str]:
-    return {"orbit_version": row.get("version", "")}
+    return {"orbit_version": row.get("version", ""), "desktop_version": row.get("desktop_version", "")}
 
 
 _EXTRACTORS = {

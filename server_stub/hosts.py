@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from server_stub import version_changes
 from server_stub.node_keys import new_node_key
 from server_stub.transactions import write_transaction
 
@@ -25,6 +26,7 @@ DETAIL_COLUMNS = (
     "os_version",
     "osquery_version",
     "orbit_version",
+    "desktop_version",
 )
 
 
@@ -52,25 +54,30 @@ class Host:
     distributed_interval: int
     config_tls_refresh: int
     logger_tls_period: int
+    desktop_version: str = ""
 
 
-_HOST_FIELDS = tuple(f.name for f in fields(Host))
-_SELECT = "SELECT " + ", ".join(_HOST_FIELDS) + " FROM hosts"
+HOST_COLUMNS = tuple(f.name for f in fields(Host))  # never the node keys: they are credentials
+_SELECT = "SELECT " + ", ".join(HOST_COLUMNS) + " FROM hosts"
 
 
-def _host(row: sqlite3.Row) -> Host:
-    return Host(**{name: row[name] for name in _HOST_FIELDS})
+def host_from_row(row: sqlite3.Row) -> Host:
+    return Host(**{name: row[name] for name in HOST_COLUMNS})
 
 
 def get_host(conn: sqlite3.Connection, host_id: int) -> Host | None:
     row = conn.execute(_SELECT + " WHERE id = ?", (host_id,)).fetchone()
-    return _host(row) if row else None
+    return host_from_row(row) if row else None
 
 
 def list_hosts(conn: sqlite3.Connection, team_id: int | None = None) -> list[Host]:
     if team_id is None:
-        return [_host(r) for r in conn.execute(_SELECT + " ORDER BY id")]
-    return [_host(r) for r in conn.execute(_SELECT + " WHERE team_id = ? ORDER BY id", (team_id,))]
+        return [host_from_row(r) for r in conn.execute(_SELECT + " ORDER BY id")]
+    return [host_from_row(r) for r in conn.execute(_SELECT + " WHERE team_id = ? ORDER BY id", (team_id,))]
+
+
+def count_team_hosts(conn: sqlite3.Connection, team_id: int) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM hosts WHERE team_id = ?", (team_id,)).fetchone()[0])
 
 
 def count_hosts(conn: sqlite3.Connection) -> int:
@@ -85,14 +92,14 @@ def host_by_node_key(conn: sqlite3.Connection, node_key: str) -> Host | None:
     if not node_key:
         return None
     row = conn.execute(_SELECT + " WHERE node_key = ?", (node_key,)).fetchone()
-    return _host(row) if row else None
+    return host_from_row(row) if row else None
 
 
 def host_by_orbit_node_key(conn: sqlite3.Connection, orbit_node_key: str) -> Host | None:
     if not orbit_node_key:
         return None
     row = conn.execute(_SELECT + " WHERE orbit_node_key = ?", (orbit_node_key,)).fetchone()
-    return _host(row) if row else None
+    return host_from_row(row) if row else None
 
 
 def _clean_details(details: Mapping[str, str]) -> dict[str, str]:
@@ -111,7 +118,9 @@ def _upsert_enrollment(
     key = new_node_key()
     clean = _clean_details(details)
     with write_transaction(conn):
-        row = conn.execute("SELECT id FROM hosts WHERE osquery_host_id = ?", (identifier,)).fetchone()
+        row = conn.execute(
+            f"SELECT id, {version_changes.SELECT_COLUMNS} FROM hosts WHERE osquery_host_id = ?", (identifier,)
+        ).fetchone()
         if row is None:
             columns = [
                 "osquery_host_id",
@@ -126,6 +135,7 @@ def _upsert_enrollment(
             placeholders = ", ".join("?" for _ in columns)
             cur = conn.execute(f"INSERT INTO hosts ({', '.join(columns)}) VALUES ({placeholders})", values)
             host_id = int(cur.lastrowid or 0)
+            version_changes.record(conn, host_id, None, clean, now)
         else:
             host_id = int(row["id"])
             assignments = [f"{key_column} = ?", "team_id = ?", "seen_time = ?", f"{enrolled_column} = ?"]
@@ -134,6 +144,7 @@ def _upsert_enrollment(
                 assignments.append(f"{column} = ?")
                 values.append(value)
             conn.execute(f"UPDATE hosts SET {', '.join(assignments)} WHERE id = ?", (*values, host_id))
+            version_changes.record(conn, host_id, row, clean, now)
     return host_id, key
 
 
@@ -156,13 +167,17 @@ def touch(conn: sqlite3.Connection, host_id: int, now: float) -> None:
         conn.execute("UPDATE hosts SET seen_time = ? WHERE id = ?", (now, host_id))
 
 
-def update_details(conn: sqlite3.Connection, host_id: int, details: Mapping[str, str]) -> None:
+def update_details(conn: sqlite3.Connection, host_id: int, details: Mapping[str, str], now: float) -> None:
     clean = _clean_details(details)
     if not clean:
         return
     assignments = ", ".join(f"{column} = ?" for column in clean)
     with write_transaction(conn):
+        before = conn.execute(f"SELECT {version_changes.SELECT_COLUMNS} FROM hosts WHERE id = ?", (host_id,)).fetchone()
+        if before is None:
+            return
         conn.execute(f"UPDATE hosts SET {assignments} WHERE id = ?", (*clean.values(), host_id))
+        version_changes.record(conn, host_id, before, clean, now)
 
 
 def set_timestamps(conn: sqlite3.Connection, host_id: int, **stamps: float | None) -> None:
@@ -212,7 +227,9 @@ def host_status(host: Host, now: float) -> str:
 def is_online(
     seen_time: float | None, distributed_interval: int, config_tls_refresh: int, logger_tls_period: int, now: float
 ) -> bool:
-    """``host_status``'s rule on the bare columns (for callers that read many hosts without building ``Host``)."""
+    """``host_status``'s rule on the bare columns (for callers that read many hosts without building ``Host``).
+
+    ``host_listing.ONLINE_SQL`` is its twin in SQL, held to it by a unit test."""
     if seen_time is None:
         return False
     # the smaller positive of the two check-in intervals, else the logger period (written out: this runs per host

@@ -125,3 +125,63 @@ class LiveQueryHub:
         self._closing = True
         for event in self._events.values():
             event.set()
+
+
+@dataclass(frozen=True)
+class StoredQuery:
+    """A live query as stored: what was asked, its state (pending, sent, done, expired) and the host's answer."""
+
+    query_id: int
+    host_id: int
+    sql: str
+    state: str
+    created_at: float
+    answered_at: float | None
+    rows: list[dict[str, str]]
+    error: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.query_id,
+            "host_id": self.host_id,
+            "query": self.sql,
+            "state": self.state,
+            "created_at": self.created_at,
+            "answered_at": self.answered_at,
+            "error": self.error,
+            "rows": self.rows,
+        }
+
+
+def _stored(row: sqlite3.Row) -> StoredQuery:
+    rows = json.loads(row["rows"]) if row["rows"] else []  # written by complete(): strict JSON of strings
+    return StoredQuery(
+        query_id=int(row["id"]),
+        host_id=int(row["host_id"]),
+        sql=str(row["sql"]),
+        state=str(row["state"]),
+        created_at=float(row["created_at"]),
+        answered_at=None if row["answered_at"] is None else float(row["answered_at"]),
+        rows=rows if isinstance(rows, list) else [],
+        error=None if row["error"] is None else str(row["error"]),
+    )
+
+
+_STORED_COLUMNS = "id, host_id, sql, state, created_at, answered_at, rows, error"
+
+
+def stored_query(conn: sqlite3.Connection, host_id: int, query_id: int) -> StoredQuery | None:
+    row = conn.execute(
+        f"SELECT {_STORED_COLUMNS} FROM live_queries WHERE id = ? AND host_id = ?", (query_id, host_id)
+    ).fetchone()
+    return _stored(row) if row else None
+
+
+def recent_for_host(conn: sqlite3.Connection, host_id: int, limit: int = 10) -> list[StoredQuery]:
+    """The host's newest live queries, newest first, without their rows (a list, not the answers)."""
+    rows = conn.execute(
+        "SELECT id, host_id, sql, state, created_at, answered_at, NULL AS rows, error FROM live_queries"
+        " WHERE host_id = ? ORDER BY id DESC LIMIT ?",
+        (host_id, limit),
+    )
+    return [_stored(r) for r in rows]

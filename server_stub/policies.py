@@ -45,11 +45,16 @@ def platform_family(host_platform: str) -> str:
     return LINUX_FAMILY_EXCEPTIONS.get(host_platform, "linux" if host_platform else "")
 
 
-def applies_to(policy: Policy, host_platform: str) -> bool:
-    if not policy.platform.strip():
+def platform_applies(policy_platform: str, host_platform: str) -> bool:
+    """Whether a policy with ``platform`` (Fleet's comma-separated families, empty = all) applies to a host."""
+    if not policy_platform.strip():
         return True
-    wanted = {p.strip() for p in policy.platform.split(",") if p.strip()}
+    wanted = {p.strip() for p in policy_platform.split(",") if p.strip()}
     return platform_family(host_platform) in wanted
+
+
+def applies_to(policy: Policy, host_platform: str) -> bool:
+    return platform_applies(policy.platform, host_platform)
 
 
 def query_name(policy_id: int) -> str:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from server_stub import hosts, policies, scripts, teams
+from server_stub import (
+    device_tokens,
+    host_listing,
+    hosts,
+    live_queries,
+    policies,
+    scripts,
+    teams,
+    update_outcomes,
+    version_changes,
+)
 from server_stub.agent_options import InvalidAgentOptions, validate_agent_options, validate_notifications
 from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, not_found, unauthorized
-from server_stub.host_views import host_json
+from server_stub.host_views import host_json, listed_hosts_body
 from server_stub.http_body import read_json_object
 from server_stub.int_ranges import INT64_MAX, IdOutOfRange, fits_int64, parse_id
 from server_stub.json_fields import JsonObject, optional_int, optional_str, required_str
@@ -27,6 +37,8 @@ log = logging.getLogger(__name__)
 
 ADMIN_VERSIONS = frozenset({"v1", "latest"})
 RECENT_SECONDS = 3600.0
+RECENT_LIMIT = 20
+RECENT_OUTCOMES = 50
 
 
 def require_admin(request: Request, state: StubState) -> None:
@@ -79,7 +91,7 @@ def team_json(state: StubState, team: teams.Team) -> JsonObject:
         "name": team.name,
         "agent_options": team.agent_options,
         "orbit_notifications": team.orbit_notifications,
-        "host_count": len(hosts.list_hosts(state.conn, team.id)),
+        "host_count": hosts.count_team_hosts(state.conn, team.id),
         "secrets": [{"secret": s.secret} for s in teams.list_secrets(state.conn, team.id)],
     }
 
@@ -87,19 +99,83 @@ def team_json(state: StubState, team: teams.Team) -> JsonObject:
 # --- hosts ------------------------------------------------------------------------------------------------
 
 
+def _list_query(request: Request) -> host_listing.HostListQuery:
+    try:
+        return host_listing.parse_host_list_query(request.query_params)
+    except host_listing.HostQueryError as exc:
+        raise bad_request(str(exc)) from None
+
+
 async def list_hosts(request: Request, state: StubState) -> Response:
+    """Fleet's list: every host by default; ``page``/``per_page``, ``order_key``, filters as host_listing says."""
     require_admin(request, state)
-    team_param = request.query_params.get("team_id")
-    team_id = None
-    if team_param:
-        try:
-            team_id = parse_id(team_param)
-        except IdOutOfRange as exc:
-            raise bad_request(f"team_id: {exc}") from None
-        if team_id is None:
-            raise bad_request("team_id must be an integer")
-    found = hosts.list_hosts(state.conn, team_id)
-    return JSONResponse({"hosts": [host_json(state, h) for h in found]})
+    query = _list_query(request)
+    if query.per_page is None and request.query_params.get("order_key") is None:
+        query = replace(query, order_key="id")  # without paging or an order: by id, as before
+    body = await state.reader.run(listed_hosts_body, query, state.clock())
+    return Response(body, media_type=JSONResponse.media_type)
+
+
+async def count_hosts(request: Request, state: StubState) -> Response:
+    require_admin(request, state)
+    query = _list_query(request)
+    return JSONResponse({"count": await state.reader.run(host_listing.count_hosts, query, state.clock())})
+
+
+async def version_summary(request: Request, state: StubState) -> Response:
+    """Hosts per version of each target (the console's Versions page)."""
+    require_admin(request, state)
+    counts = await state.reader.run(host_listing.version_counts)
+    return JSONResponse(
+        {"versions": {t: [{"version": c.version or None, "hosts": c.hosts} for c in v] for t, v in counts.items()}}
+    )
+
+
+async def host_versions(request: Request, state: StubState) -> Response:
+    require_admin(request, state)
+    host = _host(request, state)
+    changes = await state.reader.run(version_changes.for_host, host.id)
+    outcomes = await state.reader.run(update_outcomes.recent_outcomes, host.id, RECENT_OUTCOMES)
+    installed = {target: getattr(host, column) or None for target, column in version_changes.TARGET_COLUMNS.items()}
+    return JSONResponse(
+        {
+            "host_id": host.id,
+            "installed": installed,
+            "changes": [c.to_json() for c in changes],
+            "outcomes": outcomes,
+        }
+    )
+
+
+async def host_device_token(request: Request, state: StubState) -> Response:
+    """The state of the host's Fleet Desktop token (valid/expired/none, until when): never the token itself."""
+    require_admin(request, state)
+    host = _host(request, state)
+    token = await state.reader.run(device_tokens.token_state, host.id, state.clock())
+    return JSONResponse({"host_id": host.id, "device_token": token.to_json()})
+
+
+async def host_script_results(request: Request, state: StubState) -> Response:
+    require_admin(request, state)
+    host = _host(request, state)
+    found = await state.reader.run(scripts.recent_for_host, host.id, RECENT_LIMIT)
+    return JSONResponse({"host_id": host.id, "results": [s.to_json(host.team_id) for s in found]})
+
+
+async def host_queries(request: Request, state: StubState) -> Response:
+    require_admin(request, state)
+    host = _host(request, state)
+    found = await state.reader.run(live_queries.recent_for_host, host.id, RECENT_LIMIT)
+    return JSONResponse({"host_id": host.id, "queries": [q.to_json() for q in found]})
+
+
+async def host_query_result(request: Request, state: StubState) -> Response:
+    require_admin(request, state)
+    host = _host(request, state)
+    found = await state.reader.run(live_queries.stored_query, host.id, _int_param(request, "query_id"))
+    if found is None:
+        raise not_found("live query not found")
+    return JSONResponse({"query": found.to_json()})
 
 
 async def get_host(request: Request, state: StubState) -> Response:
@@ -413,7 +489,14 @@ def routes() -> list[Route]:
 
     return [
         route(base + "/hosts", "admin_list_hosts", list_hosts, ["GET"]),
+        route(base + "/hosts/count", "admin_count_hosts", count_hosts, ["GET"]),
+        route(base + "/versions", "admin_versions", version_summary, ["GET"]),
         route(base + "/hosts/{host_id}", "admin_get_host", get_host, ["GET"]),
+        route(base + "/hosts/{host_id}/versions", "admin_host_versions", host_versions, ["GET"]),
+        route(base + "/hosts/{host_id}/device_token", "admin_host_device_token", host_device_token, ["GET"]),
+        route(base + "/hosts/{host_id}/scripts/results", "admin_host_scripts", host_script_results, ["GET"]),
+        route(base + "/hosts/{host_id}/queries", "admin_host_queries", host_queries, ["GET"]),
+        route(base + "/hosts/{host_id}/queries/{query_id}", "admin_host_query", host_query_result, ["GET"]),
         route(base + "/hosts/{host_id}", "admin_delete_host", delete_host, ["DELETE"]),
         route(base + "/hosts/{host_id}/query", "admin_live_query", live_query, ["POST"]),
         route(base + "/hosts/{host_id}/logs/{log_type}", "admin_host_logs", host_logs, ["GET"]),

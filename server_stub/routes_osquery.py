@@ -217,7 +217,7 @@ async def distributed_write(request: Request, state: StubState) -> Response:
             continue
         table = detail_table_for(name)
         if table is not None and status == 0 and rows:
-            hosts.update_details(state.conn, host.id, details_from_table(table, rows[0]))
+            hosts.update_details(state.conn, host.id, details_from_table(table, rows[0]), now)
     return JSONResponse({})
 
 

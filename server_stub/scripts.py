@@ -78,6 +78,14 @@ def get(conn: sqlite3.Connection, execution_id: str) -> ScriptExecution | None:
     return _execution(row) if row else None
 
 
+def recent_for_host(conn: sqlite3.Connection, host_id: int, limit: int = 10) -> list[ScriptExecution]:
+    """The host's newest script executions, newest first (pending ones included)."""
+    rows = conn.execute(
+        "SELECT * FROM scripts WHERE host_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?", (host_id, limit)
+    )
+    return [_execution(r) for r in rows]
+
+
 def pending_ids(conn: sqlite3.Connection, host_id: int) -> list[str]:
     rows = conn.execute(
         "SELECT execution_id FROM scripts WHERE host_id = ? AND completed_at IS NULL ORDER BY created_at",

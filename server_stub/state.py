@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from server_stub.admin_sessions import SessionStore
 from server_stub.carves import CarveStore
 from server_stub.database import open_database
+from server_stub.database_reader import DatabaseReader
 from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
@@ -17,6 +19,8 @@ from server_stub.rollouts import RolloutEngine
 from server_stub.settings import ServeSettings
 
 Clock = Callable[[], float]
+LOGIN_BURST = 20  # failed console logins per client address before they are paced
+LOGIN_PER_HOUR = 120.0
 
 
 @dataclass
@@ -28,9 +32,16 @@ class StubState:
     logs: LogSink
     carves: CarveStore
     live: LiveQueryHub
+    reader: DatabaseReader
     rollouts: RolloutEngine
     metrics: Metrics = field(default_factory=Metrics)
     device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
+    sessions: SessionStore = field(default_factory=lambda: SessionStore(time.time))
+    login_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
+
+    def now(self) -> float:
+        """The time by ``clock`` as it is at the call (tests replace the clock after the state is built)."""
+        return self.clock()
 
     @property
     def capabilities_header(self) -> str:
@@ -38,12 +49,14 @@ class StubState:
 
     def close(self) -> None:
         self.live.close()
+        self.reader.close()
         self.conn.close()
 
 
 def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.time) -> StubState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    conn = open_database(settings.data_dir / "fleet-stub.sqlite3")
+    path = settings.data_dir / "fleet-stub.sqlite3"
+    conn = open_database(path)
     state = StubState(
         settings=settings,
         conn=conn,
@@ -54,7 +67,11 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
         live=LiveQueryHub(conn, clock),
         rollouts=RolloutEngine(conn, settings.tuf_repo),
         device_guesses=DeviceGuessLimiter(clock=clock),
+        reader=DatabaseReader(path),
     )
+    # through the state, so that a clock put in later (tests) governs sessions and login throttling too
+    state.sessions = SessionStore(state.now)
+    state.login_guesses = DeviceGuessLimiter(burst=LOGIN_BURST, per_hour=LOGIN_PER_HOUR, clock=state.now)
     state.logs.reconcile()
     state.live.expire_leftovers()
     return state
