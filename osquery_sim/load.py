@@ -1,5 +1,5 @@
 """``osqueryd-sim load --hosts N …``: N simulated hosts in one asyncio process, like Fleet's osquery-perf but
-honest about loss.
+honest about loss (``--processes P`` spreads them over P such processes: ``load_processes``).
 
 Each host has its own identity (uuid, hostname), node key, in-memory database (buffered logs, query state) and
 keep-alive connections (``lean_http``: a lean HTTP/1.1 client, because httpx's cost per request capped one
@@ -14,7 +14,6 @@ per-endpoint figures (a benchmark's measured window without the enrollment burst
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -28,13 +27,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import httpx
 
 from osquery_sim.engine import Endpoints, Engine, EngineSettings
 from osquery_sim.identity import SimIdentity, machine_identity
-from osquery_sim.load_stats import LineAccounting, LoadStats
+from osquery_sim.load_options import LoadOptions, parse_args
+from osquery_sim.load_stats import LATENCY_SAMPLES, LineAccounting, LoadStats
 from osquery_sim.loop_health import LoopHealth
 from osquery_sim.orbit_traffic import OrbitTraffic
 from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
@@ -47,88 +47,6 @@ from osquery_sim.wakeable import WakeableEvent, sleep_unless_set
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1/osquery"
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    hosts: int
-    tls_hostname: str
-    tls_server_certs: str
-    enroll_secret: str
-    distributed_interval: int = 10
-    config_refresh: int = 60
-    logger_tls_period: int = 10
-    duration: float | None = None
-    with_orbit: bool = False
-    ramp: float | None = None
-    admin_token: str = ""
-    progress_interval: float = 10.0
-    seed: str = ""
-
-
-def parse_args(argv: Sequence[str]) -> LoadOptions:
-    parser = argparse.ArgumentParser(prog="osqueryd-sim load", description="Simulate many osquery hosts at once.")
-    parser.add_argument("--hosts", type=int, required=True)
-    parser.add_argument("--tls_hostname", required=True, help="HOST:PORT of the Fleet server")
-    parser.add_argument("--tls_server_certs", default="", help="CA bundle that verifies the server")
-    parser.add_argument("--enroll_secret", default=os.environ.get("ENROLL_SECRET", ""), help="(or env ENROLL_SECRET)")
-    parser.add_argument("--enroll_secret_path", help="a file holding the enroll secret (osquery's flag)")
-    parser.add_argument("--distributed_interval", type=int, default=10)
-    parser.add_argument("--config_refresh", type=int, default=60)
-    parser.add_argument("--logger_tls_period", type=int, default=10)
-    parser.add_argument("--duration", type=float, help="seconds to run (default: until SIGINT/SIGTERM)")
-    parser.add_argument("--with-orbit", action="store_true", help="also send each host's orbit traffic")
-    parser.add_argument("--ramp", type=float, help="seconds over which host starts are spread")
-    parser.add_argument(
-        "--admin_token",
-        default=os.environ.get("FLEET_ADMIN_TOKEN", ""),
-        help="check lost/duplicated lines against the server's counts (or env FLEET_ADMIN_TOKEN)",
-    )
-    parser.add_argument("--admin_token_file", help="a file holding the admin token")
-    parser.add_argument("--progress_interval", type=float, default=10.0)
-    parser.add_argument("--seed", default="", help="identity seed: the same seed gives the same host uuids")
-    args = parser.parse_args(argv)
-    if args.hosts <= 0:
-        parser.error("--hosts must be positive")
-    try:
-        if args.enroll_secret_path:
-            args.enroll_secret = _read_secret(args.enroll_secret_path)
-        if args.admin_token_file:
-            args.admin_token = _read_secret(args.admin_token_file)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not args.enroll_secret:
-        parser.error("--enroll_secret (or ENROLL_SECRET, or --enroll_secret_path) is required")
-    return LoadOptions(
-        hosts=args.hosts,
-        tls_hostname=args.tls_hostname,
-        tls_server_certs=args.tls_server_certs,
-        enroll_secret=args.enroll_secret,
-        distributed_interval=args.distributed_interval,
-        config_refresh=args.config_refresh,
-        logger_tls_period=args.logger_tls_period,
-        duration=args.duration,
-        with_orbit=args.with_orbit,
-        ramp=args.ramp,
-        admin_token=args.admin_token,
-        progress_interval=args.progress_interval,
-        seed=args.seed,
-    )
-
-
-def _read_secret(path: str) -> str:
-    """The first line of a small secret file (as osquery reads ``--enroll_secret_path``); ValueError if unusable."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(65537)
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror or exc}") from None
-    if len(data) > 65536:
-        raise ValueError(f"{path}: larger than 64 KiB")
-    text = data.decode("utf-8", errors="replace").strip()
-    if not text:
-        raise ValueError(f"{path}: empty")
-    return text.splitlines()[0].strip()
 
 
 class HostTables:
@@ -181,6 +99,7 @@ class SimulatedHost:
             context,
             max_connections=2,
             observe=stats.observe,
+            local_address=options.source_address or None,
         )
         details = self.tables.first_rows()
         self.client = RemoteClient(
@@ -217,7 +136,10 @@ class SimulatedHost:
                 "hardware_model": self.identity.hardware_model,
             }
             self.orbit = OrbitTraffic(
-                OrbitTraffic.client_for(options.tls_hostname, context), options.enroll_secret, facts, stats.observe
+                OrbitTraffic.client_for(options.tls_hostname, context, options.source_address or None),
+                options.enroll_secret,
+                facts,
+                stats.observe,
             )
 
     @property
@@ -320,7 +242,8 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
     template = machine_identity({})
     shared = SimDatabase(template, SimRuntime(SIM_VERSION, str(uuid.uuid4()), os.getpid(), int(time.time())))
     stats = LoadStats()
-    hosts = [SimulatedHost(i, options, template, shared, context, stats) for i in range(options.hosts)]
+    first = options.first_host
+    hosts = [SimulatedHost(first + i, options, template, shared, context, stats) for i in range(options.hosts)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -403,7 +326,7 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
     server = await _server_counts(options, context)
     accounts = [h.accounting(None if server is None else server.get(h.identity.uuid, {})) for h in hosts]
     shared.close()
-    return {
+    summary: dict[str, object] = {
         "hosts": len(hosts),
         "enrolled": sum(1 for h in hosts if h.enrolled),
         "seconds": round(elapsed, 1),
@@ -425,6 +348,9 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
             "writes_acknowledged": sum(h.engine.counters["distributed_writes"] for h in hosts),
         },
     }
+    if options.latency_samples:
+        summary[LATENCY_SAMPLES] = stats.samples()
+    return summary
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -439,9 +365,16 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def load_main(argv: Sequence[str]) -> int:
     options = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-        summary = runner.run(run_load(options))
+    failed = False
+    if options.processes > 1:
+        from osquery_sim.load_processes import run_processes  # noqa: PLC0415 - only the parent of --processes
+
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            summary, failed = runner.run(run_processes(options))
+    else:
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            summary = runner.run(run_load(options))
     print(json.dumps(summary, indent=2))
     lines = summary["log_lines"]
     assert isinstance(lines, dict)
-    return 0 if lines["lost"] == 0 and lines["duplicated"] == 0 else 1
+    return 0 if lines["lost"] == 0 and lines["duplicated"] == 0 and not failed else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from server_stub.carves import CarveStore
@@ -12,10 +12,14 @@ from server_stub.database import open_database
 from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
-from server_stub.metrics import Metrics
+from server_stub.metrics import Gauge, Metrics
 from server_stub.settings import ServeSettings
+from server_stub.transactions import WRITE_LOCK_WAITS
 
 Clock = Callable[[], float]
+DATABASE_FILE = "fleet-stub.sqlite3"
+# With several workers (ADR 0019): renders /metrics from this worker's figures and the others' (worker_channel).
+ClusterMetrics = Callable[[Metrics, Sequence[Gauge]], Awaitable[str]]
 
 
 @dataclass
@@ -29,6 +33,19 @@ class StubState:
     live: LiveQueryHub
     metrics: Metrics = field(default_factory=Metrics)
     device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
+    cluster_metrics: ClusterMetrics | None = None
+
+    def sync_process_counters(self) -> None:
+        """Copy counters this process keeps outside ``metrics`` into it (before a snapshot or a render)."""
+        self.metrics.set_counter("sqlite_write_lock_waits", WRITE_LOCK_WAITS.count)
+        self.metrics.set_counter("sqlite_write_lock_wait_microseconds", WRITE_LOCK_WAITS.microseconds)
+
+    async def render_metrics(self, gauges: Sequence[Gauge]) -> str:
+        """``/metrics``: this process's figures, or every worker's summed when there are several."""
+        self.sync_process_counters()
+        if self.cluster_metrics is None:
+            return self.metrics.render(gauges)
+        return await self.cluster_metrics(self.metrics, gauges)
 
     @property
     def capabilities_header(self) -> str:
@@ -39,9 +56,13 @@ class StubState:
         self.conn.close()
 
 
-def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.time) -> StubState:
+def build_state(
+    settings: ServeSettings, admin_token: str, clock: Clock = time.time, *, recover: bool = True
+) -> StubState:
+    """``recover``: reconcile log counters with the files and expire live queries left by a previous run — once per
+    start of the server, never in a worker process (it would cut other workers' appends or expire their queries)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    conn = open_database(settings.data_dir / "fleet-stub.sqlite3")
+    conn = open_database(settings.data_dir / DATABASE_FILE)
     state = StubState(
         settings=settings,
         conn=conn,
@@ -52,6 +73,7 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
         live=LiveQueryHub(conn, clock),
         device_guesses=DeviceGuessLimiter(clock=clock),
     )
-    state.logs.reconcile()
-    state.live.expire_leftovers()
+    if recover:
+        state.logs.reconcile()
+        state.live.expire_leftovers()
     return state

@@ -1,0 +1,79 @@
+"""``fleet-stub.log`` written by several processes at once (the parent and its workers, ADR 0019), rotated safely.
+
+Each record is one ``write`` on an ``O_APPEND`` descriptor, so lines from different processes never interleave
+within a line. Before writing, a process checks that the path still names the file it holds (another process may
+have rotated it: then it reopens) and whether the file would pass ``max_bytes`` (then it rotates, under an
+exclusive ``flock`` on ``<log>.lock``, after checking again that nobody rotated meanwhile): no record is written
+into a file that was already renamed away for long, and no two processes rotate the same file. The single-process
+server keeps the standard ``RotatingFileHandler``; the files and their sizes are the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+
+class SharedRotatingLog(logging.Handler):
+    def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
+        super().__init__()
+        self._path = path
+        self._max = max_bytes
+        self._backups = backup_count
+        self._fd = self._open()
+        self._lock_path = path.with_name(path.name + ".lock")
+
+    def _open(self) -> int:
+        return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", errors="replace")
+            self._follow_rotation(len(data))
+            os.write(self._fd, data)
+        except Exception:  # logging must never raise into the server
+            self.handleError(record)
+
+    def _same_file(self) -> bool:
+        try:
+            on_disk = os.stat(self._path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+    def _follow_rotation(self, incoming: int) -> None:
+        if not self._same_file():
+            self._reopen()
+        if os.fstat(self._fd).st_size + incoming <= self._max:
+            return
+        lock = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._same_file() and os.fstat(self._fd).st_size + incoming > self._max:
+                self._rotate()
+            self._reopen()
+        finally:
+            os.close(lock)  # releases the flock
+
+    def _rotate(self) -> None:
+        for number in range(self._backups - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self._path}.{number}", f"{self._path}.{number + 1}")
+        if self._backups > 0:
+            os.replace(self._path, f"{self._path}.1")
+        else:
+            os.truncate(self._path, 0)
+
+    def _reopen(self) -> None:
+        fresh = self._open()
+        os.close(self._fd)
+        self._fd = fresh
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        super().close()
