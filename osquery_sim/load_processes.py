@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 
 from osquery_sim.lean_http import split_host_port
-from osquery_sim.load_options import LoadOptions
 from osquery_sim.load_merge import merge_summaries
+from osquery_sim.load_options import LoadOptions
 
 PROGRESS = re.compile(
     r"t=\s*\d+s enrolled=(\d+)/(\d+) req/s=\s*([\d.]+) requests=(\d+) errors=(\d+) "

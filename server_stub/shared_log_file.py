@@ -1,11 +1,12 @@
 """``fleet-stub.log`` written by several processes at once (the parent and its workers, ADR 0019), rotated safely.
 
-Each record is one ``write`` on an ``O_APPEND`` descriptor, so lines from different processes never interleave
-within a line. Before writing, a process checks that the path still names the file it holds (another process may
-have rotated it: then it reopens) and whether the file would pass ``max_bytes`` (then it rotates, under an
-exclusive ``flock`` on ``<log>.lock``, after checking again that nobody rotated meanwhile): no record is written
-into a file that was already renamed away for long, and no two processes rotate the same file. The single-process
-server keeps the standard ``RotatingFileHandler``; the files and their sizes are the same.
+Each record is one ``write`` on an ``O_APPEND`` descriptor under an exclusive ``flock`` on ``<log>.lock``: before
+writing, the process checks that the path still names the file it holds (another process may have rotated it:
+then it reopens) and whether the record would take the file past ``max_bytes`` (then it rotates). So lines never
+interleave, no two processes rotate the same file, and no file grows past its size. A log line costs two more
+system calls than the single process's ``RotatingFileHandler``, which the single-process server keeps; the files
+and their sizes are the same. The lock file is opened by each process itself (a descriptor inherited through
+``fork`` would share its lock with the parent).
 """
 
 from __future__ import annotations
@@ -23,17 +24,34 @@ class SharedRotatingLog(logging.Handler):
         self._path = path
         self._max = max_bytes
         self._backups = backup_count
-        self._fd = self._open()
         self._lock_path = path.with_name(path.name + ".lock")
+        self._fd = self._open()
+        self._lock_fd = -1
+        self._lock_pid = -1
 
     def _open(self) -> int:
         return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
+    def _lock_descriptor(self) -> int:
+        if self._lock_pid != os.getpid():
+            self._lock_fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lock_pid = os.getpid()
+        return self._lock_fd
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             data = (self.format(record) + "\n").encode("utf-8", errors="replace")
-            self._follow_rotation(len(data))
-            os.write(self._fd, data)
+            lock = self._lock_descriptor()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not self._same_file():
+                    self._reopen()
+                if os.fstat(self._fd).st_size + len(data) > self._max and os.fstat(self._fd).st_size > 0:
+                    self._rotate()
+                    self._reopen()
+                os.write(self._fd, data)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         except Exception:  # logging must never raise into the server
             self.handleError(record)
 
@@ -44,20 +62,6 @@ class SharedRotatingLog(logging.Handler):
             return False
         held = os.fstat(self._fd)
         return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
-
-    def _follow_rotation(self, incoming: int) -> None:
-        if not self._same_file():
-            self._reopen()
-        if os.fstat(self._fd).st_size + incoming <= self._max:
-            return
-        lock = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self._same_file() and os.fstat(self._fd).st_size + incoming > self._max:
-                self._rotate()
-            self._reopen()
-        finally:
-            os.close(lock)  # releases the flock
 
     def _rotate(self) -> None:
         for number in range(self._backups - 1, 0, -1):
@@ -76,4 +80,7 @@ class SharedRotatingLog(logging.Handler):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+        if self._lock_pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
         super().close()

@@ -3,7 +3,8 @@
 One ``socketpair`` per worker. A frame is a 4-byte big-endian length and a JSON object with a type ``t``:
 
 * worker → parent: ``ready`` (serving); ``pub`` (``topic``, ``value``: tell the other workers, e.g. a live query was
-  answered); ``scrape`` (``req``: send me the other workers' figures); ``snap`` (``req``, ``data``: my figures).
+  answered); ``scrape`` (``req``, ``data``: my figures, send me the other workers'); ``snap`` (``req``, ``data``: my
+  figures).
 * parent → worker: ``pub`` (from another worker); ``snap?`` (``req``: send your figures); ``scraped`` (``req``,
   ``data``: the other workers' figures, the parent's own counters).
 
@@ -119,15 +120,18 @@ class WorkerLink:
 
     # --- /metrics across workers
 
-    async def others(self, timeout: float = SCRAPE_TIMEOUT) -> Message | None:
-        """What the parent knows of the other workers (their snapshots, its own counters), None if it did not answer."""
+    async def others(self, mine: Snapshot, timeout: float = SCRAPE_TIMEOUT) -> Message | None:
+        """What the parent knows of the other workers (their snapshots, its own counters), None if it did not answer.
+
+        ``mine`` goes along: the parent keeps every worker's last reported figures, so that what a worker reported
+        stays in the sums after it is replaced (counters never go back)."""
         if self._transport is None or self._transport.is_closing():
             return None
         request = next(self._requests)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[request] = future
         try:
-            self._send({"t": "scrape", "req": request})
+            self._send({"t": "scrape", "req": request, "data": mine})
             async with asyncio.timeout(timeout):
                 answer = await future
             return answer if answer.get("t") == "scraped" else None
@@ -139,7 +143,7 @@ class WorkerLink:
     async def render(self, own: Metrics, gauges: Sequence[Gauge]) -> str:
         """``/metrics`` for the whole server: every worker's counters summed, plus per-worker series."""
         mine = self._snapshot()
-        answer = await self.others()
+        answer = await self.others(mine)
         snapshots: list[Mapping[str, object]] = [mine]
         found = answer.get("data") if answer is not None else None
         snapshots += [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []

@@ -350,6 +350,9 @@ class WorkerPool:
                 if other is not slot and other.ready:
                     self._send(other, message)
         elif kind == "scrape":
+            data = message.get("data")
+            if isinstance(data, dict):
+                slot.last = data
             self._start_scrape(slot, int_field(message, "req") or 0)
         elif kind == "snap":
             data = message.get("data")
