@@ -76,8 +76,6 @@ class WorkerHeader:
 
 
 def serve_with_workers(settings: ServeSettings) -> int:
-    if not hasattr(os, "fork"):
-        raise StartupError("--workers above 1 needs fork(), which this platform does not have")
     configure_logging(mkdir_private(settings.data_dir), shared=True)
     state, files = prepare(settings)
     admin_token = state.admin_token
@@ -183,7 +181,7 @@ def worker_main(
         link.ready()
 
     config = make_uvicorn_config(state, files, wrap=lambda app: WorkerHeader(app, index))
-    server = StubServer(config, state, ready, reloads=False)
+    server = StubServer(config, state, ready, worker=True)
 
     async def main() -> None:
         assert server is not None

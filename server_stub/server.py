@@ -154,12 +154,14 @@ class StubServer(GuardedServer):
     SIGTERM, SIGHUP reload) and a ready callback."""
 
     def __init__(
-        self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None], *, reloads: bool = True
+        self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None], *, worker: bool = False
     ) -> None:
         super().__init__(config, state.settings.limits, state.metrics.count)
         self._state = state
         self._on_ready = on_ready
-        self._reloads = reloads  # a worker leaves SIGHUP to its parent (ADR 0019)
+        # A worker (ADR 0019) stops on SIGTERM only — its parent passes SIGTERM/SIGINT on, and a Ctrl-C that reaches
+        # the whole process group must not count twice (a second signal stops at once) — and leaves SIGHUP to it.
+        self._worker = worker
         self._reaper: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
@@ -167,11 +169,15 @@ class StubServer(GuardedServer):
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM,) if self._worker else (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
                 installed.append(sig)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
-            installed.append(signal.SIGHUP)
+            if self._worker:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            else:
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
+                installed.append(signal.SIGHUP)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals (Windows)
             pass
         try:
@@ -203,8 +209,6 @@ class StubServer(GuardedServer):
                 self.guard.abort_idle()
 
     def reload(self) -> None:
-        if not self._reloads:
-            return
         try:
             apply_config_file(self._state)
         except (ConfigFileError, OSError) as exc:

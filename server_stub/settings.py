@@ -214,6 +214,8 @@ def build_settings(
         raise SettingsError(str(exc)) from None
     worker_text = pick(workers, "FLEET_STUB_WORKERS")
     worker_count = parse_workers(worker_text, "--workers" if workers else "FLEET_STUB_WORKERS") if worker_text else 1
+    if worker_count > 1 and not hasattr(os, "fork"):
+        raise SettingsError("--workers above 1 needs fork(), which this platform does not have")
     balance = (env.get("FLEET_STUB_WORKER_BALANCE") or WORKER_BALANCES[0]).strip().lower()
     if balance not in WORKER_BALANCES:
         raise SettingsError(f"FLEET_STUB_WORKER_BALANCE must be one of {', '.join(WORKER_BALANCES)}, not {balance!r}")

@@ -80,7 +80,8 @@ class SharedRotatingLog(logging.Handler):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
-        if self._lock_pid == os.getpid():
+        if self._lock_fd >= 0:  # this process's own, or a copy inherited through fork: closing it is ours to do
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
+            self._lock_fd, self._lock_pid = -1, -1
         super().close()

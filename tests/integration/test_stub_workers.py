@@ -246,8 +246,9 @@ def test_a_port_held_by_a_server_with_workers_is_refused(tmp_path: Path) -> None
         assert first.stop() == 0
 
 
-def test_shared_listening_socket_serves_too(tmp_path: Path) -> None:
-    stub = _start(tmp_path, 2, env=clean_env(FLEET_STUB_ENROLL_SECRET=SECRET, FLEET_STUB_WORKER_BALANCE="shared"))
+def test_shared_listening_socket_serves_too_and_limits_are_split(tmp_path: Path) -> None:
+    env = clean_env(FLEET_STUB_ENROLL_SECRET=SECRET, FLEET_STUB_WORKER_BALANCE="shared")
+    stub = _start(tmp_path, 2, "--max-connections", "9", env=env)
     try:
         info = stub.wait_ready()
         for _ in range(10):
@@ -258,6 +259,7 @@ def test_shared_listening_socket_serves_too(tmp_path: Path) -> None:
         assert stub.stop() == 0
     _out, err = stub.output()
     assert "balance=shared" in err
+    assert err.count("event=connection_limits cap=5 ") == 2  # --max-connections is for the whole server
 
 
 @pytest.mark.parametrize(
