@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server_stub.database import open_database
 from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
 from server_stub.device_throttle import DEFAULT_BURST, DEFAULT_PER_HOUR, DeviceGuessLimiter
-from server_stub.fd_limit import raise_open_files_limit
+from server_stub.fd_limit import CONNECTIONS_PER_HOST, raise_open_files_limit
 from server_stub.metrics import Snapshot
 from server_stub.server import (
     SERVER_JSON,
@@ -80,7 +80,7 @@ def serve_with_workers(settings: ServeSettings) -> int:
     state, files = prepare(settings)
     admin_token = state.admin_token
     state.close()  # no SQLite connection may cross a fork: each worker opens its own
-    raise_open_files_limit()
+    open_files = raise_open_files_limit()  # inherited by every worker: each has this many descriptors of its own
     balance = Balance(settings.worker_balance)
     if balance is Balance.REUSEPORT and not reuseport_available():
         log.warning("event=worker_balance_unavailable wanted=reuseport using=shared")
@@ -90,7 +90,13 @@ def serve_with_workers(settings: ServeSettings) -> int:
     except ListenError as exc:
         raise StartupError(str(exc.strerror)) from None
     info = server_info(settings, int(listeners[0].getsockname()[1]), admin_token, files.ca)
-    log.info("event=workers count=%d balance=%s", settings.workers, balance.value)
+    log.info(
+        "event=workers count=%d balance=%s open_files_limit_each=%s approx_hosts=%s",
+        settings.workers,
+        balance.value,
+        open_files if open_files is not None else "unlimited",
+        settings.workers * open_files // CONNECTIONS_PER_HOST if open_files is not None else "unlimited",
+    )
 
     def run_worker(index: int, listener: socket.socket, channel: socket.socket) -> int:
         return worker_main(settings, admin_token, files, index, listener, channel)
