@@ -3,8 +3,12 @@ from ``osqueryd-sim load --with-orbit`` at Fleet's default intervals (distribute
 every 60 s, orbit config every 30 s), stepped up until p99 > 100 ms, errors appear, the stub's core is full or the
 generator cannot keep up.
 
-Each step starts a fresh ``fleet-stub`` pinned to the first CPU and one generator pinned to the second (as
-``stub_throughput.py`` does), waits until every host is enrolled and the ramp is over, then measures a window.
+Each step starts a fresh ``fleet-stub`` pinned to the first CPU and the generator pinned to the second (as
+``stub_throughput.py`` does), waits until every host is enrolled and the ramp is over, then measures a window. Every
+host holds three keep-alive connections (osqueryd two, orbit one) on both sides, and one process may hold only as
+many descriptors as its open-files limit allows (20 000 here, not raisable without ``CAP_SYS_RESOURCE``): so the stub
+runs with enough ``--workers`` and the generator with enough ``--processes`` for the step (``auto``, issue 19, ADR
+0019) — all the stub's workers still share the first CPU, all the generator's processes the second.
 
 p99 comes from three places, all printed: the stub's ``/metrics`` histogram (time inside the stub, window only,
 read as the upper bound of the bucket that holds the 99th percentile — 100 ms is a bucket bound, so "≤ 100 ms" is
@@ -14,7 +18,8 @@ end-to-end latency of ``distributed/read`` (window only — SIGUSR1 restarts its
 or the probe's p99 over 100 ms, errors, a full core, or hosts falling behind their intervals; the generator's p99
 includes its own event-loop lag with thousands of hosts in one process, so it is shown, not judged.
 
-    .venv/bin/python benchmarks/stub_capacity.py [--quick] [--hosts 1000,2500,5000,10000] [--window S] [--json]
+    .venv/bin/python benchmarks/stub_capacity.py [--quick] [--hosts 1000,2500,5000,10000] [--window S]
+        [--workers auto|N] [--processes auto|N] [--json]
 """
 
 from __future__ import annotations
@@ -42,11 +47,18 @@ import psutil
 from bench_support import cpu_affinity, forward_sigterm, json_safe
 from stub_throughput import BenchmarkError, Target, plan_cpus, start_stub
 
+from server_stub.connection_limits import descriptor_budget
+
 DURATION = "fleet_stub_http_request_duration_seconds"
 REQUESTS = "fleet_stub_http_requests_total"
-DEFAULT_STEPS = (1000, 2500, 5000, 6000, 7500, 10000, 15000, 20000)
+DEFAULT_STEPS = (1000, 2500, 5000, 6000, 7500, 10000, 12500, 15000, 17500, 20000)
 CONNECTIONS_PER_HOST = 3  # osqueryd's two keep-alive connections and orbit's one, on each side
 FD_SLACK = 300  # listening socket, SQLite, log files, pipes
+WORKER_FILL = 0.85  # auto workers: each holds at most this share of its descriptor budget (the hash is not exact)
+GENERATOR_FD_PER_HOST = 4  # what osqueryd-sim load asks for per host (three connections and slack)
+PORTS_PER_SOURCE = 28_000  # the ephemeral port range towards one server port, per source address
+LOCK_WAITS = re.compile(r"^fleet_stub_sqlite_write_lock_wait(s|_microseconds)_total (\d+)$", re.MULTILINE)
+WORKER_CONNECTIONS = re.compile(r'^fleet_stub_worker_connections_open\{worker="(\d+)"\} (\S+)$', re.MULTILINE)
 P99_LIMIT_MS = 100.0
 PROBE_EVERY = 0.1
 STUB_CPU_LIMIT = 95.0
@@ -61,6 +73,9 @@ def progress(message: str) -> None:
 @dataclass
 class Step:
     hosts: int
+    workers: int = 1
+    processes: int = 1
+    load_average: float = 0.0
     window_s: float = 0.0
     requests_per_second: float = 0.0
     requests_per_host_second: float = 0.0
@@ -79,6 +94,9 @@ class Step:
     gen_cpu_percent: float = 0.0
     stub_rss_mib: float = 0.0
     gen_rss_mib: float = 0.0
+    sqlite_lock_waits_per_s: float = 0.0
+    sqlite_lock_wait_ms_per_s: float = 0.0
+    worker_connections: list[int] = field(default_factory=list)
     verdict: str = ""
 
 
@@ -100,10 +118,29 @@ class Report:
 # --- /metrics -------------------------------------------------------------------------------------------------------
 
 
-def scrape(target: Target) -> tuple[dict[str, dict[float, float]], int]:
-    """Cumulative latency buckets summed over all osquery/orbit endpoints (admin excluded), and non-2xx answers."""
+@dataclass
+class Scrape:
+    buckets: dict[str, dict[float, float]]
+    non_2xx: int
+    lock_waits: int
+    lock_wait_us: int
+    worker_connections: list[int]
+
+
+def scrape(target: Target) -> Scrape:
+    """Cumulative latency buckets summed over all osquery/orbit endpoints (admin excluded), non-2xx answers, the
+    SQLite write-lock waits and the connections each worker holds."""
     with httpx.Client(verify=str(target.ca_cert), trust_env=False, timeout=30) as client:
         text = client.get(target.url + "/metrics", headers={"Authorization": f"Bearer {target.admin_token}"}).text
+    waits = {kind: int(n) for kind, n in LOCK_WAITS.findall(text)}
+    per_worker = sorted(WORKER_CONNECTIONS.findall(text), key=lambda found: int(found[0]))
+    buckets, odd = parse_latency(text)
+    return Scrape(
+        buckets, odd, waits.get("s", 0), waits.get("_microseconds", 0), [int(float(n)) for _, n in per_worker]
+    )
+
+
+def parse_latency(text: str) -> tuple[dict[str, dict[float, float]], int]:
     buckets: dict[str, dict[float, float]] = {}
     odd = 0
     for line in text.splitlines():
@@ -223,9 +260,27 @@ class Generator:
             else:
                 self.tail = [*self.tail[-20:], line]
 
+    def _processes(self) -> list[psutil.Process]:
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def cpu_seconds(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        """The generator and its ``--processes`` children."""
+        total = 0.0
+        for process in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += float(times.user + times.system)
+        return total
+
+    def rss_mib(self) -> float:
+        total = 0
+        for process in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += int(process.memory_info().rss)
+        return total / 2**20
 
     def stop(self) -> dict[str, object]:
         if self.popen.poll() is None:
@@ -243,9 +298,12 @@ class Generator:
         return loaded if isinstance(loaded, dict) else {}
 
 
-def run_step(hosts: int, options: argparse.Namespace, work: Path, cpus: tuple[frozenset[int] | None, ...]) -> Step:
+def run_step(
+    hosts: int, sizes: tuple[int, int], options: argparse.Namespace, work: Path, cpus: tuple[frozenset[int] | None, ...]
+) -> Step:
     stub_cpus, gen_cpus = cpus
-    step = Step(hosts)
+    workers, processes = sizes
+    step = Step(hosts, workers=workers, processes=processes, load_average=os.getloadavg()[0])
     secret = secrets.token_urlsafe(16)
     # Starts spread over a whole multiple of 60 s (the longest regular interval: osquery's config) give every
     # periodic request a uniformly random phase, as in a real fleet; a shorter ramp keeps hosts in lock-step bursts.
@@ -253,8 +311,9 @@ def run_step(hosts: int, options: argparse.Namespace, work: Path, cpus: tuple[fr
     with contextlib.ExitStack() as stack:
         step_dir = work / f"step-{hosts}"
         step_dir.mkdir()
-        stub = start_stub(step_dir, secret, stub_cpus, stack)
+        stub = start_stub(step_dir, secret, stub_cpus, stack, workers=workers)
         argv = [str(Path(sys.executable).parent / "osqueryd-sim"), "load", "--hosts", str(hosts), "--with-orbit"]
+        argv += ["--processes", str(processes)]
         argv += ["--tls_hostname", f"{stub.host}:{stub.port}", "--tls_server_certs", str(stub.ca_cert)]
         argv += ["--ramp", str(ramp), "--progress_interval", "1", "--seed", f"cap{hosts}"]
         gen = Generator(argv, {**os.environ, "ENROLL_SECRET": secret}, step_dir / "summary.json", gen_cpus)
@@ -273,14 +332,19 @@ def run_step(hosts: int, options: argparse.Namespace, work: Path, cpus: tuple[fr
         probe = Probe(stub, secret)
         probe.start()
         gen.popen.send_signal(signal.SIGUSR1)  # the generator's per-endpoint figures restart: window only
-        buckets0, odd0 = scrape(stub)
+        first = scrape(stub)
+        buckets0, odd0 = first.buckets, first.non_2xx
         req0, err0, stub_cpu0, gen_cpu0 = gen.requests, gen.errors, stub.process.cpu_seconds(), gen.cpu_seconds()
         t0 = time.monotonic()
         time.sleep(options.window)
         req1, err1 = gen.requests, gen.errors
         wall = time.monotonic() - t0
         stub_cpu1, gen_cpu1 = stub.process.cpu_seconds(), gen.cpu_seconds()
-        buckets1, odd1 = scrape(stub)
+        last = scrape(stub)
+        buckets1, odd1 = last.buckets, last.non_2xx
+        step.sqlite_lock_waits_per_s = (last.lock_waits - first.lock_waits) / wall
+        step.sqlite_lock_wait_ms_per_s = (last.lock_wait_us - first.lock_wait_us) / 1000 / wall
+        step.worker_connections = last.worker_connections
         step.probe_p50_ms, step.probe_p99_ms, step.probe_failures = probe.stop()
         step.window_s = round(wall, 1)
         step.requests_per_second = (req1 - req0) / wall
@@ -297,7 +361,7 @@ def run_step(hosts: int, options: argparse.Namespace, work: Path, cpus: tuple[fr
         step.stub_cpu_percent = 100 * (stub_cpu1 - stub_cpu0) / wall
         step.gen_cpu_percent = 100 * (gen_cpu1 - gen_cpu0) / wall
         step.stub_rss_mib = stub.process.rss_mib()
-        step.gen_rss_mib = float(gen.ps.memory_info().rss) / 2**20
+        step.gen_rss_mib = gen.rss_mib()
         summary = gen.stop()
         endpoints = summary.get("endpoints")
         if isinstance(endpoints, dict):
@@ -338,6 +402,29 @@ def fd_hard_limit() -> int | None:
     return None if hard == resource.RLIM_INFINITY else int(hard)
 
 
+def process_sizes(hosts: int, hard: int | None, options: argparse.Namespace) -> tuple[int, int] | str:
+    """(stub workers, generator processes) for a step, or why the step cannot run with the ones given."""
+    budget = descriptor_budget(hard)
+    hosts_per_worker = None if budget is None else max(1, int(budget * WORKER_FILL) // CONNECTIONS_PER_HOST)
+    hosts_per_process = PORTS_PER_SOURCE // CONNECTIONS_PER_HOST
+    if hard is not None:
+        hosts_per_process = min(hosts_per_process, (hard - FD_SLACK) // GENERATOR_FD_PER_HOST)
+    if options.workers == "auto":
+        workers = 1 if hosts_per_worker is None else math.ceil(hosts / hosts_per_worker)
+    else:
+        workers = int(options.workers)
+        if budget is not None and hosts * CONNECTIONS_PER_HOST > workers * budget:
+            held = workers * budget // CONNECTIONS_PER_HOST
+            return f"not run: {workers} worker(s) under the open-files limit ({hard}) hold ≈ {held:,} hosts"
+    if options.processes == "auto":
+        processes = math.ceil(hosts / hosts_per_process)
+    else:
+        processes = int(options.processes)
+        if hosts > processes * hosts_per_process:
+            return f"not run: {processes} generator process(es) hold ≈ {processes * hosts_per_process:,} hosts"
+    return workers, processes
+
+
 def run(options: argparse.Namespace) -> Report:
     stub_cpus, gen_cpus = plan_cpus()
     report = Report(
@@ -352,21 +439,20 @@ def run(options: argparse.Namespace) -> Report:
         report.notes.append("fewer than 2 CPUs: nothing pinned")
     first: Step | None = None
     hard = fd_hard_limit()
-    fd_cap = (hard - FD_SLACK) // CONNECTIONS_PER_HOST if hard is not None else None
-    report.fd_hard_limit, report.fd_cap_hosts = hard, fd_cap
+    report.fd_hard_limit = hard
+    report.fd_cap_hosts = (hard - FD_SLACK) // CONNECTIONS_PER_HOST if hard is not None else None
     with tempfile.TemporaryDirectory(prefix="stub-capacity-") as tmp:
         for hosts in options.hosts:
-            if fd_cap is not None and hosts > fd_cap:
-                report.steps.append(
-                    Step(hosts, verdict=f"not run: the open-files hard limit ({hard}) allows ≈ {fd_cap:,} hosts")
-                )
-                report.limited_by = report.limited_by or (
-                    f"open files: hard limit {hard} per process, {CONNECTIONS_PER_HOST} keep-alive connections per "
-                    "host, and no CAP_SYS_RESOURCE to raise it"
-                )
+            sizes = process_sizes(hosts, hard, options)
+            if isinstance(sizes, str):
+                report.steps.append(Step(hosts, verdict=sizes))
+                report.limited_by = report.limited_by or f"open files: {sizes}"
                 continue
-            progress(f"{hosts} hosts: ramp, settle {options.settle} s, window {options.window} s")
-            step = run_step(hosts, options, Path(tmp), (stub_cpus, gen_cpus))
+            progress(
+                f"{hosts} hosts: stub --workers {sizes[0]}, load --processes {sizes[1]}; ramp, settle "
+                f"{options.settle} s, window {options.window} s; load average {os.getloadavg()[0]:.2f}"
+            )
+            step = run_step(hosts, sizes, options, Path(tmp), (stub_cpus, gen_cpus))
             step.verdict = judge(step, first)
             first = first or step
             report.steps.append(step)
@@ -374,7 +460,9 @@ def run(options: argparse.Namespace) -> Report:
                 f"{hosts} hosts: {step.requests_per_second:.0f} req/s, stub p99 {step.stub_p99_ms:g} ms, "
                 f"probe p99 {step.probe_p99_ms:.1f} ms, "
                 f"gen read p99 {step.gen_read_p99_ms:g} ms, stub CPU {step.stub_cpu_percent:.0f} %, "
-                f"gen CPU {step.gen_cpu_percent:.0f} % {step.verdict}"
+                f"gen CPU {step.gen_cpu_percent:.0f} %, SQLite lock waits {step.sqlite_lock_waits_per_s:.1f}/s "
+                f"({step.sqlite_lock_wait_ms_per_s:.1f} ms/s), connections per worker {step.worker_connections} "
+                f"{step.verdict}"
             )
             if step.verdict:
                 report.limited_by = report.limited_by or step.verdict
@@ -406,6 +494,8 @@ def render(report: Report) -> str:
     ]
     header = (
         "hosts",
+        "W×P",
+        "load",
         "req/s",
         "req/s/host",
         "stub p50",
@@ -420,11 +510,14 @@ def render(report: Report) -> str:
         "gen CPU",
         "stub MiB",
         "gen MiB",
+        "lock waits/s",
         "verdict",
     )
     rows = [
         (
             f"{s.hosts:,}",
+            f"{s.workers}×{s.processes}",
+            f"{s.load_average:.1f}",
             f"{s.requests_per_second:,.0f}",
             f"{s.requests_per_host_second:.3f}",
             f"≤{s.stub_p50_ms:g}",
@@ -439,22 +532,28 @@ def render(report: Report) -> str:
             f"{s.gen_cpu_percent:.0f} %",
             f"{s.stub_rss_mib:.0f}",
             f"{s.gen_rss_mib:.0f}",
+            f"{s.sqlite_lock_waits_per_s:.1f} ({s.sqlite_lock_wait_ms_per_s:.0f} ms)",
             s.verdict or "ok",
         )
         for s in report.steps
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    last = len(header) - 1
     for row in (header, *rows):
-        lines.append("  ".join(c.rjust(w) if i < 15 else c for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append("  ".join(c.rjust(w) if i < last else c for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     lines += [
         "",
         f"max hosts on this machine: {report.max_hosts:,} (goal ≥ 10,000) — stopped by: {report.limited_by}",
     ]
     if report.fd_cap_hosts is not None:
         lines.append(
-            f"open files: hard limit {report.fd_hard_limit} per process → at most ≈ {report.fd_cap_hosts:,} hosts "
-            f"({CONNECTIONS_PER_HOST} keep-alive connections each) for the stub and for one generator on this machine"
+            f"open files: hard limit {report.fd_hard_limit} per process → ≈ {report.fd_cap_hosts:,} hosts per process "
+            f"({CONNECTIONS_PER_HOST} keep-alive connections each); W×P: the stub's --workers × the generator's "
+            "--processes for the step (all workers on the stub's CPU, all generator processes on the other)"
         )
+    for s in report.steps:
+        if len(s.worker_connections) > 1:
+            lines.append(f"{s.hosts:,} hosts: connections per worker at the window's end {s.worker_connections}")
     if report.stub_cpu_extrapolation_hosts:
         lines.append(
             f"stub CPU at the last passing step extrapolates to ≈ {report.stub_cpu_extrapolation_hosts:,} hosts "
@@ -475,14 +574,24 @@ def render(report: Report) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--hosts", help="comma-separated host counts (default 1000,2500,5000,10000,15000,20000)")
+    parser.add_argument("--hosts", help="comma-separated host counts (default 1000,2500,5000,6000,7500,10000,… 20000)")
     parser.add_argument("--quick", action="store_true", help="30 s windows, 5 s settle")
     parser.add_argument("--window", type=float, help="measured seconds per step (default 120, --quick 30)")
     parser.add_argument("--settle", type=float, help="seconds after the ramp before the window (default 20)")
     parser.add_argument("--all-steps", action="store_true", help="measure every step even after one failed")
+    parser.add_argument(
+        "--workers", default="auto", help="the stub's --workers per step (default auto: enough for the descriptors)"
+    )
+    parser.add_argument(
+        "--processes", default="auto", help="the generator's --processes (default auto: enough for descriptors/ports)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.hosts = [int(h) for h in args.hosts.split(",")] if args.hosts else list(DEFAULT_STEPS)
+    for name in ("workers", "processes"):
+        value = getattr(args, name)
+        if value != "auto" and not (value.isdigit() and int(value) >= 1):
+            parser.error(f"--{name} must be auto or a positive whole number")
     args.window = args.window or (30.0 if args.quick else 120.0)
     args.settle = args.settle if args.settle is not None else (5.0 if args.quick else 20.0)
     terminated = forward_sigterm()

@@ -226,12 +226,33 @@ class ServerProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def processes(self) -> list[psutil.Process]:
+        """The server and its children (fleet-stub's workers with ``--workers``, ADR 0019)."""
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def cpu_seconds(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        """CPU of the server and its live children (a worker replaced meanwhile takes its CPU time with it)."""
+        total = 0.0
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += float(times.user + times.system)
+        return total
 
     def rss_mib(self) -> float:
-        return float(self.ps.memory_info().rss) / (1024 * 1024)
+        """Resident memory of the server and its children: PSS (shared pages counted once, split between the
+        processes that share them) when there are children, RSS when it is one process."""
+        processes = self.processes()
+        if len(processes) <= 1:
+            return float(self.ps.memory_info().rss) / (1024 * 1024)
+        total = 0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += int(process.memory_full_info().pss)
+        return total / (1024 * 1024)
 
     def stop(self) -> None:
         if self.exit_code is not None:
@@ -281,11 +302,21 @@ def fleet_stub_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "server_stub"]
 
 
-def start_stub(work: Path, secret: str, cpus: frozenset[int] | None, stack: contextlib.ExitStack) -> Target:
+def start_stub(
+    work: Path,
+    secret: str,
+    cpus: frozenset[int] | None,
+    stack: contextlib.ExitStack,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> Target:
     data_dir = work / "stub"
     # The enroll secret goes through the environment (FLEET_STUB_ENROLL_SECRET), not argv.
-    env = {**os.environ, "FLEET_STUB_ENROLL_SECRET": secret}
+    env = {**os.environ, "FLEET_STUB_ENROLL_SECRET": secret, **(env or {})}
     argv = [*fleet_stub_command(), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     process = ServerProcess("fleet-stub", argv, env=env, log_path=work / "fleet-stub.out", cpus=cpus, stack=stack)
     wait_for_file(data_dir / "server.json", process)
     info = read_json_file(data_dir / "server.json")

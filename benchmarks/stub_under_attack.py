@@ -387,11 +387,19 @@ class Agents:
 
 
 def start_stub(
-    work: Path, secret: str, env: dict[str, str], open_files: int | None, cpus: frozenset[int] | None, stack: Any
+    work: Path,
+    secret: str,
+    env: dict[str, str],
+    open_files: int | None,
+    cpus: frozenset[int] | None,
+    stack: Any,
+    workers: int = 1,
 ) -> Target:
     data_dir = work / "stub"
     prefix = [sys.executable, "-c", OPEN_FILES_WRAPPER, str(open_files)] if open_files else []
     argv = [*prefix, *fleet_stub_command(), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]  # all of them on the stub's CPU, like the single process
     full_env = {**os.environ, "FLEET_STUB_ENROLL_SECRET": secret, **env}
     if prefix and not Path(argv[len(prefix)]).is_absolute():
         raise BenchmarkError("fleet-stub must be an absolute path for the open-files wrapper")
@@ -494,16 +502,24 @@ def summarize(
     )
 
 
-def run_scenario(scenario: str, options: argparse.Namespace, cpus: tuple[Any, Any]) -> list[Window]:
+def scenario_label(scenario: str, workers: int) -> str:
+    return scenario if workers == 1 else f"{scenario}/{workers}w"
+
+
+def run_scenario(
+    scenario: str, workers: int, rounds: Sequence[int], options: argparse.Namespace, cpus: tuple[Any, Any]
+) -> list[Window]:
+    """One stub (``workers`` processes) through ``rounds`` quiet/attack rounds of ``scenario``."""
     server_cpus, _load_cpus = cpus
     open_files = LOW_OPEN_FILES if scenario in LOW_LIMIT_SCENARIOS else None
     windows: list[Window] = []
     secret = secrets.token_urlsafe(16)
+    label = scenario_label(scenario, workers)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stub-attack-")))
         with cpu_affinity(server_cpus):
-            stub = start_stub(work, secret, SCENARIOS[scenario], open_files, server_cpus, stack)
-        progress(f"{scenario}: enrolling {options.hosts} hosts")
+            stub = start_stub(work, secret, SCENARIOS[scenario], open_files, server_cpus, stack, workers)
+        progress(f"{label}: enrolling {options.hosts} hosts")
         hosts = enroll_hosts(stub, secret, options.hosts)
         agents = Agents(stub, hosts, options.interval, options.reconnect_every)
         agents.start()
@@ -520,14 +536,14 @@ def run_scenario(scenario: str, options: argparse.Namespace, cpus: tuple[Any, An
         )
         limit_counters(admin)  # its keep-alive connection is proven before any attack
         time.sleep(min(5.0, options.window))  # agents settle: every one has connected
-        for number in range(options.repeats):
-            start, end, limits, cpu = measure_window(scenario, "quiet", number, options.window, stub, agents, admin)
-            windows.append(summarize(scenario, "quiet", number, (start, end), agents, limits, cpu))
+        for number in rounds:
+            start, end, limits, cpu = measure_window(label, "quiet", number, options.window, stub, agents, admin)
+            windows.append(summarize(label, "quiet", number, (start, end), agents, limits, cpu))
             attacker = AttackerProcess(stub, options.hostile, options.mix, stack)
             attacker.wait_holding(int(0.9 * options.hostile) if open_files is None else 1, 30)
             time.sleep(2.0 if open_files is None else 5.0)  # the attacker's ramp, then steady pressure
-            start, end, limits, cpu = measure_window(scenario, "attack", number, options.window, stub, agents, admin)
-            window = summarize(scenario, "attack", number, (start, end), agents, limits, cpu)
+            start, end, limits, cpu = measure_window(label, "attack", number, options.window, stub, agents, admin)
+            window = summarize(label, "attack", number, (start, end), agents, limits, cpu)
             window.hostile_open = int(attacker.status.get("open", 0))
             windows.append(window)
             attacker.stop()
@@ -535,7 +551,7 @@ def run_scenario(scenario: str, options: argparse.Namespace, cpus: tuple[Any, An
         agents.stop()
         stub.process.stop()
         if stub.process.exit_code != 0:
-            progress(f"{scenario}: fleet-stub exited with {stub.process.exit_code}")
+            progress(f"{label}: fleet-stub exited with {stub.process.exit_code}")
     return windows
 
 
@@ -622,12 +638,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=20.0, help="seconds per window (default 20)")
     parser.add_argument("--repeats", type=int, default=3, help="quiet/attack rounds per scenario (default 3)")
     parser.add_argument("--mix", type=parse_mix, default=dict(MIX), help="KIND=PERCENT,… of the hostile connections")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma-separated fleet-stub --workers to compare (e.g. 1,2; default 1): with several, each round runs "
+        "once per count, alternating, a fresh stub each time",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 8 s windows")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--attack", metavar="HOST,PORT,CA,N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.window = 1, 8.0
+    try:
+        args.workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        parser.error("--workers must be comma-separated whole numbers")
+    if not args.workers or min(args.workers) < 1:
+        parser.error("--workers must be at least 1")
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
@@ -653,7 +681,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         for scenario in args.scenarios.split(","):
-            report.windows += run_scenario(scenario, args, (server_cpus, load_cpus))
+            if len(args.workers) == 1:
+                report.windows += run_scenario(
+                    scenario, args.workers[0], range(args.repeats), args, (server_cpus, load_cpus)
+                )
+                continue
+            for number in range(args.repeats):  # A/B: every count once per round, the order flipped each round
+                for workers in args.workers if number % 2 == 0 else list(reversed(args.workers)):
+                    report.windows += run_scenario(scenario, workers, [number], args, (server_cpus, load_cpus))
     except KeyboardInterrupt:
         progress("interrupted; processes stopped")
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)

@@ -1,5 +1,5 @@
 """``osqueryd-sim load --hosts N …``: N simulated hosts in one asyncio process, like Fleet's osquery-perf but
-honest about loss.
+honest about loss (``--processes P`` spreads them over P such processes: ``load_processes``).
 
 Each host has its own identity (uuid, hostname), node key, in-memory database (buffered logs, query state) and
 keep-alive connections (``lean_http``: a lean HTTP/1.1 client, because httpx's cost per request capped one
@@ -17,7 +17,6 @@ per-endpoint figures (a benchmark's measured window without the enrollment burst
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -31,150 +30,28 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import httpx
 
-from osquery_sim.agent_updates import FailureRule, HostUpdates, UpdateBehaviour, parse_failure_rule, summarize
+from osquery_sim.agent_updates import HostUpdates, UpdateBehaviour, summarize
 from osquery_sim.engine import Endpoints, Engine, EngineSettings
 from osquery_sim.extension_registry import ExternalColumn, ExternalTable
 from osquery_sim.identity import SimIdentity, machine_identity
-from osquery_sim.load_stats import LineAccounting, LoadStats
+from osquery_sim.load_options import LoadOptions, parse_args
+from osquery_sim.load_stats import LATENCY_SAMPLES, LineAccounting, LoadStats
 from osquery_sim.loop_health import LoopHealth
-from osquery_sim.orbit_traffic import CONFIG_INTERVAL, OrbitTraffic
+from osquery_sim.orbit_traffic import OrbitTraffic
 from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
 from osquery_sim.sim_store import SimStore
 from osquery_sim.table_rows import SimRuntime
 from osquery_sim.tables import SimDatabase
 from osquery_sim.tls_transport import LeanTlsTransport, TlsSettings
-from osquery_sim.version import OSQUERY_VERSION, SIM_VERSION, sim_version
+from osquery_sim.version import SIM_VERSION, sim_version
 from osquery_sim.wakeable import WakeableEvent, sleep_unless_set
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1/osquery"
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    hosts: int
-    tls_hostname: str
-    tls_server_certs: str
-    enroll_secret: str
-    distributed_interval: int = 10
-    config_refresh: int = 60
-    logger_tls_period: int = 10
-    duration: float | None = None
-    with_orbit: bool = False
-    ramp: float | None = None
-    admin_token: str = ""
-    progress_interval: float = 10.0
-    seed: str = ""
-    fail_rules: tuple[FailureRule, ...] = ()
-    orbit_config_interval: float = CONFIG_INTERVAL
-    stable_period: float = 60.0
-    failure_after: float = 20.0
-    baseline: dict[str, str] = field(
-        default_factory=lambda: {"orbit": "1.0.0", "osqueryd": OSQUERY_VERSION, "desktop": "1.0.0"}
-    )
-
-
-def parse_args(argv: Sequence[str]) -> LoadOptions:
-    parser = argparse.ArgumentParser(prog="osqueryd-sim load", description="Simulate many osquery hosts at once.")
-    parser.add_argument("--hosts", type=int, required=True)
-    parser.add_argument("--tls_hostname", required=True, help="HOST:PORT of the Fleet server")
-    parser.add_argument("--tls_server_certs", default="", help="CA bundle that verifies the server")
-    parser.add_argument("--enroll_secret", default=os.environ.get("ENROLL_SECRET", ""), help="(or env ENROLL_SECRET)")
-    parser.add_argument("--enroll_secret_path", help="a file holding the enroll secret (osquery's flag)")
-    parser.add_argument("--distributed_interval", type=int, default=10)
-    parser.add_argument("--config_refresh", type=int, default=60)
-    parser.add_argument("--logger_tls_period", type=int, default=10)
-    parser.add_argument("--duration", type=float, help="seconds to run (default: until SIGINT/SIGTERM)")
-    parser.add_argument("--with-orbit", action="store_true", help="also send each host's orbit traffic")
-    parser.add_argument("--ramp", type=float, help="seconds over which host starts are spread")
-    parser.add_argument(
-        "--admin_token",
-        default=os.environ.get("FLEET_ADMIN_TOKEN", ""),
-        help="check lost/duplicated lines against the server's counts (or env FLEET_ADMIN_TOKEN)",
-    )
-    parser.add_argument("--admin_token_file", help="a file holding the admin token")
-    parser.add_argument("--progress_interval", type=float, default=10.0)
-    parser.add_argument("--seed", default="", help="identity seed: the same seed gives the same host uuids")
-    orbit = parser.add_argument_group("simulated orbit updates (with --with-orbit)")
-    orbit.add_argument(
-        "--fail-fraction-on",
-        action="append",
-        default=[],
-        metavar="[TARGET:]VERSION=FRACTION",
-        help="this share of hosts (chosen deterministically) fails on VERSION: orbit rolls back, osqueryd/desktop "
-        "crash-loop; they report it and go back to what they ran before (repeatable)",
-    )
-    orbit.add_argument("--orbit-config-interval", type=float, default=CONFIG_INTERVAL, help="seconds (orbit: 30)")
-    orbit.add_argument(
-        "--stable-period", type=float, default=60.0, help="seconds a new version runs before it is confirmed"
-    )
-    orbit.add_argument(
-        "--failure-after", type=float, default=20.0, help="seconds until a failing host detects the failure"
-    )
-    orbit.add_argument("--orbit-version", default="1.0.0", help="the orbit version hosts run on non-version channels")
-    orbit.add_argument("--osqueryd-version", default=OSQUERY_VERSION, help="likewise for osqueryd")
-    orbit.add_argument("--desktop-version", default="1.0.0", help="likewise for Fleet Desktop")
-    args = parser.parse_args(argv)
-    if args.hosts <= 0:
-        parser.error("--hosts must be positive")
-    try:
-        rules = tuple(parse_failure_rule(text) for text in args.fail_fraction_on)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if rules and not args.with_orbit:
-        parser.error("--fail-fraction-on needs --with-orbit")
-    for name in ("orbit_config_interval", "stable_period", "failure_after"):
-        value = getattr(args, name)
-        if not value > 0 or value == float("inf"):
-            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
-    try:
-        if args.enroll_secret_path:
-            args.enroll_secret = _read_secret(args.enroll_secret_path)
-        if args.admin_token_file:
-            args.admin_token = _read_secret(args.admin_token_file)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not args.enroll_secret:
-        parser.error("--enroll_secret (or ENROLL_SECRET, or --enroll_secret_path) is required")
-    return LoadOptions(
-        hosts=args.hosts,
-        tls_hostname=args.tls_hostname,
-        tls_server_certs=args.tls_server_certs,
-        enroll_secret=args.enroll_secret,
-        distributed_interval=args.distributed_interval,
-        config_refresh=args.config_refresh,
-        logger_tls_period=args.logger_tls_period,
-        duration=args.duration,
-        with_orbit=args.with_orbit,
-        ramp=args.ramp,
-        admin_token=args.admin_token,
-        progress_interval=args.progress_interval,
-        seed=args.seed,
-        fail_rules=rules,
-        orbit_config_interval=args.orbit_config_interval,
-        stable_period=args.stable_period,
-        failure_after=args.failure_after,
-        baseline={"orbit": args.orbit_version, "osqueryd": args.osqueryd_version, "desktop": args.desktop_version},
-    )
-
-
-def _read_secret(path: str) -> str:
-    """The first line of a small secret file (as osquery reads ``--enroll_secret_path``); ValueError if unusable."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(65537)
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror or exc}") from None
-    if len(data) > 65536:
-        raise ValueError(f"{path}: larger than 64 KiB")
-    text = data.decode("utf-8", errors="replace").strip()
-    if not text:
-        raise ValueError(f"{path}: empty")
-    return text.splitlines()[0].strip()
 
 
 ORBIT_INFO = ExternalTable(
@@ -268,6 +145,7 @@ class SimulatedHost:
             context,
             max_connections=2,
             observe=stats.observe,
+            local_address=options.source_address or None,
         )
         details = self.tables.first_rows()
         self.client = RemoteClient(
@@ -304,7 +182,7 @@ class SimulatedHost:
                 "hardware_model": self.identity.hardware_model,
             }
             self.orbit = OrbitTraffic(
-                OrbitTraffic.client_for(options.tls_hostname, context),
+                OrbitTraffic.client_for(options.tls_hostname, context, options.source_address or None),
                 options.enroll_secret,
                 facts,
                 stats.observe,
@@ -433,7 +311,10 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
     orbit_info = LoadOrbitInfo() if options.with_orbit else None
     if orbit_info is not None:
         shared.attach_external_tables(orbit_info)
-    hosts = [SimulatedHost(i, options, template, shared, context, stats, orbit_info) for i in range(options.hosts)]
+    first = options.first_host
+    hosts = [
+        SimulatedHost(first + i, options, template, shared, context, stats, orbit_info) for i in range(options.hosts)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -519,7 +400,7 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
     server = await _server_counts(options, context)
     accounts = [h.accounting(None if server is None else server.get(h.identity.uuid, {})) for h in hosts]
     shared.close()
-    return {
+    summary: dict[str, object] = {
         "hosts": len(hosts),
         "enrolled": sum(1 for h in hosts if h.enrolled),
         "seconds": round(elapsed, 1),
@@ -542,6 +423,9 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
         },
         **({"agent_updates": _updates_summary(hosts)} if options.with_orbit else {}),
     }
+    if options.latency_samples:
+        summary[LATENCY_SAMPLES] = stats.samples()
+    return summary
 
 
 def _updates_summary(hosts: Sequence[SimulatedHost]) -> dict[str, object]:
@@ -562,9 +446,16 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def load_main(argv: Sequence[str]) -> int:
     options = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-        summary = runner.run(run_load(options))
+    failed = False
+    if options.processes > 1:
+        from osquery_sim.load_processes import run_processes  # noqa: PLC0415 - only the parent of --processes
+
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            summary, failed = runner.run(run_processes(options))
+    else:
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            summary = runner.run(run_load(options))
     print(json.dumps(summary, indent=2))
     lines = summary["log_lines"]
     assert isinstance(lines, dict)
-    return 0 if lines["lost"] == 0 and lines["duplicated"] == 0 else 1
+    return 0 if lines["lost"] == 0 and lines["duplicated"] == 0 and not failed else 1

@@ -6,6 +6,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+LATENCY_SAMPLES = "latency_samples"  # the summary key of ``LoadStats.samples`` (``load --latency_samples``)
+
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
@@ -60,6 +62,17 @@ class LoadStats:
 
     def summary(self) -> dict[str, dict[str, float | int]]:
         return {name: stats.summary() for name, stats in sorted(self.endpoints.items())}
+
+    def samples(self) -> dict[str, dict[str, object]]:
+        """Per endpoint: requests, errors and every latency kept (seconds, µs resolution), for merging summaries."""
+        return {
+            name: {
+                "requests": stats.requests,
+                "errors": stats.errors,
+                "latencies": [round(seconds, 6) for seconds in stats.latencies],
+            }
+            for name, stats in sorted(self.endpoints.items())
+        }
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ class OrbitTraffic:
         self.outcomes_sent = 0
 
     @staticmethod
-    def client_for(hostname: str, context: ssl.SSLContext) -> LeanHttpClient:
+    def client_for(hostname: str, context: ssl.SSLContext, local_address: str | None = None) -> LeanHttpClient:
         host, port = split_host_port(hostname)
         return LeanHttpClient(
             host,
@@ -72,6 +72,7 @@ class OrbitTraffic:
             keepalive=ORBIT_KEEPALIVE_SECONDS,
             max_connections=1,
             headers={"User-Agent": "orbit-sim", "X-Fleet-Capabilities": "escrow_buddy,setup_experience"},
+            local_address=local_address,
         )
 
     async def _call(self, method: str, path: str, body: dict[str, object] | None = None) -> LeanResponse | None:

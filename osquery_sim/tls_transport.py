@@ -160,6 +160,7 @@ class LeanTlsTransport(OsqueryTransport):
         *,
         max_connections: int = 2,
         observe: Callable[[str, float, bool], None] | None = None,
+        local_address: str | None = None,
     ) -> None:
         super().__init__(settings, observe)
         try:
@@ -174,6 +175,7 @@ class LeanTlsTransport(OsqueryTransport):
             keepalive=KEEPALIVE_SECONDS,
             max_connections=max_connections,
             headers=self._headers,
+            local_address=local_address,
         )
 
     async def _send(self, endpoint: str, payload: bytes, headers: dict[str, str]) -> bytes:

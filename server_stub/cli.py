@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         "room for); other connection limits: FLEET_STUB_* variables, docs/architecture.md",
     )
 
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes serving the port (env FLEET_STUB_WORKERS; default 1; auto: one per CPU). More than "
+        "one when the connections outgrow one process's open-files limit or its core: docs/adr/0019",
+    )
+
     def admin(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--data-dir", required=True, help="the running server's data directory")
@@ -215,8 +222,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 config_file=args.config,
                 live_query_timeout=args.live_query_timeout,
                 max_connections=args.max_connections,
+                workers=args.workers,
                 env=os.environ,
             )
+            if settings.workers > 1:
+                from server_stub.multi_worker import serve_with_workers  # noqa: PLC0415 - POSIX only (fork)
+
+                return serve_with_workers(settings)
             return serve(settings)
         except (SettingsError, ConfigFileError, StartupError) as exc:
             print(f"fleet-stub: error: {exc}", file=sys.stderr)

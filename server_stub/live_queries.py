@@ -4,6 +4,11 @@ The query is stored (state ``pending``), handed out on the host's next ``distrib
 ``fleet_distributed_query_<id>`` (state ``sent``), and completed by the matching ``distributed/write``
 (``done``). The waiting caller is woken by an in-memory event; when it gives up the query is ``expired`` and is
 no longer handed out. Queries outstanding when the server stopped are expired at the next start.
+
+With several worker processes (ADR 0019) the answer may arrive at another worker than the one holding the caller:
+``complete`` then ``announce``s the query id (the worker publishes it through the parent) and every other worker's
+``answered_elsewhere`` wakes its waiter. Whatever happens to that message, the waiter reads the row when it wakes,
+so a lost message costs time (until the caller's timeout), never a wrong answer.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class LiveQueryHub:
         self._clock = clock
         self._events: dict[int, asyncio.Event] = {}
         self._closing = False
+        self.announce: Callable[[int], None] | None = None  # set by a worker process: tell the other workers
 
     def expire_leftovers(self) -> int:
         with write_transaction(self._conn):
@@ -95,6 +101,16 @@ class LiveQueryHub:
         event = self._events.get(query_id)
         if event is not None:
             event.set()
+        elif self.announce is not None:
+            self.announce(query_id)
+        return True
+
+    def answered_elsewhere(self, query_id: int) -> bool:
+        """Another worker stored the answer to ``query_id``: wake its waiter here, if here it waits."""
+        event = self._events.get(query_id)
+        if event is None:
+            return False
+        event.set()
         return True
 
     async def wait(self, query_id: int, timeout: float) -> LiveQueryOutcome:

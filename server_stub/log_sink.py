@@ -3,8 +3,11 @@
 ``DIR/logs/<host id>/<log type>.jsonl``. A batch is appended with a single ``write`` on an ``O_APPEND`` descriptor
 before the request is acknowledged, so a process crash cannot lose an acknowledged batch. If the write fails
 (disk full) the file is cut back to where it was, nothing of the batch remains, and the client is told to retry —
-so a retried batch is never stored twice. Counters (lines and bytes) live in SQLite; at start-up they are
-reconciled with the files, which are the truth (a crash can fall between the append and the counter update).
+so a retried batch is never stored twice. With several worker processes (ADR 0019) two batches for one file can
+arrive at two workers at once: the append holds an exclusive ``flock`` on the file from its size check to its
+counter update, so a cut-back never cuts another worker's batch. Counters (lines and bytes) live in SQLite; at
+start-up they are reconciled with the files, which are the truth (a crash can fall between the append and the
+counter update).
 Every line is strict JSON (RFC 8259, UTF-8); an item that cannot be written so is left out alone (``encode_line``).
 """
 
@@ -15,6 +18,11 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process only (workers need fork)
+    fcntl = None  # type: ignore[assignment]
 
 from server_stub.int_ranges import parse_id_or_none
 from server_stub.transactions import write_transaction
@@ -71,6 +79,8 @@ class LogSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released by the close
             start = os.fstat(fd).st_size
             try:
                 written = os.write(fd, data)

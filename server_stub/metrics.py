@@ -1,14 +1,19 @@
 """Request counters and latency histograms, rendered in the Prometheus text format (``/metrics``).
 
-Endpoints are labelled by route name (never by raw path: device tokens live in paths).
+Endpoints are labelled by route name (never by raw path: device tokens live in paths). With several worker processes
+(ADR 0019) each keeps its own ``Metrics``; ``snapshot`` turns them into plain JSON for the control channel and
+``absorb`` adds one into another, so the worker answering ``/metrics`` renders the sum of all of them.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
+
+Snapshot = dict[str, object]  # JSON-able: what ``Metrics.snapshot`` gives and ``Metrics.absorb`` takes
 
 BUCKETS: tuple[float, ...] = (
     0.001,
@@ -49,6 +54,17 @@ class Gauge:
     value: float
 
 
+@dataclass(frozen=True)
+class Series:
+    """A metric family with one sample per label value (e.g. per worker): ``fleet_stub_<name>{<label>="…"}``."""
+
+    name: str
+    help: str
+    kind: str  # "counter" | "gauge"
+    label: str
+    samples: tuple[tuple[str, float], ...]
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -66,13 +82,55 @@ class Metrics:
     def count(self, name: str, amount: int = 1) -> None:
         self._counters[name] += amount
 
+    def set_counter(self, name: str, value: int) -> None:
+        """A counter kept elsewhere in this process (e.g. ``transactions.WRITE_LOCK_WAITS``), copied in."""
+        self._counters[name] = value
+
     def counter_value(self, name: str) -> int:
         return self._counters.get(name, 0)
 
     def requests_for(self, endpoint: str) -> int:
         return sum(n for (name, _), n in self._requests.items() if name == endpoint)
 
-    def render(self, gauges: Iterable[Gauge]) -> str:
+    @property
+    def total_requests(self) -> int:
+        return sum(self._requests.values())
+
+    def snapshot(self) -> Snapshot:
+        """Everything counted so far, as plain JSON values."""
+        return {
+            "requests": [[endpoint, status, n] for (endpoint, status), n in self._requests.items()],
+            "latency": {
+                endpoint: {"counts": list(hist.counts), "total": hist.total, "sum": hist.sum}
+                for endpoint, hist in self._latency.items()
+            },
+            "counters": dict(self._counters),
+        }
+
+    def absorb(self, snapshot: Mapping[str, object]) -> None:
+        """Add another process's ``snapshot`` into these figures; parts that are not in its shape are skipped."""
+        requests = snapshot.get("requests")
+        for item in requests if isinstance(requests, list) else ():
+            if isinstance(item, list) and len(item) == 3:
+                endpoint, status, n = item
+                if isinstance(endpoint, str) and _is_int(status) and _is_int(n):
+                    self._requests[(endpoint, status)] += n
+        latency = snapshot.get("latency")
+        for endpoint, found in latency.items() if isinstance(latency, dict) else ():
+            if not isinstance(endpoint, str) or not isinstance(found, dict):
+                continue
+            counts, total, seconds = _bucket_counts(found.get("counts")), found.get("total"), found.get("sum")
+            if counts is not None and _is_int(total) and isinstance(seconds, int | float):
+                hist = self._latency[endpoint]
+                hist.counts = [mine + theirs for mine, theirs in zip(hist.counts, counts, strict=True)]
+                hist.total += total
+                hist.sum += float(seconds)
+        counters = snapshot.get("counters")
+        for name, n in counters.items() if isinstance(counters, dict) else ():
+            if isinstance(name, str) and _is_int(n):
+                self._counters[name] += n
+
+    def render(self, gauges: Iterable[Gauge], series: Iterable[Series] = ()) -> str:
         lines = [
             "# HELP fleet_stub_http_requests_total HTTP requests served, by endpoint and status.",
             "# TYPE fleet_stub_http_requests_total counter",
@@ -104,4 +162,23 @@ class Metrics:
                 f"# TYPE fleet_stub_{gauge.name} gauge",
                 f"fleet_stub_{gauge.name} {gauge.value:g}",
             ]
+        for family in series:
+            lines += [
+                f"# HELP fleet_stub_{family.name} {family.help}",
+                f"# TYPE fleet_stub_{family.name} {family.kind}",
+            ]
+            lines += [
+                f'fleet_stub_{family.name}{{{family.label}="{_escape(value)}"}} {n:g}' for value, n in family.samples
+            ]
         return "\n".join(lines) + "\n"
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bucket_counts(value: object) -> list[int] | None:
+    if not isinstance(value, list) or len(value) != len(BUCKETS):
+        return None
+    counts = [n for n in value if _is_int(n)]
+    return counts if len(counts) == len(BUCKETS) else None

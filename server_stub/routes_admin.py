@@ -478,7 +478,7 @@ async def metrics(request: Request, state: StubState) -> Response:
     ]
     totals = state.logs.totals()
     gauges += [Gauge(f"log_lines_stored_{k}", f"{k} log lines stored.", v) for k, v in totals.items()]
-    return PlainTextResponse(state.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(await state.render_metrics(gauges), media_type="text/plain; version=0.0.4")
 
 
 def routes() -> list[Route]:

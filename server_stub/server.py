@@ -22,6 +22,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from server_stub.app import build_app
 from server_stub.atomic_files import write_private
@@ -47,16 +48,34 @@ class StartupError(RuntimeError):
     pass
 
 
-def configure_logging(data_dir: Path, level: int = logging.INFO) -> None:
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+def configure_logging(
+    data_dir: Path, level: int = logging.INFO, *, shared: bool = False, worker: int | None = None
+) -> None:
+    """stderr and ``DIR/fleet-stub.log`` (rotated at 10 MiB × 3). ``shared``: several processes write the file (the
+    parent and its workers, ADR 0019); ``worker``: lines say which worker wrote them."""
     root = logging.getLogger()
     root.setLevel(level)
-    formatter = logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    who = f" worker={worker}" if worker is not None else ""
+    formatter = logging.Formatter(f"ts=%(asctime)s level=%(levelname)s logger=%(name)s{who} %(message)s")
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        handler.close()
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(formatter)
     root.addHandler(stderr)
-    rotating = logging.handlers.RotatingFileHandler(data_dir / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=3)
+    rotating: logging.Handler
+    if shared:
+        from server_stub.shared_log_file import SharedRotatingLog  # noqa: PLC0415 - POSIX only (fcntl)
+
+        rotating = SharedRotatingLog(data_dir / LOG_FILE, LOG_MAX_BYTES, LOG_BACKUPS)
+    else:
+        rotating = logging.handlers.RotatingFileHandler(
+            data_dir / LOG_FILE, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS
+        )
     rotating.setFormatter(formatter)
     root.addHandler(rotating)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
@@ -146,10 +165,15 @@ class StubServer(GuardedServer):
     """uvicorn with our own connection layer (``GuardedServer``, ADR 0014), our own signal handling (exit 0 on
     SIGTERM, SIGHUP reload) and a ready callback."""
 
-    def __init__(self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None], *, worker: bool = False
+    ) -> None:
         super().__init__(config, state.settings.limits, state.metrics.count)
         self._state = state
         self._on_ready = on_ready
+        # A worker (ADR 0019) stops on SIGTERM only — its parent passes SIGTERM/SIGINT on, and a Ctrl-C that reaches
+        # the whole process group must not count twice (a second signal stops at once) — and leaves SIGHUP to it.
+        self._worker = worker
         self._reaper: asyncio.Task[None] | None = None
         self._rollout_ticker: asyncio.Task[None] | None = None
 
@@ -158,11 +182,15 @@ class StubServer(GuardedServer):
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM,) if self._worker else (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
                 installed.append(sig)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
-            installed.append(signal.SIGHUP)
+            if self._worker:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            else:
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
+                installed.append(signal.SIGHUP)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals (Windows)
             pass
         try:
@@ -219,7 +247,9 @@ class StubServer(GuardedServer):
             self._on_ready()
 
 
-def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
+def make_uvicorn_config(
+    state: StubState, files: TlsFiles, wrap: Callable[[ASGIApp], ASGIApp] | None = None
+) -> uvicorn.Config:
     try:
         context = server_ssl_context(files.cert, files.key)
     except (ssl.SSLError, OSError) as exc:
@@ -230,8 +260,9 @@ def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
     def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return context
 
+    app: ASGIApp = build_app(state)
     return uvicorn.Config(
-        build_app(state),
+        wrap(app) if wrap is not None else app,
         ssl_certfile=str(files.cert),
         ssl_keyfile=str(files.key),
         ssl_context_factory=factory,
@@ -247,7 +278,7 @@ def make_uvicorn_config(state: StubState, files: TlsFiles) -> uvicorn.Config:
 
 
 def prepare(settings: ServeSettings) -> tuple[StubState, TlsFiles]:
-    _mkdir(settings.data_dir)
+    mkdir_private(settings.data_dir)
     with contextlib.suppress(FileNotFoundError):
         (settings.data_dir / SERVER_JSON).unlink()
     files = tls_files(settings)
@@ -262,8 +293,15 @@ def prepare(settings: ServeSettings) -> tuple[StubState, TlsFiles]:
     return state, files
 
 
+def announce_ready(settings: ServeSettings, info: dict[str, object]) -> None:
+    """``server.json`` (atomically, 0600) and ``listening on …``: the contract's sign that the server serves."""
+    write_private(settings.data_dir / SERVER_JSON, json.dumps(info, indent=2, allow_nan=False).encode() + b"\n")
+    print(f"listening on {info['url']}", flush=True)
+    log.info("event=ready url=%s", info["url"])
+
+
 def serve(settings: ServeSettings) -> int:
-    configure_logging(settings.data_dir if settings.data_dir.is_dir() else _mkdir(settings.data_dir))
+    configure_logging(settings.data_dir if settings.data_dir.is_dir() else mkdir_private(settings.data_dir))
     state, files = prepare(settings)
     raise_open_files_limit()
     sock = bind_socket(settings.listen_host, settings.listen_port)
@@ -271,9 +309,7 @@ def serve(settings: ServeSettings) -> int:
     info = server_info(settings, port, state.admin_token, files.ca)
 
     def ready() -> None:
-        write_private(settings.data_dir / SERVER_JSON, json.dumps(info, indent=2, allow_nan=False).encode() + b"\n")
-        print(f"listening on {info['url']}", flush=True)
-        log.info("event=ready url=%s", info["url"])
+        announce_ready(settings, info)
         # Everything allocated so far (modules, routes, settings) lives as long as the process: out of the cyclic
         # collector's sight, a full collection scans only what serving creates. Under a burst of connections that
         # took full collections from ~90-140 ms (a stall for every agent) to ~25 ms (benchmarks/stub_under_attack.py).
@@ -291,7 +327,7 @@ def serve(settings: ServeSettings) -> int:
     return 0
 
 
-def _mkdir(path: Path) -> Path:
+def mkdir_private(path: Path) -> Path:
     """The data dir holds node keys, the admin token and host logs: owner-only."""
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from server_stub.connection_limits import ConnectionLimits, SettingsValueError, 
 
 DEFAULT_LISTEN = "127.0.0.1:8412"
 HOST_IDENTIFIER_MODES = ("provided", "instance", "uuid", "hostname")
+MAX_WORKERS = 64
+WORKER_BALANCES = ("reuseport", "shared")  # worker_listeners.Balance
 
 
 class SettingsError(ValueError):
@@ -44,6 +47,8 @@ class ServeSettings:
     capabilities: tuple[str, ...] = field(default=("orbit_endpoints", "token_rotation", "update_outcomes"))
     rollout_tick: float = 5.0  # seconds between rollout evaluations (FLEET_STUB_ROLLOUT_TICK)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    workers: int = 1  # worker processes (ADR 0019); 1: the single-process server
+    worker_balance: str = "reuseport"
 
     @property
     def listen_url_host(self) -> str:
@@ -148,6 +153,19 @@ def _float(value: str | None, default: float, name: str) -> float:
     return parsed
 
 
+def parse_workers(text: str, name: str) -> int:
+    value = text.strip().lower()
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    try:
+        workers = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number or auto, not {text!r}") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise SettingsError(f"{name} must be between 1 and {MAX_WORKERS}")
+    return workers
+
+
 def build_settings(
     *,
     data_dir: str | None,
@@ -160,6 +178,7 @@ def build_settings(
     config_file: str | None,
     live_query_timeout: str | None = None,
     max_connections: str | None = None,
+    workers: str | None = None,
     env: Mapping[str, str],
 ) -> ServeSettings:
     """Merge flags (given) over ``FLEET_STUB_*`` variables; raises SettingsError with a clear message."""
@@ -195,6 +214,13 @@ def build_settings(
         limits = limits_from(env, max_connections=max_connections)
     except SettingsValueError as exc:
         raise SettingsError(str(exc)) from None
+    worker_text = pick(workers, "FLEET_STUB_WORKERS")
+    worker_count = parse_workers(worker_text, "--workers" if workers else "FLEET_STUB_WORKERS") if worker_text else 1
+    if worker_count > 1 and not hasattr(os, "fork"):
+        raise SettingsError("--workers above 1 needs fork(), which this platform does not have")
+    balance = (env.get("FLEET_STUB_WORKER_BALANCE") or WORKER_BALANCES[0]).strip().lower()
+    if balance not in WORKER_BALANCES:
+        raise SettingsError(f"FLEET_STUB_WORKER_BALANCE must be one of {', '.join(WORKER_BALANCES)}, not {balance!r}")
     return ServeSettings(
         data_dir=data_path,
         listen_host=host,
@@ -215,4 +241,6 @@ def build_settings(
         org_name=env.get("FLEET_STUB_ORG_NAME", ""),
         rollout_tick=_float(env.get("FLEET_STUB_ROLLOUT_TICK"), 5.0, "FLEET_STUB_ROLLOUT_TICK"),
         limits=limits,
+        workers=worker_count,
+        worker_balance=balance,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from server_stub.admin_sessions import SessionStore
@@ -14,13 +14,17 @@ from server_stub.database_reader import DatabaseReader
 from server_stub.device_throttle import DeviceGuessLimiter
 from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
-from server_stub.metrics import Metrics
+from server_stub.metrics import Gauge, Metrics
 from server_stub.rollouts import RolloutEngine
 from server_stub.settings import ServeSettings
+from server_stub.transactions import WRITE_LOCK_WAITS
 
 Clock = Callable[[], float]
 LOGIN_BURST = 20  # failed console logins per client address before they are paced
 LOGIN_PER_HOUR = 120.0
+DATABASE_FILE = "fleet-stub.sqlite3"
+# With several workers (ADR 0019): renders /metrics from this worker's figures and the others' (worker_channel).
+ClusterMetrics = Callable[[Metrics, Sequence[Gauge]], Awaitable[str]]
 
 
 @dataclass
@@ -39,9 +43,23 @@ class StubState:
     sessions: SessionStore = field(default_factory=lambda: SessionStore(time.time))
     login_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
 
+    cluster_metrics: ClusterMetrics | None = None
+
     def now(self) -> float:
         """The time by ``clock`` as it is at the call (tests replace the clock after the state is built)."""
         return self.clock()
+
+    def sync_process_counters(self) -> None:
+        """Copy counters this process keeps outside ``metrics`` into it (before a snapshot or a render)."""
+        self.metrics.set_counter("sqlite_write_lock_waits", WRITE_LOCK_WAITS.count)
+        self.metrics.set_counter("sqlite_write_lock_wait_microseconds", WRITE_LOCK_WAITS.microseconds)
+
+    async def render_metrics(self, gauges: Sequence[Gauge]) -> str:
+        """``/metrics``: this process's figures, or every worker's summed when there are several."""
+        self.sync_process_counters()
+        if self.cluster_metrics is None:
+            return self.metrics.render(gauges)
+        return await self.cluster_metrics(self.metrics, gauges)
 
     @property
     def capabilities_header(self) -> str:
@@ -53,9 +71,13 @@ class StubState:
         self.conn.close()
 
 
-def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.time) -> StubState:
+def build_state(
+    settings: ServeSettings, admin_token: str, clock: Clock = time.time, *, recover: bool = True
+) -> StubState:
+    """``recover``: reconcile log counters with the files and expire live queries left by a previous run — once per
+    start of the server, never in a worker process (it would cut other workers' appends or expire their queries)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.data_dir / "fleet-stub.sqlite3"
+    path = settings.data_dir / DATABASE_FILE
     conn = open_database(path)
     state = StubState(
         settings=settings,
@@ -72,6 +94,7 @@ def build_state(settings: ServeSettings, admin_token: str, clock: Clock = time.t
     # through the state, so that a clock put in later (tests) governs sessions and login throttling too
     state.sessions = SessionStore(state.now)
     state.login_guesses = DeviceGuessLimiter(burst=LOGIN_BURST, per_hour=LOGIN_PER_HOUR, clock=state.now)
-    state.logs.reconcile()
-    state.live.expire_leftovers()
+    if recover:
+        state.logs.reconcile()
+        state.live.expire_leftovers()
     return state
