@@ -14,7 +14,13 @@ import pytest
 
 from orbit.options import MIN_UPDATE_INTERVAL
 from packager.package.fetch import FetchError
-from packager.package.package_options import MIN_UPDATE_INTERVAL_S, PackageOptionsError, add_parser, validate
+from packager.package.package_options import (
+    MIN_UPDATE_INTERVAL_S,
+    PackageOptions,
+    PackageOptionsError,
+    add_parser,
+    validate,
+)
 from packager.package.stage import stage_package
 from tests.support.orbit_world import OrbitWorld, orbitctl
 
@@ -27,7 +33,7 @@ def parse(*argv: str) -> argparse.Namespace:
     return top.parse_args(["package", *argv])
 
 
-def options(*argv: str, env: dict[str, str] | None = None) -> object:
+def options(*argv: str, env: dict[str, str] | None = None) -> PackageOptions:
     return validate(parse(*argv), env or {})
 
 
