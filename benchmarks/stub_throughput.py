@@ -62,7 +62,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-from bench_support import cpu_affinity, event_loop_factory, forward_sigterm, json_safe, serve_tls_app
+from bench_support import (
+    build_full_handshake_shim,
+    cpu_affinity,
+    event_loop_factory,
+    forward_sigterm,
+    json_safe,
+    serve_tls_app,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -111,23 +118,6 @@ end
 """
 
 
-# wrk reconnects with SSL_clear, which keeps the TLS session, so its next handshake is a resumption. osqueryd's TLS
-# client makes a new SSL object per connection: a full handshake. This shim drops the session after SSL_clear.
-FULL_HANDSHAKE_SHIM = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stddef.h>
-typedef struct ssl_st SSL;
-typedef struct ssl_session_st SSL_SESSION;
-int SSL_set_session(SSL *s, SSL_SESSION *session);
-int SSL_clear(SSL *s) {
-    static int (*real)(SSL *) = NULL;
-    if (real == NULL) real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
-    int result = real(s);
-    SSL_set_session(s, NULL);
-    return result;
-}
-"""
 PEER_NODE_KEY = "this_is_a_node_secret"  # the node key osquery's test server accepts
 PEER_PATHS = {"/api/v1/osquery/distributed/read": "/distributed_read", "/api/v1/osquery/config": "/config"}
 PEER_PATHS["/api/v1/osquery/log"] = "/log"
@@ -391,24 +381,6 @@ def peer_rotation(rotation: Sequence[PreparedRequest]) -> list[PreparedRequest]:
         body["node_key"] = PEER_NODE_KEY
         converted.append(PreparedRequest(PEER_PATHS[request.path], json.dumps(body, separators=(",", ":")).encode()))
     return converted
-
-
-def build_full_handshake_shim(work: Path) -> tuple[Path | None, str]:
-    """The LD_PRELOAD library that makes wrk's reconnects full handshakes; (None, why) when it cannot be built."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        return None, "no C compiler: close mode measures wrk's resumed TLS sessions, not full handshakes"
-    source, library = work / "full-handshake.c", work / "full-handshake.so"
-    source.write_text(FULL_HANDSHAKE_SHIM, encoding="utf-8")
-    built = subprocess.run(
-        [compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(source), "-ldl", "-lssl"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if built.returncode != 0:
-        return None, f"cannot build the full-handshake shim ({built.stderr.strip()[:200]}): close mode resumes"
-    return library, "close mode: a full TLS handshake per request (wrk with the session-dropping shim)"
 
 
 # --- the baseline server (runs in its own process: --serve-baseline) -----------------------------------------------
