@@ -8,10 +8,10 @@
 
 For each: keep-alive and new-connection-per-request throughput (wrk; in close mode a full TLS handshake per request
 as osqueryd makes them, through ``bench_support.build_full_handshake_shim``: wrk alone resumes its TLS session),
-alternating the layers, repeated (median and best); then a huge-header attack — headers of ``--huge-mib`` MiB, each sent as fast as the server takes it and ended
-with a blank line, one after another for ``--attack-seconds`` — timing the answers, the server's CPU and a legitimate
-ping's latency meanwhile (a probe thread pinging every 10 ms on its own keep-alive connection), next to the probe's
-latency alone for as long.
+alternating the layers, repeated (median and best); then a huge-header attack — headers of ``--huge-mib`` MiB, each
+sent as fast as the server takes it and ended with a blank line, one after another for ``--attack-seconds`` —
+timing the answers, the server's CPU and a legitimate ping's latency meanwhile (a probe thread pinging every 10 ms
+on its own keep-alive connection), next to the probe's latency alone for as long.
 
     .venv/bin/python benchmarks/stub_http_layers.py [--quick] [--repeats N] [--seconds N] [--huge-mib N] [--json]
 """
