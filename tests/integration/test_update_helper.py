@@ -127,13 +127,13 @@ def test_the_metadata_lock_is_held_by_the_helper(tmp_path: Path, stub: RunningSt
     ("program", "words"),
     [
         ("import sys; sys.exit(3)", "exited during open (status 3)"),
-        ("print('hello, I am not a helper', flush=True); import time; time.sleep(30)", "bad line"),
-        ("import sys; sys.stdout.write('[1, 2]\\n'); sys.stdout.flush(); import time; time.sleep(30)", "bad line"),
+        ("print('hello, I am not a helper', flush=True); import time; time.sleep(120)", "bad line"),
+        ("import sys; sys.stdout.write('[1, 2]\\n'); sys.stdout.flush(); import time; time.sleep(120)", "bad line"),
         ("import sys, json; sys.stdin.readline(); print(json.dumps({'ok': False}), flush=True)", "refused open"),
         (
             "import sys, json; sys.stdin.readline(); "
             "print(json.dumps({'ok': False, 'error': {'type': 'os.system', 'kind': 'network', 'message': 'x'}}), "
-            "flush=True); import time; time.sleep(30)",
+            "flush=True); import time; time.sleep(120)",
             "bad error",
         ),
         ("import time; time.sleep(30)", "did not answer open within 1 s"),
@@ -142,7 +142,10 @@ def test_the_metadata_lock_is_held_by_the_helper(tmp_path: Path, stub: RunningSt
 )
 def test_a_helper_that_dies_lies_or_stalls_is_a_helper_failure(tmp_path: Path, program: str, words: str) -> None:
     settings = HelperConfig(tmp_path / "tuf", "https://127.0.0.1:9/tuf", None, "orbit-test/1.0")
-    repository = RepositoryProcess([sys.executable, "-c", program], settings, answer_timeout=1.0)
+    # the stalling helper is given 1 s; the others a generous minute (their interpreter may start slowly on a
+    # loaded machine, and they answer, or die, long before)
+    timeout = 1.0 if "did not answer" in words else 60.0
+    repository = RepositoryProcess([sys.executable, "-c", program], settings, answer_timeout=timeout)
     with pytest.raises(UpdateError) as failure, repository:
         pass
     assert failure.value.kind is FailureKind.HELPER
