@@ -6,7 +6,9 @@ Everything is timed as a whole process, as a user runs it: ``orbitctl package`` 
 imports, the TUF refresh against a local fleet-stub over TLS, the binaries, the build, the output's hash) to its
 exit. The binaries come from ``--cache-dir`` (filled by one untimed build first; every cached byte is verified
 against the signed hashes again, as a download is). Baseline in the same run: ``dpkg-deb --build --root-owner-group
--Zgzip -z6`` of exactly the tree our .deb holds (unpacked from it with ``dpkg-deb -R``, control files included).
+-Zgzip -z6`` of exactly the tree our .deb holds (unpacked from it with ``dpkg-deb -R``, control files included),
+followed by ``sync FILE`` in the same timed shell: orbitctl fsyncs its output before renaming it into place, so the
+baseline's output is made as durable (on a busy disk that fsync alone can take seconds).
 Also shown: the same deb command without the cache (the binaries downloaded and verified each time).
 
 Each round runs every command once, in an order that rotates from round to round (so no command always runs
@@ -128,7 +130,11 @@ def main() -> int:
             timed(orbitctl("deb"), env)  # fills the cache (not timed)
             tree = work / "tree"
             subprocess.run(["dpkg-deb", "-R", str(work / "out-deb.deb"), str(tree)], check=True)
-            dpkg = ["dpkg-deb", "--build", "--root-owner-group", "-Zgzip", "-z6", str(tree), str(work / "base.deb")]
+            # orbitctl syncs its output before the rename (safe_fs); dpkg-deb does not: the baseline gets the same
+            # durability with coreutils' `sync FILE` (an fsync of that file) in the same timed process
+            base_deb = work / "base.deb"
+            dpkg = ["sh", "-c", 'dpkg-deb --build --root-owner-group -Zgzip -z6 "$1" "$2" && sync "$2"', "sh"]
+            dpkg += [str(tree), str(base_deb)]
             kinds = [kind for kind in args.formats.split(",") if kind in EXTENSIONS and kind != "deb"]
             for kind in kinds:
                 timed(orbitctl(kind), env)  # each platform's binaries into the cache, untimed
