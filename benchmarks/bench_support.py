@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
@@ -62,6 +64,43 @@ class ReadyGuardedServer(ReadyServer, GuardedServer):
     def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None], limits: ConnectionLimits) -> None:
         super().__init__(config, on_ready)
         self.limits = limits
+
+
+# wrk reconnects with SSL_clear, which keeps the TLS session, so its next handshake is a resumption. osqueryd's TLS
+# client makes a new SSL object per connection: a full handshake. This shim drops the session after SSL_clear.
+FULL_HANDSHAKE_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+int SSL_set_session(SSL *s, SSL_SESSION *session);
+int SSL_clear(SSL *s) {
+    static int (*real)(SSL *) = NULL;
+    if (real == NULL) real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+    int result = real(s);
+    SSL_set_session(s, NULL);
+    return result;
+}
+"""
+
+
+def build_full_handshake_shim(work: Path) -> tuple[Path | None, str]:
+    """The LD_PRELOAD library that makes wrk's reconnects full handshakes; (None, why) when it cannot be built."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler: close mode measures wrk's resumed TLS sessions, not full handshakes"
+    source, library = work / "full-handshake.c", work / "full-handshake.so"
+    source.write_text(FULL_HANDSHAKE_SHIM, encoding="utf-8")
+    built = subprocess.run(
+        [compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(source), "-ldl", "-lssl"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        return None, f"cannot build the full-handshake shim ({built.stderr.strip()[:200]}): close mode resumes"
+    return library, "close mode: a full TLS handshake per request (wrk with the session-dropping shim)"
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

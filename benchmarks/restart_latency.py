@@ -6,7 +6,11 @@ run it, osqueryd-sim as the published osqueryd. Baselines measured in the same r
 command line directly until its pidfile appears (the floor any supervisor pays), and ``python -m orbit version``
 (interpreter start + imports).
 
-    .venv/bin/python benchmarks/restart_latency.py [--kills 10] [--json]
+``--rounds`` (default 3) alternate the two: orbit starts (timed: start → enrolled, binaries present), osqueryd is
+killed ``--kills`` times, orbit stops, then the direct launches and ``orbit version`` run; figures are min / median
+over all samples of all rounds.
+
+    .venv/bin/python benchmarks/restart_latency.py [--kills 10] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -59,61 +63,76 @@ def direct_launch(world: OrbitWorld, argv: list[str], env: dict[str, str], pidfi
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=10)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kills", type=int, default=10, help="kills in all, spread over the rounds")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    rounds = max(1, args.rounds)
+    latencies: list[float] = []
+    launches: list[float] = []
+    starts: list[float] = []
+    versions: list[float] = []
     with tempfile.TemporaryDirectory(prefix="restart-latency-") as tmp:
         world = OrbitWorld(Path(tmp))
         try:
             world.publish_osqueryd("5.14.1")
             world.publish_orbit("1.0.0")
             world.install_package("1.0.0")
-            # enroll-to-running: first start downloads osqueryd; the measured start has the binaries present
+            # the first start downloads osqueryd (untimed); every measured start has the binaries present
             world.start_service()
             wait_for(lambda: world.status().get("enrolled") and world.osqueryd_pid(), timeout=60)
             assert world.service is not None
             world.service.stop()
-            (world.root / "state" / "status.json").unlink()
-            began = time.perf_counter()
-            # each kill below is a first failure, not a crash loop: runs of 0.5 s count as stable here
-            world.start_service(env=world.orbit_env(ORBIT_DEV_STABLE_RESET="0.5"))
-            wait_for(lambda: world.status().get("enrolled") and world.osqueryd_pid(), timeout=60, interval=0.01)
-            enroll_to_running = time.perf_counter() - began
             pidfile = world.root / "osquery.pid"
-            latencies = []
-            for _ in range(args.kills):
-                latencies.append(kill_and_wait(pidfile))
-            osqueryd = psutil.Process(pidfile_pid(pidfile))
-            argv, env = osqueryd.cmdline(), osqueryd.environ()
-            world.service.stop()
-            baseline_launch = statistics.median(direct_launch(world, argv, env, pidfile) for _ in range(5))
-            version_started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "orbit", "version"], check=True, capture_output=True)
-            baseline_start = time.perf_counter() - version_started
+            for index in range(rounds):
+                (world.root / "state" / "status.json").unlink(missing_ok=True)
+                began = time.perf_counter()
+                # each kill below is a first failure, not a crash loop: runs of 0.5 s count as stable here
+                world.start_service(env=world.orbit_env(ORBIT_DEV_STABLE_RESET="0.5"))
+                wait_for(lambda: world.status().get("enrolled") and world.osqueryd_pid(), timeout=60, interval=0.01)
+                starts.append(time.perf_counter() - began)
+                kills = args.kills // rounds + (1 if index < args.kills % rounds else 0)
+                latencies.extend(kill_and_wait(pidfile) for _ in range(max(1, kills)))
+                osqueryd = psutil.Process(pidfile_pid(pidfile))
+                argv, env = osqueryd.cmdline(), osqueryd.environ()
+                world.service.stop()
+                launches.extend(direct_launch(world, argv, env, pidfile) for _ in range(3))
+                version_started = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "orbit", "version"], check=True, capture_output=True)
+                versions.append(time.perf_counter() - version_started)
         finally:
             world.close()
     median = statistics.median(latencies)
+    baseline_launch = statistics.median(launches)
+    start, baseline_start = statistics.median(starts), statistics.median(versions)
     result = {
         "kill_to_running_median_s": round(median, 3),
+        "kill_to_running_min_s": round(min(latencies), 3),
         "kill_to_running_max_s": round(max(latencies), 3),
-        "direct_launch_baseline_s": round(baseline_launch, 3),
+        "direct_launch_baseline_median_s": round(baseline_launch, 3),
+        "direct_launch_baseline_min_s": round(min(launches), 3),
         "restart_ratio": round(median / baseline_launch, 2),
-        "enroll_to_running_s": round(enroll_to_running, 3),
-        "interpreter_start_baseline_s": round(baseline_start, 3),
-        "enroll_ratio": round(enroll_to_running / baseline_start, 2),
+        "enroll_to_running_median_s": round(start, 3),
+        "enroll_to_running_min_s": round(min(starts), 3),
+        "interpreter_start_baseline_median_s": round(baseline_start, 3),
+        "enroll_ratio": round(start / baseline_start, 2),
         "kills": len(latencies),
+        "rounds": rounds,
+        "load_average": os.getloadavg(),
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"kill -9 → new osqueryd running: median {median * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
-            f"(goal ≤ 1 s); direct launch of the same argv {baseline_launch * 1000:.0f} ms → {result['restart_ratio']}×"
+            f"kill -9 → new osqueryd running: median {median * 1000:.0f} ms (min {min(latencies) * 1000:.0f}, max "
+            f"{max(latencies) * 1000:.0f}; goal ≤ 1 s); direct launch of the same argv median "
+            f"{baseline_launch * 1000:.0f} ms (min {min(launches) * 1000:.0f}) → {result['restart_ratio']}×"
         )
         print(
-            f"orbit start → enrolled, osqueryd running: {enroll_to_running:.2f} s (goal ≤ 3 s); "
-            f"python -m orbit version {baseline_start:.2f} s → {result['enroll_ratio']}×"
+            f"orbit start → enrolled, osqueryd running: median {start:.2f} s (min {min(starts):.2f}; goal ≤ 3 s); "
+            f"python -m orbit version median {baseline_start:.2f} s → {result['enroll_ratio']}×  "
+            f"({len(latencies)} kills, {rounds} rounds, load {result['load_average']})"
         )
     return 0
 

@@ -6,11 +6,12 @@
   guard (``connection_guard``: cap, shedding, TLS on the raw transport, deadlines) — what the stub runs now;
 * ``h11``: uvicorn's pure-Python h11 protocol with ``h11_max_incomplete_event_size`` = 64 KiB, TLS by the loop.
 
-For each: keep-alive and new-connection-per-request throughput (wrk), alternating the layers, repeated (median and
-best); then a huge-header attack — headers of ``--huge-mib`` MiB, each sent as fast as the server takes it and ended
-with a blank line, one after another for ``--attack-seconds`` — timing the answers, the server's CPU and a legitimate
-ping's latency meanwhile (a probe thread pinging every 10 ms on its own keep-alive connection), next to the probe's
-latency alone for as long.
+For each: keep-alive and new-connection-per-request throughput (wrk; in close mode a full TLS handshake per request
+as osqueryd makes them, through ``bench_support.build_full_handshake_shim``: wrk alone resumes its TLS session),
+alternating the layers, repeated (median and best); then a huge-header attack — headers of ``--huge-mib`` MiB, each
+sent as fast as the server takes it and ended with a blank line, one after another for ``--attack-seconds`` —
+timing the answers, the server's CPU and a legitimate ping's latency meanwhile (a probe thread pinging every 10 ms
+on its own keep-alive connection), next to the probe's latency alone for as long.
 
     .venv/bin/python benchmarks/stub_http_layers.py [--quick] [--repeats N] [--seconds N] [--huge-mib N] [--json]
 """
@@ -38,7 +39,14 @@ from pathlib import Path
 from typing import Literal
 
 import uvicorn
-from bench_support import ReadyGuardedServer, cpu_affinity, forward_sigterm, json_safe, serve_tls_app
+from bench_support import (
+    ReadyGuardedServer,
+    build_full_handshake_shim,
+    cpu_affinity,
+    forward_sigterm,
+    json_safe,
+    serve_tls_app,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -135,15 +143,27 @@ class Throughput:
     errors: int = 0
 
 
-def run_wrk(script: Path, server: Server, close: bool, seconds: int, connections: int) -> dict[str, int]:
+def run_wrk(
+    script: Path, server: Server, close: bool, seconds: int, connections: int, shim: Path | None = None
+) -> dict[str, int]:
+    """``shim``: in close mode, the LD_PRELOAD library that makes each reconnect a full TLS handshake (as osqueryd's
+    are; wrk alone resumes its session, bench_support.build_full_handshake_shim)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchmarkError("wrk is needed (apt-get install wrk)")
     argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
+    env = dict(os.environ)
     if close:
         argv += ["-H", "Connection: close"]
+        if shim is not None:
+            env["LD_PRELOAD"] = str(shim)
     done = subprocess.run(
-        [*argv, f"https://127.0.0.1:{server.port}/"], capture_output=True, text=True, timeout=seconds + 60, check=False
+        [*argv, f"https://127.0.0.1:{server.port}/"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+        env=env,
     )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(WRK_MARKER)), None)
     if done.returncode != 0 or line is None:
@@ -155,15 +175,17 @@ def run_wrk(script: Path, server: Server, close: bool, seconds: int, connections
 def measure_throughput(servers: Sequence[Server], options: argparse.Namespace, work: Path) -> list[Throughput]:
     script = work / "layers.lua"
     script.write_text(WRK_SCRIPT.replace("@MARKER@", WRK_MARKER), encoding="utf-8")
+    shim, why = build_full_handshake_shim(work)
+    progress(why)
     results = {(s.layer, mode): Throughput(s.layer, mode) for s in servers for mode in ("keep-alive", "close")}
     for repeat in range(options.repeats):
         order = list(servers[repeat % len(servers) :]) + list(servers[: repeat % len(servers)])  # alternate
         for mode in ("keep-alive", "close"):
             for server in order:
                 progress(f"round {repeat + 1}/{options.repeats}: {server.layer} {mode}")
-                run_wrk(script, server, mode == "close", 1, options.connections)  # warm-up
+                run_wrk(script, server, mode == "close", 1, options.connections, shim)  # warm-up
                 cpu_before = server.process.cpu_seconds()
-                figures = run_wrk(script, server, mode == "close", options.seconds, options.connections)
+                figures = run_wrk(script, server, mode == "close", options.seconds, options.connections, shim)
                 cpu = server.process.cpu_seconds() - cpu_before
                 result = results[(server.layer, mode)]
                 seconds = figures["duration_us"] / 1e6

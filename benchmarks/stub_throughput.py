@@ -9,16 +9,27 @@ What runs (docs/reference/python-stack.md §7.2 method):
 * ``--hosts`` hosts are enrolled through ``POST /api/osquery/enroll``; the load is a fixed, shuffled rotation of
   80 % ``distributed/read``, 10 % ``config`` and 10 % ``log`` (one result row) across all their node keys. The
   baseline gets the very same request stream (its one endpoint is routed at the three paths).
-* Two modes: keep-alive connections, and a new TCP+TLS connection per request (``Connection: close``).
+* ``--osquery-test-server PATH``: also osquery's own test server (``tools/tests/test_http_server.py`` of an osquery
+  checkout; not shipped here), single-threaded as osquery runs it, with the stub's certificate, the same rotation
+  on its paths (``/distributed_read``, ``/config``, ``/log``) and its node key.
+* Two modes: keep-alive connections, and a new TCP+TLS connection per request (``Connection: close``) with a
+  *full* handshake each time, as osqueryd makes them: wrk by itself resumes the TLS session on every reconnect
+  (``SSL_clear`` keeps it), which spares both sides the certificate signature and verification. The script builds
+  a 10-line ``LD_PRELOAD`` shim (``cc``, libssl) that drops the session in ``SSL_clear``; without a C compiler the
+  close mode says it measures resumed sessions.
 * Load generator: ``wrk -t1`` with a Lua script when ``wrk`` is installed, otherwise a Python asyncio generator
   (raw HTTP/1.1 over asyncio TLS streams on uvloop, one coroutine per connection). Latency is measured from
   writing the request to the end of the response (as wrk does), so in "close" mode it excludes connect and
-  handshake, which show in req/s instead.
+  handshake, which show in req/s instead. The generator's CPU is printed beside the server's: a generator near
+  100 % of its core is the limit, and the run says so.
+* ``--repeats`` (default 3) rounds per mode; each round measures every server once, in an order that rotates from
+  round to round; the table shows the median and the best round, ratios are of medians (best in brackets).
 
 Printed: req/s, p50/p99 latency, errors, server and generator CPU use, server RSS, and the stub/baseline ratios.
 Speed is reported, never asserted (docs/design.md §3: benchmarks are not tests).
 
-    .venv/bin/python benchmarks/stub_throughput.py [--quick] [--seconds N] [--connections N] [--json]
+    .venv/bin/python benchmarks/stub_throughput.py [--quick] [--seconds N] [--connections N] [--repeats 3]
+        [--osquery-test-server PATH/tools/tests/test_http_server.py] [--json]
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
@@ -50,7 +62,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-from bench_support import cpu_affinity, event_loop_factory, forward_sigterm, json_safe, serve_tls_app
+from bench_support import (
+    build_full_handshake_shim,
+    cpu_affinity,
+    event_loop_factory,
+    forward_sigterm,
+    json_safe,
+    serve_tls_app,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -99,6 +118,11 @@ end
 """
 
 
+PEER_NODE_KEY = "this_is_a_node_secret"  # the node key osquery's test server accepts
+PEER_PATHS = {"/api/v1/osquery/distributed/read": "/distributed_read", "/api/v1/osquery/config": "/config"}
+PEER_PATHS["/api/v1/osquery/log"] = "/log"
+
+
 class Mode(Enum):
     KEEP_ALIVE = "keep-alive"
     CLOSE = "close"
@@ -116,6 +140,7 @@ class Target:
     ca_cert: Path
     process: ServerProcess
     admin_token: str = ""
+    peer: bool = False  # osquery's test server: its own paths and node key
 
     @property
     def url(self) -> str:
@@ -158,7 +183,9 @@ class Measurement:
 @dataclass(frozen=True)
 class Ratio:
     mode: str
+    versus: str
     requests_per_second: float
+    requests_per_second_best: float
     p50: float
     p99: float
     server_cpu_us_per_request_overhead: float
@@ -175,6 +202,7 @@ class Report:
     mix: dict[str, int]
     server_cpus: list[int] | None
     load_cpus: list[int] | None
+    repeats: int = 1
     results: list[Measurement] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
     handler_us: dict[str, float] = field(default_factory=dict)
@@ -342,6 +370,50 @@ def start_baseline(
     return Target("baseline", "127.0.0.1", port, ca_cert, process)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_peer(
+    work: Path, script: Path, tls_dir: Path, ca_cert: Path, cpus: frozenset[int] | None, stack: contextlib.ExitStack
+) -> Target:
+    """osquery's test server from an osquery checkout, as its own tests run it (``--tls --persist``), with the
+    stub's certificate and key so both servers do the same TLS work."""
+    if not script.is_file():
+        raise BenchmarkError(f"--osquery-test-server {script}: no such file (tools/tests/test_http_server.py)")
+    secret_file = work / "peer-enroll-secret.txt"
+    secret_file.write_text("bench-peer-secret\n", encoding="utf-8")
+    port = free_port()
+    argv = [sys.executable, "-W", "ignore", str(script), "--tls", "--persist", "--cert", str(tls_dir / "server.pem")]
+    argv += ["--key", str(tls_dir / "server-key.pem"), "--ca", str(ca_cert), "--enroll_secret", str(secret_file)]
+    argv += ["--test-configs-dir", str(work), str(port)]
+    process = ServerProcess(
+        "osquery-test-server", argv, env=dict(os.environ), log_path=work / "peer.out", cpus=cpus, stack=stack
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.exited() is not None or time.monotonic() > deadline:
+                raise BenchmarkError(f"osquery's test server did not start:\n{process.log_tail()}") from None
+            time.sleep(0.05)
+    return Target("osquery-test-server", "127.0.0.1", port, ca_cert, process, peer=True)
+
+
+def peer_rotation(rotation: Sequence[PreparedRequest]) -> list[PreparedRequest]:
+    """The same requests on the test server's paths, with the node key it knows."""
+    converted: list[PreparedRequest] = []
+    for request in rotation:
+        body = json.loads(request.body)
+        body["node_key"] = PEER_NODE_KEY
+        converted.append(PreparedRequest(PEER_PATHS[request.path], json.dumps(body, separators=(",", ":")).encode()))
+    return converted
+
+
 # --- the baseline server (runs in its own process: --serve-baseline) -----------------------------------------------
 
 
@@ -421,12 +493,12 @@ def build_rotation(
 def check_answers(target: Target, rotation: Sequence[PreparedRequest]) -> None:
     """One request per path before measuring: a benchmark of error answers would be worthless."""
     with client_for(target) as client:
-        for path, _ in MIX:
+        for path in dict.fromkeys(r.path for r in rotation):
             sample = next(r for r in rotation if r.path == path)
             response = client.post(path, content=sample.body, headers={"Content-Type": "application/json"})
             answer: object = response.json()
             wrong = response.status_code != 200 or not isinstance(answer, dict) or "error" in answer
-            if path.endswith("/distributed/read") and isinstance(answer, dict):
+            if path.endswith(("/distributed/read", "/distributed_read")) and isinstance(answer, dict):
                 wrong = wrong or not isinstance(answer.get("queries"), dict)
             if wrong:
                 raise BenchmarkError(f"{target.name} {path}: HTTP {response.status_code} {answer!r}")
@@ -474,21 +546,26 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def write_wrk_script(work: Path, rotation: Sequence[PreparedRequest]) -> Path:
-    bodies = work / "wrk-bodies.tsv"
+def write_wrk_script(work: Path, rotation: Sequence[PreparedRequest], name: str = "") -> Path:
+    bodies = work / f"wrk-bodies{name}.tsv"
     bodies.write_bytes(b"".join(r.path.encode() + b"\t" + r.body + b"\n" for r in rotation))
-    script = work / "wrk-rotate.lua"
+    script = work / f"wrk-rotate{name}.lua"
     script.write_text(WRK_SCRIPT.replace("@BODIES@", str(bodies)).replace("@MARKER@", WRK_MARKER), encoding="utf-8")
     return script
 
 
-def run_wrk(wrk: str, script: Path, target: Target, mode: Mode, connections: int, seconds: int) -> RawResult:
+def run_wrk(
+    wrk: str, script: Path, target: Target, mode: Mode, connections: int, seconds: int, shim: Path | None = None
+) -> RawResult:
     argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{REQUEST_TIMEOUT:.0f}s", "-s", str(script)]
+    env = dict(os.environ)
     if mode is Mode.CLOSE:
         argv += ["-H", "Connection: close"]  # with the space: wrk ignores "Connection:close"
+        if shim is not None:
+            env["LD_PRELOAD"] = str(shim)
     argv.append(target.url + "/")
     cpu_before = children_cpu_seconds()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False, env=env)
     cpu_used = children_cpu_seconds() - cpu_before
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(WRK_MARKER)), None)
     if done.returncode != 0 or line is None:
@@ -642,6 +719,8 @@ class Options:
     hosts: int
     generator: str
     as_json: bool
+    repeats: int = 3
+    peer_script: Path | None = None
 
 
 def plan_cpus() -> tuple[frozenset[int] | None, frozenset[int] | None]:
@@ -723,6 +802,7 @@ def run(options: Options) -> Report:
         mix={path: weight for path, weight in MIX},
         server_cpus=sorted(server_cpus) if server_cpus else None,
         load_cpus=sorted(load_cpus) if load_cpus else None,
+        repeats=options.repeats,
     )
     if load_cpus is None:
         report.notes.append("fewer than 2 CPUs: servers and load generator share the CPU (figures are pessimistic)")
@@ -737,25 +817,41 @@ def run(options: Options) -> Report:
         servers.append(stub.process)
         baseline = start_baseline(work, work / "stub" / "tls", stub.ca_cert, server_cpus, stack)
         servers.append(baseline.process)
+        targets = [stub, baseline]
+        if options.peer_script is not None:
+            peer = start_peer(work, options.peer_script, work / "stub" / "tls", stub.ca_cert, server_cpus, stack)
+            servers.append(peer.process)
+            targets.append(peer)
         progress(f"enrolling {options.hosts} hosts")
         rotation = build_rotation(enroll_hosts(stub, secret, options.hosts))
-        for target in (stub, baseline):
-            check_answers(target, rotation)
+        rotations = {target.name: peer_rotation(rotation) if target.peer else rotation for target in targets}
+        for target in targets:
+            check_answers(target, rotations[target.name])
 
+        shim: Path | None = None
         if wrk is not None:
-            script = write_wrk_script(work, rotation)
+            shim, why = build_full_handshake_shim(work)
+            report.notes.append(why)
+            scripts = {t.name: write_wrk_script(work, rotations[t.name], f"-{t.name}") for t in targets}
 
             def load(target: Target, mode: Mode, seconds: int) -> RawResult:
-                return run_wrk(wrk, script, target, mode, options.connections, seconds)
+                return run_wrk(wrk, scripts[target.name], target, mode, options.connections, seconds, shim)
         else:
+            report.notes.append("close mode: the Python generator makes a full TLS handshake per request")
 
             def load(target: Target, mode: Mode, seconds: int) -> RawResult:
-                return run_python(target, wire_requests(rotation, target, mode), mode, options.connections, seconds)
+                wire = wire_requests(rotations[target.name], target, mode)
+                return run_python(target, wire, mode, options.connections, seconds)
 
         for mode in Mode:
-            for target in (stub, baseline):
-                progress(f"{mode.value} / {target.name}: {options.warmup} s warm-up + {options.seconds} s")
-                report.results.append(measure(target, mode, options, load))
+            for round_index in range(options.repeats):
+                shift = round_index % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    progress(
+                        f"{mode.value} / {target.name} round {round_index + 1}/{options.repeats}: "
+                        f"{options.warmup} s warm-up + {options.seconds} s"
+                    )
+                    report.results.append(measure(target, mode, options, load))
         report.handler_us, non_200 = stub_metrics(stub)
         report.problems.extend(non_200)
         for process in servers:
@@ -765,28 +861,47 @@ def run(options: Options) -> Report:
     return report
 
 
+def median_of(results: Sequence[Measurement], mode: str, server: str) -> Measurement | None:
+    """The round with the median req/s of ``server`` in ``mode`` (a real round, not a mix of rounds)."""
+    rounds = sorted((m for m in results if m.mode == mode and m.server == server), key=lambda m: m.requests_per_second)
+    return rounds[(len(rounds) - 1) // 2] if rounds else None
+
+
+def best_of(results: Sequence[Measurement], mode: str, server: str) -> float:
+    return max((m.requests_per_second for m in results if m.mode == mode and m.server == server), default=0.0)
+
+
 def ratios(results: Sequence[Measurement]) -> list[Ratio]:
+    """fleet-stub over each other server, per mode: medians (the best rounds in ``requests_per_second_best``)."""
     found: list[Ratio] = []
+    others = list(dict.fromkeys(m.server for m in results if m.server != "fleet-stub"))
     for mode in Mode:
-        pair = {m.server: m for m in results if m.mode == mode.value}
-        stub, base = pair.get("fleet-stub"), pair.get("baseline")
-        if stub is None or base is None or not base.requests_per_second:
-            continue
-        found.append(
-            Ratio(
-                mode=mode.value,
-                requests_per_second=stub.requests_per_second / base.requests_per_second,
-                p50=stub.p50_ms / base.p50_ms if base.p50_ms else float("nan"),
-                p99=stub.p99_ms / base.p99_ms if base.p99_ms else float("nan"),
-                server_cpu_us_per_request_overhead=stub.server_cpu_us_per_request - base.server_cpu_us_per_request,
+        for other in others:
+            stub, base = median_of(results, mode.value, "fleet-stub"), median_of(results, mode.value, other)
+            if stub is None or base is None or not base.requests_per_second:
+                continue
+            best_base = best_of(results, mode.value, other)
+            found.append(
+                Ratio(
+                    mode=mode.value,
+                    versus=other,
+                    requests_per_second=stub.requests_per_second / base.requests_per_second,
+                    requests_per_second_best=best_of(results, mode.value, "fleet-stub") / best_base
+                    if best_base
+                    else float("nan"),
+                    p50=stub.p50_ms / base.p50_ms if base.p50_ms else float("nan"),
+                    p99=stub.p99_ms / base.p99_ms if base.p99_ms else float("nan"),
+                    server_cpu_us_per_request_overhead=stub.server_cpu_us_per_request - base.server_cpu_us_per_request,
+                )
             )
-        )
     return found
 
 
 def problems(report: Report, servers: Sequence[ServerProcess]) -> list[str]:
     found: list[str] = []
     for process in servers:
+        if process.name == "osquery-test-server":  # osquery's script has no SIGTERM handler: -15 is its normal end
+            continue
         if process.exit_code != 0:
             found.append(f"{process.name} exited with {process.exit_code} on SIGTERM (expected 0)")
         if process.killed:
@@ -795,12 +910,25 @@ def problems(report: Report, servers: Sequence[ServerProcess]) -> list[str]:
             found.append(f"{process.name} took {process.stop_seconds:.1f} s to stop after SIGTERM")
         found.extend(log_findings(process))
     for m in report.results:
-        if m.errors:
-            found.append(f"{m.mode} / {m.server}: {m.errors} errors {m.error_kinds}")
-        if m.server_cpu_percent < SATURATED_CPU_PERCENT:
+        if m.errors and m.server == "osquery-test-server":
             report.notes.append(
-                f"{m.mode} / {m.server}: server CPU only {m.server_cpu_percent:.0f} % — the load generator "
-                f"(CPU {m.generator_cpu_percent:.0f} %) may be the limit, which compresses the ratio"
+                f"{m.mode} / {m.server}: {m.errors} errors {m.error_kinds} — its own limit (one thread, listen "
+                "backlog 5, wrk's timeout): counted out of its req/s"
+            )
+        elif m.errors:
+            found.append(f"{m.mode} / {m.server}: {m.errors} errors {m.error_kinds}")
+    medians = [
+        median_of(report.results, mode.value, server)
+        for mode in Mode
+        for server in {m.server: 0 for m in report.results}
+    ]
+    for m in (median for median in medians if median is not None):
+        if m.server_cpu_percent < SATURATED_CPU_PERCENT:
+            limit = "the load generator" if m.generator_cpu_percent > SATURATED_CPU_PERCENT else "something else"
+            report.notes.append(
+                f"{m.mode} / {m.server}: server CPU only {m.server_cpu_percent:.0f} % (generator "
+                f"{m.generator_cpu_percent:.0f} %) — {limit} (another process on its core, a single thread "
+                "waiting on I/O) is the limit"
             )
         elif m.generator_cpu_percent > SATURATED_CPU_PERCENT:
             report.notes.append(
@@ -827,35 +955,43 @@ def render(report: Report) -> str:
     lines = [
         f"fleet-stub vs baseline (starlette+uvicorn, same TLS) — generator: {report.generator} "
         f"({report.generator_detail})",
-        f"{report.seconds} s per measurement after {report.warmup_seconds} s warm-up; {cpus}",
+        f"{report.seconds} s per measurement after {report.warmup_seconds} s warm-up, {report.repeats} rounds; {cpus}",
         f"{report.hosts} enrolled hosts; mix: {mix}",
         "",
     ]
-    header = ("mode", "server", "req/s", "p50 ms", "p99 ms", "errors", "srv CPU", "gen CPU", "CPU µs/req", "RSS MiB")
-    rows = [
-        (
-            m.mode,
-            m.server,
-            f"{m.requests_per_second:,.0f}",
-            f"{m.p50_ms:.2f}",
-            f"{m.p99_ms:.2f}",
-            str(m.errors),
-            f"{m.server_cpu_percent:.0f} %",
-            f"{m.generator_cpu_percent:.0f} %",
-            f"{m.server_cpu_us_per_request:.0f}",
-            f"{m.server_rss_mib:.0f}",
-        )
-        for m in report.results
-    ]
+    header: tuple[str, ...] = ("mode", "server", "req/s median (best)", "p50 ms", "p99 ms", "errors", "srv CPU")
+    header += ("gen CPU", "CPU µs/req", "RSS MiB")
+    rows = []
+    for mode in Mode:
+        for server in dict.fromkeys(m.server for m in report.results):
+            m = median_of(report.results, mode.value, server)
+            if m is None:
+                continue
+            errors = sum(r.errors for r in report.results if r.mode == mode.value and r.server == server)
+            rows.append(
+                (
+                    m.mode,
+                    m.server,
+                    f"{m.requests_per_second:,.0f} ({best_of(report.results, mode.value, server):,.0f})",
+                    f"{m.p50_ms:.2f}",
+                    f"{m.p99_ms:.2f}",
+                    str(errors),
+                    f"{m.server_cpu_percent:.0f} %",
+                    f"{m.generator_cpu_percent:.0f} %",
+                    f"{m.server_cpu_us_per_request:.0f}",
+                    f"{m.server_rss_mib:.0f}",
+                )
+            )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for row in (header, *rows):
         cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
-    lines += ["", "ratio fleet-stub / baseline:"]
+    lines += ["", f"ratio fleet-stub / other server (medians of {report.repeats} rounds; best rounds in brackets):"]
     for r in report.ratios:
         lines.append(
-            f"  {r.mode:<10}  req/s {r.requests_per_second:.2f}×   p50 {r.p50:.2f}×   p99 {r.p99:.2f}×   "
-            f"server CPU per request +{r.server_cpu_us_per_request_overhead:.0f} µs"
+            f"  {r.mode:<10} vs {r.versus:<19}  req/s {r.requests_per_second:.2f}× ({r.requests_per_second_best:.2f}×)"
+            f"   p50 {r.p50:.2f}×   p99 {r.p99:.2f}×   server CPU per request "
+            f"{r.server_cpu_us_per_request_overhead:+.0f} µs"
         )
     if report.handler_us:
         spent = ", ".join(f"{name.removeprefix('osquery_')} {us:.0f} µs" for name, us in report.handler_us.items())
@@ -875,14 +1011,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--hosts", type=int, default=200, help="hosts to enroll (default 200)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto", help="default: wrk if found")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per mode, servers in rotating order (default 3)")
+    parser.add_argument(
+        "--osquery-test-server",
+        type=Path,
+        metavar="PATH",
+        help="also measure osquery's tools/tests/test_http_server.py (from an osquery checkout)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--serve-baseline", metavar="READY_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--tls-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup = 2, 1
-    if args.seconds < 1 or args.warmup < 0 or args.connections < 1 or args.hosts < 1:
-        parser.error("--seconds, --connections and --hosts must be at least 1, --warmup at least 0")
+    if args.seconds < 1 or args.warmup < 0 or args.connections < 1 or args.hosts < 1 or args.repeats < 1:
+        parser.error("--seconds, --connections, --hosts and --repeats must be at least 1, --warmup at least 0")
     return args
 
 
@@ -891,7 +1034,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve_baseline:
         return serve_baseline(Path(args.serve_baseline), Path(args.tls_dir))
     terminated = forward_sigterm()
-    options = Options(args.seconds, args.warmup, args.connections, args.hosts, args.generator, args.json)
+    options = Options(
+        args.seconds,
+        args.warmup,
+        args.connections,
+        args.hosts,
+        args.generator,
+        args.json,
+        args.repeats,
+        args.osquery_test_server,
+    )
     try:
         report = run(options)
     except KeyboardInterrupt:

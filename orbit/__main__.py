@@ -1,4 +1,5 @@
-"""``orbit`` (run, the default), ``orbit version``, ``orbit doctor [--json]``, ``orbit flare [--output FILE]``.
+"""``orbit`` (run, the default), ``orbit version``, ``orbit doctor [--json]``, ``orbit flare [--output FILE]``;
+``orbit update-helper`` is orbit's own short-lived TUF worker (stdin/stdout, ADR 0020), never run by hand.
 
 Exit codes: 0 after a graceful stop, 1 when the agent cannot start here (another instance running, unusable root
 dir), 2 for a configuration that cannot work (invalid options, no or malformed Fleet URL, no enroll secret, an
@@ -16,12 +17,16 @@ import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orbit.agent import Agent, AgentExit, AgentStartError
 from orbit.options import Options, OptionsError, parse_options
 from orbit.root_layout import InstanceLock, InstanceLockError, RootLayout
 from orbit.timings import timings_from_env
 from orbit.version import version_text
+from tuf_updates.helper_protocol import UPDATE_HELPER_COMMAND
+
+if TYPE_CHECKING:
+    from orbit.agent import Agent, AgentExit
 
 log = logging.getLogger("orbit")
 
@@ -35,6 +40,7 @@ def host_os() -> str:
 
 
 def _run(options: Options, argv: Sequence[str]) -> int:
+    from orbit.agent import Agent, AgentStartError  # noqa: PLC0415 - the daemon's imports, not the helper's
     from orbit.logging_setup import configure_logging  # noqa: PLC0415
 
     layout = RootLayout(Path(options.root_dir))
@@ -114,6 +120,8 @@ def _run_under_scm(agent: Agent) -> AgentExit:
         finally:
             watcher.cancel()
 
+    from orbit.agent import AgentExit  # noqa: PLC0415
+
     host = ServiceHost(windows_service_control(), service_main)
     try:
         host.run()
@@ -148,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == [UPDATE_HELPER_COMMAND]:
+        return _update_helper()
     try:
         options = parse_options(args, os.environ, platform=host_os())
     except OptionsError as exc:
@@ -168,6 +178,19 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"orbit: {problem}", file=sys.stderr)
         return 2
     return _run(options, args)
+
+
+def _update_helper() -> int:
+    """Serve one update check for the agent that started this process (tuf_updates.repository_service). The
+    protocol owns stdout: anything else printing there would corrupt it, so fd 1 becomes stderr and the answers
+    go to a private copy of the original."""
+    from tuf_updates.repository_service import serve  # noqa: PLC0415 - the TUF stack lives only in the helper
+
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    with answers:
+        return serve(sys.stdin.buffer, answers)
 
 
 def run_configuration_problem(options: Options) -> str | None:

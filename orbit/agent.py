@@ -89,9 +89,8 @@ from osquery_bin_manager.flagfile import FlagfileReceiver
 from osquery_bin_manager.host_info import HostInfo, HostInfoError, read_host_info
 from tuf_updates.errors import FailureKind
 from tuf_updates.http_client import TlsOptions, build_async_http_client
-from tuf_updates.repository_client import UpdateClient
 from tuf_updates.targets import TargetName, TargetSpec
-from tuf_updates.update_runner import CheckReport, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
+from tuf_updates.update_runner import CheckReport, Repository, TargetOutcome, TargetReport, UpdateRunner, UpdateSchedule
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ class Agent:
         )
         self.installer = make_installer(self.layout)
         self.outcomes = OutcomeQueue(self.layout.update_outcomes)
-        self.update_client: UpdateClient | None = None
+        self.update_client: Repository | None = None
         self.healer = InstallHealer(self.installer, TrustedInstalls(self.layout.trusted_installs), self._repository)
         self.probation = ChildProbation(self.layout.child_probation, self.outcomes, timings.stable_reset)
         self._reported_failures: set[tuple[str, str]] = set()
@@ -445,7 +444,7 @@ class Agent:
 
     # -- updates -------------------------------------------------------------------------------------------
 
-    def _repository(self) -> UpdateClient | None:
+    def _repository(self) -> Repository | None:
         return self.update_client
 
     def _on_update_report(self, report: CheckReport) -> None:

@@ -28,6 +28,7 @@ class FailureKind(StrEnum):
     STORAGE = "storage"
     LOCKED = "locked"
     INSTALL = "install"
+    HELPER = "helper"  # the update helper process could not be started, died or answered nonsense (ADR 0020)
 
 
 class UpdateError(Exception):

@@ -27,6 +27,7 @@ from tuf.ngclient import FetcherInterface
 logger = logging.getLogger(__name__)
 
 UNKNOWN_LENGTH = 16 * 1024 * 1024  # the budget basis of a plain fetch() that knows no maximum length
+ERROR_BODY_LIMIT = 64 * 1024  # an error body up to this size is read to its end, keeping the connection
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,27 @@ class HttpxFetcher(FetcherInterface):
             raise exceptions.DownloadError(f"failed to request {url}: {type(exc).__name__}: {exc}") from exc
         self._note_date(response)
         if response.status_code >= 400:
-            response.close()
+            self._drain_error_body(response)
             raise exceptions.DownloadHTTPError(f"HTTP {response.status_code} for {url}", response.status_code)
         return self._chunks(response, url, deadline)
+
+    @staticmethod
+    def _drain_error_body(response: httpx.Response) -> None:
+        """Read a small error body to its end so the connection goes back to the pool: every check ends with a 404
+        for the next root, and an unread body would cost the next request a new TLS handshake. A body larger than
+        ``ERROR_BODY_LIMIT`` (or one that fails) is not worth it: the connection is dropped instead."""
+        try:
+            declared = int(response.headers.get("content-length", "-1"))
+        except ValueError:
+            declared = -1
+        try:
+            if 0 <= declared <= ERROR_BODY_LIMIT:
+                for _chunk in response.iter_raw():
+                    pass
+        except httpx.HTTPError:
+            pass  # the status is the answer; the connection is closed below
+        finally:
+            response.close()
 
     def _note_date(self, response: httpx.Response) -> None:
         server = parse_http_date(response.headers.get("date"))

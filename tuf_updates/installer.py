@@ -37,7 +37,7 @@ from tuf_updates.errors import InstallError, storage_error
 from tuf_updates.exec_check import DEFAULT_EXEC_CHECK_TIMEOUT, ExecCheck, run_help
 from tuf_updates.install_record import TARGET_RECORD, InstalledVersion, read_record
 from tuf_updates.integrity import ExpectedFile, problem_with
-from tuf_updates.repository_client import TargetInfo
+from tuf_updates.target_info import TargetInfo
 from tuf_updates.targets import TargetName, TargetSpec, is_native
 
 logger = logging.getLogger(__name__)

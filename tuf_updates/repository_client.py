@@ -18,14 +18,11 @@ import contextlib
 import hashlib
 import logging
 import os
-import queue
 import secrets
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -39,11 +36,14 @@ from tuf.ngclient import Updater, UpdaterConfig
 from tuf_updates.directory_lock import DirectoryLock
 from tuf_updates.errors import UpdateError, storage_error, translate
 from tuf_updates.fetcher import DeadlinePolicy, HttpxFetcher, ServerDate
+from tuf_updates.parallel_hashes import ParallelHashes
+from tuf_updates.target_info import PREFERRED_HASHES, TargetInfo
 from tuf_updates.targets import target_spec
+
+__all__ = ["PREFERRED_HASHES", "TargetInfo", "UpdateClient", "to_tuf"]
 
 logger = logging.getLogger(__name__)
 
-PREFERRED_HASHES = ("sha512", "sha256")  # Fleet's order: sha512 when published, else sha256
 DEFAULT_SKEW_THRESHOLD = timedelta(minutes=5)
 
 
@@ -51,40 +51,8 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class TargetInfo:
-    """A target as signed by the repository: path, length, hashes and ``custom.version``."""
-
-    path: str
-    length: int
-    hashes: Mapping[str, str] = field(hash=False)
-    version: str | None = None
-
-    @classmethod
-    def from_tuf(cls, target: TargetFile) -> TargetInfo:
-        custom: object = target.custom
-        version = custom.get("version") if isinstance(custom, dict) else None
-        return cls(
-            path=target.path,
-            length=target.length,
-            hashes=MappingProxyType(dict(target.hashes)),
-            version=version if isinstance(version, str) else None,
-        )
-
-    @property
-    def file_name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-    def preferred_hash(self) -> tuple[str, str]:
-        """``(algorithm, hex digest)``: sha512 if published, else sha256, else the first listed."""
-        for algorithm in PREFERRED_HASHES:
-            if algorithm in self.hashes:
-                return algorithm, self.hashes[algorithm]
-        algorithm = next(iter(self.hashes))
-        return algorithm, self.hashes[algorithm]
-
-    def to_tuf(self) -> TargetFile:
-        return TargetFile(self.length, dict(self.hashes), self.path)
+def to_tuf(target: TargetInfo) -> TargetFile:
+    return TargetFile(target.length, dict(target.hashes), target.path)
 
 
 def clock_skew_seconds(sample: ServerDate | None) -> float | None:
@@ -228,7 +196,7 @@ class UpdateClient:
         """
         return self.download_to(target, staging_dir / target.file_name)
 
-    def _url_for_target(self, target: TargetInfo) -> str:
+    def target_url(self, target: TargetInfo) -> str:
         """Where the repository serves ``target``: hash-prefixed file name under consistent snapshots."""
         root = Metadata[Root].from_file(str(self.metadata_dir / "root.json"))  # trusted: just refreshed
         directory, slash, name = target.path.rpartition("/")
@@ -237,44 +205,34 @@ class UpdateClient:
         return f"{self._target_url}{directory}{slash}{name}"
 
     def _stream_verified(self, target: TargetInfo, partial: Path) -> None:
-        """One pass: write the bytes and hash them (in a second thread, so hashing overlaps the network), then
-        compare length and every signed hash before the caller may use the file."""
-        hashers = {name: hashlib.new(name) for name in target.hashes}
-        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
-
-        def hash_all() -> None:
-            while (chunk := chunks.get()) is not None:
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-
-        worker = threading.Thread(target=hash_all, name="target-hash", daemon=True)
-        worker.start()
+        """One pass over the network: write the bytes and hash them with every signed algorithm at once (a thread
+        per algorithm: ``parallel_hashes``), then compare length and every signed hash before the caller may use
+        the file."""
         received = 0
-        try:
-            with (
-                _open_for_write(partial) as out,
-                contextlib.closing(self.fetcher.open_target(self._url_for_target(target), target.length)) as stream,
-            ):
-                for chunk in stream:
-                    received += len(chunk)
-                    if received > target.length:
-                        raise tuf_exceptions.DownloadLengthMismatchError(
-                            f"Downloaded {received} bytes exceeding the maximum allowed length of {target.length}"
-                        )
-                    out.write(chunk)
-                    chunks.put(chunk)
-        finally:
-            chunks.put(None)
-            worker.join()
+        with (
+            _open_for_write(partial) as out,
+            ParallelHashes(target.hashes, sink=out.write) as hashes,
+            contextlib.closing(self.fetcher.open_target(self.target_url(target), target.length)) as stream,
+        ):
+            for chunk in stream:
+                received += len(chunk)
+                if received > target.length:
+                    raise tuf_exceptions.DownloadLengthMismatchError(
+                        f"Downloaded {received} bytes exceeding the maximum allowed length of {target.length}"
+                    )
+                hashes.update(chunk)
+            observed = hashes.hexdigests()
         if received != target.length:
             raise LengthOrHashMismatchError(f"Length mismatch, observed {received}, expected {target.length}")
-        for name, hasher in hashers.items():
-            if hasher.hexdigest() != target.hashes[name]:
+        for name, expected in target.hashes.items():
+            if observed[name] != expected:
                 raise LengthOrHashMismatchError(
-                    f"Observed hash {hasher.hexdigest()} does not match expected hash {target.hashes[name]}"
+                    f"Observed hash {observed[name]} does not match expected hash {expected}"
                 )
 
-    def download_to(self, target: TargetInfo, destination: Path) -> Path:
+    def download_to(self, target: TargetInfo, destination: Path, *, durable: bool = True) -> Path:
+        """Download ``target`` to ``destination`` (verified, then renamed into place). ``durable=False`` skips the
+        fsync before the rename (a benchmark's comparison with a raw stream; the agent always syncs)."""
         with self._lock:
             self._refreshed()
             partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
@@ -285,7 +243,8 @@ class UpdateClient:
                 if not target.hashes or not set(target.hashes) <= hashlib.algorithms_available:
                     raise RepositoryError_(f"{target.path} has no hash this client can verify")
                 self._stream_verified(target, partial)
-                _fsync_file(partial)
+                if durable:
+                    _fsync_file(partial)
                 os.replace(partial, destination)
             except OSError as exc:
                 _remove_quietly(partial)
@@ -301,7 +260,7 @@ class UpdateClient:
         """Whether ``path`` holds exactly the signed bytes of ``target``."""
         try:
             with path.open("rb") as existing:
-                target.to_tuf().verify_length_and_hashes(existing)
+                to_tuf(target).verify_length_and_hashes(existing)
         except (OSError, LengthOrHashMismatchError):
             return False
         return True

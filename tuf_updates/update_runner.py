@@ -23,8 +23,8 @@ from typing import Protocol
 from tuf_updates.errors import FailureKind, UpdateError
 from tuf_updates.install_record import InstalledVersion
 from tuf_updates.installer import InstallResult
-from tuf_updates.repository_client import TargetInfo
 from tuf_updates.retry_limiter import RetryDecision, RetryLimiter
+from tuf_updates.target_info import TargetInfo
 from tuf_updates.targets import TargetSpec
 
 logger = logging.getLogger(__name__)

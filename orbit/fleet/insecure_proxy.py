@@ -18,11 +18,6 @@ import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from safe_fs.atomic_write import PUBLIC_MODE, SECRET_MODE, write_atomic
 
 log = logging.getLogger(__name__)
@@ -35,6 +30,12 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     cert_path, key_path = directory / "fleet.crt", directory / "fleet.key"
     if cert_path.is_file() and key_path.is_file():
         return cert_path, key_path
+    # cryptography only here, once, with --insecure: ≈ 10 MiB resident an agent without it never pays (ADR 0020)
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import platform as platform_module
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from orbit.root_layout import RootLayout
-from tuf_updates.http_client import TlsOptions, build_http_client
+from tuf_updates.helper_protocol import UPDATE_HELPER_COMMAND, HelperConfig
+from tuf_updates.http_client import TlsOptions
 from tuf_updates.installer import TargetInstaller
-from tuf_updates.repository_client import UpdateClient
+from tuf_updates.repository_process import RepositoryProcess
 from tuf_updates.targets import Platform, TargetName, TargetSpec, host_platform
 
 log = logging.getLogger(__name__)
@@ -100,11 +102,31 @@ def update_tls(layout: RootLayout, ca: Path | None, insecure: bool) -> TlsOption
     return TlsOptions.with_client_files(ca, layout.update_client_cert, layout.update_client_key, insecure=insecure)
 
 
+def update_helper_argv(executable: str | None = None, *, frozen: bool | None = None) -> list[str]:
+    """How orbit starts its update helper: its own executable with the helper subcommand (ADR 0020). A frozen
+    build (PyInstaller one-file) is re-entered as itself; from sources, the same interpreter runs ``-m orbit``."""
+    program = executable or sys.executable
+    if frozen if frozen is not None else bool(getattr(sys, "frozen", False)):
+        return [program, UPDATE_HELPER_COMMAND]
+    return [program, "-m", "orbit", UPDATE_HELPER_COMMAND]
+
+
 def make_update_client(
     layout: RootLayout, update_url: str, root: bytes | None, tls: TlsOptions, version: str
-) -> UpdateClient:
-    http = build_http_client(tls, user_agent=user_agent(version))
-    return UpdateClient(layout.tuf_dir, update_url, bootstrap_root=root, http=http)
+) -> RepositoryProcess:
+    """The TUF client, run in a short-lived helper process per check so the daemon never holds python-tuf and
+    cryptography in memory (ADR 0020)."""
+    config = HelperConfig(
+        metadata_dir=layout.tuf_dir,
+        base_url=update_url,
+        bootstrap_root=root,
+        user_agent=user_agent(version),
+        root_ca=tls.root_ca,
+        client_cert=tls.client_cert,
+        client_key=tls.client_key,
+        insecure=tls.insecure,
+    )
+    return RepositoryProcess(update_helper_argv(), config)
 
 
 def make_installer(layout: RootLayout) -> TargetInstaller:

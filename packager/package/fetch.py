@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager.package.target_cache import TargetCache
 from tuf_updates.archive import safe_extract
 from tuf_updates.errors import UpdateError
 from tuf_updates.http_client import TlsOptions, build_http_client
@@ -68,6 +69,7 @@ class TargetFetcher:
         work_dir: Path,
         *,
         progress: Callable[[str, int], None] | None = None,
+        cache: TargetCache | None = None,
     ) -> None:
         """``work_dir`` (created if needed) holds the TUF metadata; it belongs to the caller's temporary build
         directory, so nothing is left in the system's temp dir after a build."""
@@ -80,6 +82,7 @@ class TargetFetcher:
             http=build_http_client(tls, user_agent="orbitctl"),
         )
         self._progress = progress or (lambda _name, _size: None)
+        self._cache = cache
 
     def refresh(self) -> None:
         try:
@@ -95,9 +98,16 @@ class TargetFetcher:
                 info = self._client.lookup_path(spec.path)
                 if info is None:
                     raise FetchError(f"{spec.path} is not published in the repository (check the channel)")
-                self._progress(spec.path, info.length)
                 channel_dir = destination_root.joinpath("bin", *spec.install_parts)
-                path = self._client.download_to(info, channel_dir / spec.file_name)
+                path = channel_dir / spec.file_name
+                channel_dir.mkdir(parents=True, exist_ok=True)
+                if self._cache is not None and self._cache.restore(info, path):
+                    self._progress(f"{spec.path} (cached)", info.length)
+                else:
+                    self._progress(spec.path, info.length)
+                    self._client.download_to(info, path)
+                    if self._cache is not None:
+                        self._cache.store(info, path)
         except UpdateError as exc:
             raise FetchError(f"{spec.path}: {exc}") from None
         if spec.is_archive:

@@ -67,6 +67,7 @@ class PackageOptions:
     use_system_configuration: bool
     service: bool
     signing: SigningOptions | None = None  # X.509 signing of msi/pkg (packager/signing/signing_options.py)
+    cache_dir: Path | None = None  # verified binaries kept between builds (packager/package/target_cache.py)
 
     def __repr__(self) -> str:  # never print the secret
         return f"PackageOptions(type={self.type!r}, fleet_url={self.fleet_url!r}, outfile={str(self.outfile)!r})"
@@ -112,6 +113,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add("--osquery-db", help="absolute path of osqueryd's database")
     add("--use-system-configuration", action="store_true", help="pkg only: URL and secret from a profile")
     add("--service", default="true", choices=("true", "false"), help="install and start the service")
+    add(
+        "--cache-dir",
+        type=Path,
+        help=f"keep verified binaries here between builds (or {CACHE_ENV}); every use is verified again",
+    )
     signing_options.add_arguments(parser)
     add_openpgp_arguments(parser, "the .rpm (validated by packager.signing.openpgp_options; .deb: orbitctl repo apt)")
 
@@ -133,6 +139,7 @@ def default_outfile(kind: str, version: str, arch: str) -> Path:
 
 
 MAX_SECRET_BYTES = 4096
+CACHE_ENV = "ORBITCTL_CACHE_DIR"
 
 
 def _secret(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
@@ -149,6 +156,14 @@ def _secret(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
     if secret is None:
         raise PackageOptionsError(f"--enroll-secret-file {path}: missing or empty")
     return secret
+
+
+def _cache_dir(flag: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--cache-dir``, else ``ORBITCTL_CACHE_DIR``; none by default. A path that exists must be a directory."""
+    chosen = flag or (Path(env[CACHE_ENV]) if env.get(CACHE_ENV) else None)
+    if chosen is not None and chosen.exists() and not chosen.is_dir():
+        raise PackageOptionsError(f"--cache-dir {chosen} is not a directory")
+    return chosen
 
 
 def validate(
@@ -243,4 +258,5 @@ def validate(
         use_system_configuration=args.use_system_configuration,
         service=args.service == "true",
         signing=signing,
+        cache_dir=_cache_dir(getattr(args, "cache_dir", None), env),
     )

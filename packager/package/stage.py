@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from packager.package.fetch import FetchedTarget, TargetFetcher, platforms_for
 from packager.package.package_options import PackageOptions
 from packager.package.staged import StagedFile, StagedPackage, StagedSymlink
+from packager.package.target_cache import TargetCache
 from tuf_updates.http_client import TlsOptions
 from tuf_updates.targets import TargetName, TargetSpec
 
@@ -98,7 +99,8 @@ def stage_package(
         insecure=options.insecure,
     )
     assert options.update_roots is not None
-    fetcher = TargetFetcher(options.update_url, options.update_roots, tls, work / "tuf", progress=progress)
+    cache = TargetCache(options.cache_dir) if options.cache_dir is not None else None
+    fetcher = TargetFetcher(options.update_url, options.update_roots, tls, work / "tuf", progress=progress, cache=cache)
     fetcher.refresh()
     platforms = platforms_for(platform, options.arch)
     wanted = [

@@ -359,3 +359,46 @@ def test_kill_9_of_a_one_file_child_leaves_no_orphan_worker_and_no_unpacked_fold
     assert len(before) == 1, before
     assert len(after) == 1 and after != before, (before, after)  # the killed one's folder was removed
     assert not (tmp / before[0]).exists()
+
+
+def test_frozen_orbit_installs_osqueryd_through_its_own_update_helper(dist: Path, tmp_path: Path) -> None:
+    """ADR 0020: a frozen one-file orbit runs each update check by re-entering its own executable as
+    ``orbit update-helper`` (python-tuf and cryptography live only there). Here the frozen orbit is the service of
+    the e2e world: osqueryd is not installed yet, so the start-up check must install it through the helper; the
+    helper unpacks no bundle of its own (it runs inside the daemon's), so TMPDIR holds exactly one ``_MEI`` folder."""
+    from tests.support.orbit_world import OrbitWorld, wait_for  # noqa: PLC0415
+
+    world = OrbitWorld(tmp_path / "world")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    try:
+        world.publish_osqueryd("5.14.1")
+        world.publish("orbit", dist / "orbit", VERSION)
+        channel_dir = world.root / "bin" / "orbit" / "linux" / "stable"
+        channel_dir.mkdir(parents=True)
+        shutil.copy2(dist / "orbit", channel_dir / "orbit")
+        (world.root / "bin" / "orbit" / "orbit").symlink_to("linux/stable/orbit")
+        service = world.start_service(env=world.orbit_env(TMPDIR=str(tmp)))
+        helpers: set[int] = set()
+        bundles: set[str] = set()
+
+        def watch() -> bool:
+            import psutil  # noqa: PLC0415
+
+            bundles.update(p.name for p in tmp.iterdir() if p.name.startswith("_MEI"))
+            if service.pid is not None:
+                try:
+                    for child in psutil.Process(service.pid).children(recursive=True):
+                        if child.cmdline()[1:] == ["update-helper"]:
+                            helpers.add(child.pid)
+                except psutil.Error:
+                    pass
+            return bool(world.status().get("enrolled") and world.osqueryd_pid())
+
+        wait_for(watch, timeout=180, interval=0.02, what="the frozen orbit enrolled with osqueryd installed")
+        assert (world.root / "bin" / "osqueryd" / "linux" / "stable" / "osqueryd").is_file()
+        assert "downloaded target=osqueryd/linux/stable/osqueryd" in service.log()  # the helper's line, relayed
+        assert helpers, "no update-helper process was seen"
+        assert len(bundles) == 1, bundles  # the daemon's own bundle; the helpers reused it
+    finally:
+        world.close()

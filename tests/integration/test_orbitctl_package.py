@@ -14,7 +14,13 @@ import pytest
 
 from orbit.options import MIN_UPDATE_INTERVAL
 from packager.package.fetch import FetchError
-from packager.package.package_options import MIN_UPDATE_INTERVAL_S, PackageOptionsError, add_parser, validate
+from packager.package.package_options import (
+    MIN_UPDATE_INTERVAL_S,
+    PackageOptions,
+    PackageOptionsError,
+    add_parser,
+    validate,
+)
 from packager.package.stage import stage_package
 from tests.support.orbit_world import OrbitWorld, orbitctl
 
@@ -27,7 +33,7 @@ def parse(*argv: str) -> argparse.Namespace:
     return top.parse_args(["package", *argv])
 
 
-def options(*argv: str, env: dict[str, str] | None = None) -> object:
+def options(*argv: str, env: dict[str, str] | None = None) -> PackageOptions:
     return validate(parse(*argv), env or {})
 
 
@@ -196,3 +202,49 @@ def test_unwritable_outfile_fails_clearly(world: OrbitWorld, tmp_path: Path) -> 
     assert result.returncode == 1
     assert "not a writable directory" in result.stderr
     assert "pkg-secret-123" not in result.stderr + result.stdout
+
+
+def test_the_target_cache_saves_downloads_and_is_verified_on_every_use(
+    world: OrbitWorld, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--cache-dir: the second build copies the binaries from the cache (no download), a cache entry whose bytes
+    no longer match the signed hashes is removed and the target downloaded again, and the package is the same."""
+    cache = tmp_path / "cache"
+    epoch = {"SOURCE_DATE_EPOCH": "1700000000"}
+    seen: list[str] = []
+
+    def stage(run: str) -> dict[str, bytes]:
+        staged = stage_package(
+            validate(package_args(world, "deb", "--cache-dir", str(cache)), {}),
+            tmp_path / run,
+            epoch,
+            progress=lambda name, _size: seen.append(name),
+        )
+        return {item.path.as_posix(): item.source.read_bytes() for item in staged.files if "bin/" in str(item.path)}
+
+    first = stage("first")
+    assert seen == ["orbit/linux/stable/orbit", "osqueryd/linux/stable/osqueryd"]
+    assert cache.stat().st_mode & 0o777 == 0o700
+    assert all(entry.stat().st_mode & 0o777 == 0o600 for entry in cache.iterdir())
+    assert len(list(cache.iterdir())) == 2
+    seen.clear()
+    assert stage("second") == first
+    assert seen == ["orbit/linux/stable/orbit (cached)", "osqueryd/linux/stable/osqueryd (cached)"]
+    for entry in cache.iterdir():  # someone changes the cached bytes (same length)
+        data = bytearray(entry.read_bytes())
+        data[0] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    seen.clear()
+    assert stage("third") == first  # the signed bytes, downloaded again
+    assert seen == ["orbit/linux/stable/orbit", "osqueryd/linux/stable/osqueryd"]
+    assert "does not match its signed hashes" in caplog.text
+    assert not list((tmp_path / "third").rglob("*.part"))
+
+
+def test_a_cache_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PackageOptionsError, match="is not a directory"):
+        options("--type", "deb", "--update-roots", "{}", "--cache-dir", str(tmp_path / "file"))
+    env = {"ORBITCTL_CACHE_DIR": str(tmp_path / "file")}
+    with pytest.raises(PackageOptionsError, match="is not a directory"):
+        options("--type", "deb", "--update-roots", "{}", env=env)

@@ -9,6 +9,7 @@ the installed binaries and the trusted metadata alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import io
@@ -40,8 +41,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tuf.api.metadata import MetaFile
 
 from server_stub.tls_material import ensure_self_signed, server_ssl_context
+from tests.support.counting_proxy import CountingProxy
 from tests.support.stub_server import RunningStub, running_stub
 from tests.support.tuf_builder import RepoBuilder
+from tuf_updates import fetcher as fetcher_module
 from tuf_updates import repository_client
 from tuf_updates.errors import DirectoryLockedError, FailureKind, NetworkError
 from tuf_updates.fetcher import DeadlinePolicy
@@ -240,6 +243,34 @@ def test_every_target_kind_installs_and_a_quiet_check_costs_two_requests(
     again = agent.check()
     assert {r.outcome for r in again.targets} == {TargetOutcome.UP_TO_DATE}
     assert agent.client.fetcher.requests - before == 2  # N+1.root.json (404) and timestamp.json
+
+
+def test_a_quiet_check_runs_on_one_connection(tmp_path: Path, repo: RepoBuilder, stub: RunningStub) -> None:
+    """The 404 for the next root is read to its end, so timestamp.json follows on the same TLS connection."""
+    publish(repo, OSQUERYD, "5.1.0")
+    port = int(urlsplit(stub.url).port or 0)
+    proxy = CountingProxy(("127.0.0.1", port))
+    try:
+        agent = _agent(
+            f"https://127.0.0.1:{proxy.port}/tuf", stub.ca_path, tmp_path / "root", repo.root_bytes(1), [OSQUERYD]
+        )
+        try:
+            assert agent.outcome(OSQUERYD).outcome is TargetOutcome.INSTALLED
+        finally:
+            agent.http.close()
+        # a new process's check (orbit runs each in a helper): a new client, the same metadata
+        quiet = _agent(
+            f"https://127.0.0.1:{proxy.port}/tuf", stub.ca_path, tmp_path / "root", repo.root_bytes(1), [OSQUERYD]
+        )
+        proxy.reset()
+        try:
+            assert quiet.outcome(OSQUERYD).outcome is TargetOutcome.UP_TO_DATE
+            assert quiet.client.fetcher.requests == 2  # 2.root.json (404) and timestamp.json
+        finally:
+            quiet.http.close()
+        assert proxy.counts.connections == 1
+    finally:
+        proxy.close()
 
 
 def test_new_versions_channel_switch_and_the_async_loop(repo: RepoBuilder, agents: AgentFactory) -> None:
@@ -674,6 +705,26 @@ def test_error_statuses_on_the_next_root(
     else:
         _assert_frozen(agent, report, FailureKind.NETWORK, content)
         assert "HTTP 500" in (report.refresh_error or "")
+
+
+def test_a_large_404_body_is_not_read_and_the_check_goes_on(
+    hostile: HostileServer, hostile_agent: tuple[Agent, bytes]
+) -> None:
+    """Only a small error body is drained for the connection's sake; a big one costs a new connection, no more."""
+    agent, _content = hostile_agent
+
+    def big_404(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(404)
+        handler.send_header("Content-Length", str(50 * 1024 * 1024))
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(50 * 16):
+                handler.wfile.write(b"x" * 65536)
+
+    hostile.overrides["2.root.json"] = big_404
+    report = agent.check()
+    assert report.installed and report.installed[0].version == "5.2.0"
+    assert fetcher_module.ERROR_BODY_LIMIT < 50 * 1024 * 1024
 
 
 def test_a_dripping_server_is_cut_off(hostile: HostileServer, hostile_agent: tuple[Agent, bytes]) -> None:
