@@ -1,8 +1,9 @@
 """The field path end to end (issue 16): frozen release builds → TUF repository → ``orbitctl package`` → installed
 into a clean Debian 12 root by ``apt-get`` (the .deb) or by ``rpm`` inside the booted root (the .rpm) → orbit started
 by the root's own systemd from the unit the package ships → enrolled with fleet-stub, osqueryd installed from TUF
-and running, a new orbit taken by self-update, a broken orbit rolled back, package v1 → v2 keeping the enrollment,
-remove stopping everything, purge leaving no file of ours, reinstall enrolling again.
+and running, a new orbit taken by self-update, a broken orbit rolled back, package v1 → v2 from an OpenPGP-signed apt
+repository (``orbitctl repo apt``, trusted by ``signed-by``) keeping the enrollment, remove stopping everything, purge
+leaving no file of ours, reinstall from the repository enrolling again.
 
 The stub and orbitctl run on the host (a Fleet server and an admin's workstation); the booted root shares the host's
 network, so its orbit reaches the stub on 127.0.0.1. The only knob turned is a product option: the packages are
@@ -34,6 +35,7 @@ from tests.field.system_root import (
     root_tarball,
     set_hostname,
 )
+from tests.support.openpgp_keys import ThrowawayKey, make_test_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -132,7 +134,43 @@ def install_deb(system: BootedSystem, deb: Path) -> None:
     system.run(["apt-get", "install", "-y", "--allow-downgrades", f"/var/tmp/{deb.name}"])
 
 
-def test_deb_lifecycle_enroll_update_rollback_upgrade_remove_purge_reinstall(fleet: FieldFleet, tmp_path: Path) -> None:
+APT_REPO = "/srv/fleet-apt"
+APT_KEYRING = "/etc/apt/keyrings/fleet-osquery.asc"
+APT_LIST = "fleet-osquery.list"
+
+
+def publish_in_apt_repository(fleet: FieldFleet, system: BootedSystem, debs: list[Path], key: ThrowawayKey) -> None:
+    """``orbitctl repo apt`` (OpenPGP-signed InRelease) into the root's /srv, and the root told to trust only that
+    key for it (``signed-by``), as the README's "Deploying to real hosts" does on a real host."""
+    fleet.orbitctl(
+        "repo", "apt", "--dir", str(system.host_path(APT_REPO)), *(a for d in debs for a in ("--deb", str(d))),
+        "--gpg-key", str(key.secret),
+    )  # fmt: skip
+    keyring = system.host_path(APT_KEYRING)
+    keyring.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(key.public, keyring)
+    keyring.chmod(0o644)
+    line = f"deb [signed-by={APT_KEYRING}] file:{APT_REPO} stable main\n"
+    system.host_path(f"/etc/apt/sources.list.d/{APT_LIST}").write_text(line)
+
+
+def apt_install_from_repository(system: BootedSystem) -> None:
+    """``apt-get update`` (of our repository only: the root's Debian sources are not the test's business and would
+    make it depend on the network) then ``apt-get install fleet-osquery``: apt verifies InRelease against the key."""
+    only_ours = ["-o", f"Dir::Etc::sourcelist=sources.list.d/{APT_LIST}", "-o", "Dir::Etc::sourceparts=-"]
+    updated = system.run(["apt-get", *only_ours, "-o", "APT::Get::List-Cleanup=0", "update"])
+    assert "NO_PUBKEY" not in updated.stdout + updated.stderr and "W:" not in updated.stdout + updated.stderr, updated
+    system.run(["apt-get", *only_ours, "install", "-y", "fleet-osquery"])
+
+
+@pytest.fixture
+def apt_key(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayKey:
+    return make_test_keys(tmp_path_factory.mktemp("apt-key"))["ed25519"]
+
+
+def test_deb_lifecycle_enroll_update_rollback_upgrade_remove_purge_reinstall(
+    fleet: FieldFleet, apt_key: ThrowawayKey, tmp_path: Path
+) -> None:
     v1 = fleet.package("deb", "1.0.0", tmp_path / "packages")
     root = _fresh_root(tmp_path)
     with booted(root) as system:
@@ -160,9 +198,11 @@ def test_deb_lifecycle_enroll_update_rollback_upgrade_remove_purge_reinstall(fle
         assert host.active()
         assert host.pids("osqueryd"), "osqueryd runs under the updated orbit"
 
-        # 4. package v1 -> v2 (built now: it carries orbit 1.1.0 from stable): same host, node key untouched
+        # 4. package v1 -> v2 (built now: it carries orbit 1.1.0 from stable), published in the signed apt
+        # repository and taken by apt-get install from it: same host, node key untouched
         v2 = fleet.package("deb", "1.1.0", tmp_path / "packages")
-        install_deb(system, v2)
+        publish_in_apt_repository(fleet, system, [v1, v2], apt_key)
+        apt_install_from_repository(system)
         status = system.run(["dpkg-query", "-W", "-f=${Version}", "fleet-osquery"]).stdout
         assert status == "1.1.0"
         wait_for(host.active, 60, "orbit.service active after the upgrade", host.journal)
@@ -199,12 +239,14 @@ def test_deb_lifecycle_enroll_update_rollback_upgrade_remove_purge_reinstall(fle
 
         # 7. purge: not one file of ours left, no process
         system.run(["apt-get", "purge", "-y", "fleet-osquery"])
-        left = sorted(files_of(root) - before)
+        apt_setup = tuple(path.lstrip("/") for path in (APT_REPO, APT_KEYRING, f"/etc/apt/sources.list.d/{APT_LIST}"))
+        left = sorted(p for p in files_of(root) - before if not p.startswith(apt_setup) and p != "etc/apt/keyrings")
         assert left == [], f"left behind after purge: {left[:20]}"
         assert host.pids("orbit") == [] and host.pids("osqueryd") == []
 
-        # 8. reinstall: a new enrollment (new node key), the same host record (same hardware UUID)
-        install_deb(system, v2)
+        # 8. reinstall from the repository: a new enrollment (new node key), the same host record (same hardware UUID)
+        apt_install_from_repository(system)
+        assert system.run(["dpkg-query", "-W", "-f=${Version}", "fleet-osquery"]).stdout == "1.1.0"
         wait_for(host.active, 60, "orbit.service active after the reinstall", host.journal)
         wait_for(lambda: system.host_path(NODE_KEY).is_file(), 60, "a node key", host.journal)
         assert host.read(NODE_KEY) != node_key
