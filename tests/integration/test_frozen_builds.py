@@ -402,3 +402,30 @@ def test_frozen_orbit_installs_osqueryd_through_its_own_update_helper(dist: Path
         assert len(bundles) == 1, bundles  # the daemon's own bundle; the helpers reused it
     finally:
         world.close()
+
+
+# what belongs to another program or to development only; none of it may be in a release build of orbit or osqueryd-sim
+_NOT_IN_AGENT_BUILDS = ("uvicorn", "starlette", "pystray", "PIL", "Xlib", "packager", "server_stub", "desktop_tray")
+_NOT_IN_AGENT_BUILDS += ("pytest", "hypothesis", "mypy", "ruff", "PyInstaller")
+
+
+def _bundled_modules(executable: Path) -> set[str]:
+    """Top-level names of everything a one-file build carries (its archive and the PYZ inside, by PyInstaller's own
+    archive viewer)."""
+    viewer = Path(sys.executable).with_name("pyi-archive_viewer")
+    listing = run([str(viewer), "-r", "-b", str(executable)], cwd=executable.parent, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    names = {line.strip().replace("/", ".").split(".")[0] for line in listing.stdout.splitlines() if line.strip()}
+    assert {"orbit_entry", "python3"} & names or "osquery_sim" in names, sorted(names)[:40]
+    return names
+
+
+@pytest.mark.parametrize(("name", "own"), [("orbit", "orbit"), ("osqueryd-sim", "osquery_sim")])
+def test_a_release_build_carries_none_of_the_other_programs_dependencies(dist: Path, name: str, own: str) -> None:
+    """Issue 16: the frozen orbit must not carry uvicorn, pystray or the packager (nor the stub, nor test tools)."""
+    names = _bundled_modules(dist / name)
+    assert own in names
+    carried = sorted(set(_NOT_IN_AGENT_BUILDS) & names)
+    assert carried == [], f"{name} carries {carried}"
+    if name == "osqueryd-sim":  # a stand-in for a foreign binary: nothing of ours but itself
+        assert not {"orbit", "tuf_updates", "safe_fs", "osquery_bin_manager"} & names
