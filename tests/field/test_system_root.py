@@ -3,8 +3,8 @@ its own systemd as PID 1, where a unit with EnvironmentFile=/Restart=always star
 and stops on ``systemctl stop``, and where dpkg runs maintainer scripts for real. Then our real .deb and .rpm, built
 by ``orbitctl package`` from frozen release builds (``make demo FROZEN=1``'s, or ``FIELD_DEB`` / ``FIELD_RPM``):
 installed by apt-get / rpm, orbit started by systemd from the unit the package ships, back after ``kill -9``, gone
-after purge. Those packages point at the demo's fleet-stub, which is stopped by then: enrollment, updates and
-upgrades in the root are the next step of issue 16.
+after purge. Those packages point at the demo's fleet-stub, which is stopped by then, so nothing enrolls here:
+enrollment, updates, rollback, upgrades and removal are test_field_lifecycle.py's.
 
 Needs root, mmdebstrap, systemd-container and zstd, and the Debian archive on the first run (the root is cached
 in build/cache/field-roots/); skipped otherwise."""
