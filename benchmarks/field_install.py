@@ -106,11 +106,14 @@ def _osqueryd_running(system: BootedSystem) -> bool:
 
 
 def _enrolled_at(fleet: FieldFleet) -> str | None:
-    for host in fleet.hosts():
-        if host.get("hostname") == "field-host" or host.get("computer_name") == "field-host":
-            value = host.get("last_enrolled_at")
-            return str(value) if value else None
-    return None
+    """The newest enrollment among the hosts called field-host (each fresh root is a new host to the server: its
+    machine id and orbit identifier are new)."""
+    times = [
+        str(host["last_enrolled_at"])
+        for host in fleet.hosts()
+        if host.get("hostname") == "field-host" and host.get("last_enrolled_at")
+    ]
+    return max(times, default=None)
 
 
 def _install_ours(fleet: FieldFleet, system: BootedSystem, kind: str, package: Path) -> Timing:
