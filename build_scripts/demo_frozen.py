@@ -1,6 +1,7 @@
 """``make demo FROZEN=1``: the demo's Linux targets as frozen release builds instead of launchers.
 
-Each program is frozen by ``build_scripts/freeze.py`` (PyInstaller, the same as a release) at each version the demo
+Each program is frozen by ``build_scripts/freeze.py`` (PyInstaller, the same as a release: in its own venv from
+``requirements/NAME.lock``, under ``build/venvs/``) at each version the demo
 publishes — orbit 1.0.0, osqueryd-sim 5.14.1 and 5.15.0 (the update the demo shows), fleet-desktop 1.0.0 — with a
 fixed ``SOURCE_DATE_EPOCH``, and kept in ``build/cache/demo-frozen/`` under a key of every input
 (``build_cache``), so only the first run after a change pays for PyInstaller (about a minute per program on 2
@@ -25,6 +26,7 @@ EPOCH = "1700000000"  # a fixed stamp: the same sources give the same binaries, 
 # what the demo publishes: (program, version); the program names are freeze.py's
 WANTED = (("orbit", "1.0.0"), ("osqueryd-sim", "5.14.1"), ("osqueryd-sim", "5.15.0"), ("fleet-desktop", "1.0.0"))
 FREEZE_TIMEOUT_S = 900.0
+VENVS = ROOT / "build" / "venvs"  # one per program, reused while its lock is unchanged (freeze.py)
 
 
 class FrozenBuildError(RuntimeError):
@@ -59,6 +61,9 @@ def _freeze(program: str, version: str, out: Path) -> None:
         "demo",
         "--source-date-epoch",
         EPOCH,
+        # as a release is built: each program in its own venv from its lock, not this development venv
+        "--venvs",
+        str(VENVS),
     ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=FREEZE_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL
@@ -76,7 +81,7 @@ def frozen_build(program: str, version: str) -> FrozenBuild:
         built.append(True)
         _freeze(program, version, out)
 
-    entry = cached_build("demo-frozen", [program, version, f"SOURCE_DATE_EPOCH={EPOCH}"], build)
+    entry = cached_build("demo-frozen", [program, version, f"SOURCE_DATE_EPOCH={EPOCH}", "venvs"], build)
     path = entry / program
     if not (path.is_file() or path.is_dir()):
         raise FrozenBuildError(f"{entry} holds no {program} build")

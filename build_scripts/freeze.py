@@ -25,6 +25,7 @@ size) and writes ``DIR/freeze-report.json`` (with the interpreter and lock each 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -34,11 +35,16 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_DIR = Path(__file__).resolve().parent / "pyinstaller"
@@ -247,8 +253,26 @@ def locked_environment(program: Program, venvs: Path, base_python: str) -> Build
     venv = venvs / program.name
     stamp = venv / f".installed-{digest[:16]}"
     environment = BuildEnvironment(str(venv_python(venv)), str(program.lock.relative_to(ROOT)), digest)
-    if stamp.is_file():
-        return environment
+    with _creation_lock(venvs, program.name):
+        if not stamp.is_file():
+            _install_venv(program, venv, environment, base_python)
+            stamp.touch()
+    return environment
+
+
+@contextlib.contextmanager
+def _creation_lock(venvs: Path, name: str) -> Iterator[None]:
+    """One process at a time makes ``venvs/NAME`` (parallel builds of one program — two versions, or test workers
+    side by side — would otherwise install into, or remove, each other's venv). POSIX only: release builds on Windows
+    run one process per program anyway."""
+    venvs.mkdir(parents=True, exist_ok=True)
+    with open(venvs / f".{name}.lock", "a+b") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _install_venv(program: Program, venv: Path, environment: BuildEnvironment, base_python: str) -> None:
     if venv.exists():
         if not (venv / "pyvenv.cfg").is_file():
             raise FreezeError(f"{venv} exists and is not a venv: not replacing it")
@@ -259,8 +283,6 @@ def locked_environment(program: Program, venvs: Path, base_python: str) -> Build
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise FreezeError(f"{program.name}: {' '.join(command[:4])} … failed:\n{result.stderr[-4000:]}")
-    stamp.touch()
-    return environment
 
 
 def freeze(program: Program, *, out: Path, stamp: Stamp, python: str, venvs: Path | None = None) -> BuildResult:
