@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from server_stub.json_text import decode_json
@@ -83,9 +84,18 @@ def name_taken(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def insert_rollout(
-    conn: sqlite3.Connection, spec: RolloutSpec, platforms: tuple[str, ...], source: str, now: float
+    conn: sqlite3.Connection,
+    spec: RolloutSpec,
+    platforms: tuple[str, ...],
+    source: str,
+    now: float,
+    check: Callable[[], None] | None = None,
 ) -> Rollout:
+    """``check`` runs inside the write transaction, before the insert (it raises to refuse): what must still hold
+    when the row is written — no other process inserted a conflicting rollout or took the name meanwhile."""
     with write_transaction(conn):
+        if check is not None:
+            check()
         cursor = conn.execute(
             "INSERT INTO rollouts (name, target, version, from_version, team_ids, waves, soak_seconds, "
             "max_failed_percent, min_healthy_percent, platforms, state, current_wave, wave_started_at, source, "

@@ -254,7 +254,13 @@ class RolloutEngine:
             soak_seconds=request.soak_seconds,
             rules=request.rules,
         )
-        rollout = insert_rollout(self._conn, spec, platforms, source, now)
+
+        def still_free() -> None:  # again, inside the insert's transaction: another worker may have been quicker
+            self._check_no_conflict(request.target, team_ids)
+            if name_taken(self._conn, spec.name):
+                raise RolloutRefused(409, f"a rollout named {spec.name!r} already exists")
+
+        rollout = insert_rollout(self._conn, spec, platforms, source, now, still_free)
         log.info(
             "event=rollout_created rollout_id=%d name=%s target=%s from=%s to=%s source=%s",
             rollout.id,

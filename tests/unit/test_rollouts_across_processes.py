@@ -6,14 +6,17 @@ its check interval, and only by reading one row."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from server_stub.database import open_database
 from server_stub.rollout_model import HaltRules, RolloutSpec, RolloutState, Target
 from server_stub.rollout_rules import AdminAction, decide, next_state
 from server_stub.rollout_status import wave_counts
 from server_stub.rollout_store import generation, get_rollout, insert_rollout, recent_events, save_transition
-from server_stub.rollouts import GENERATION_CHECK_SECONDS, RolloutEngine
+from server_stub.rollouts import GENERATION_CHECK_SECONDS, RolloutEngine, RolloutRefused
 
 T0 = 1_800_000_000.0
 SPEC = RolloutSpec(
@@ -100,3 +103,20 @@ def test_a_watching_engine_follows_changes_stored_elsewhere_within_its_check_int
     unchanged = reader.pins
     clock.now += GENERATION_CHECK_SECONDS
     assert reader.pins is unchanged  # the generation did not move: the book is not rebuilt
+
+
+def test_an_insert_refused_inside_its_transaction_writes_nothing(tmp_path: Path) -> None:
+    """What ``RolloutEngine.create`` checks again inside the insert's transaction (a conflicting rollout another
+    process inserted after the first check) refuses the whole insert."""
+    first, second = (open_database(tmp_path / "db.sqlite3") for _ in range(2))
+    insert_rollout(first, SPEC, ("linux",), "api", T0)
+    before = generation(second)
+
+    def conflict() -> None:
+        raise RolloutRefused(409, "taken meanwhile")
+
+    with pytest.raises(RolloutRefused):
+        insert_rollout(second, replace(SPEC, name="other"), ("linux",), "api", T0, conflict)
+    assert generation(first) == before
+    assert [r.spec.name for r in RolloutEngine(first, None).pins.by_target[0][1]] == ["r"]
+    assert not second.in_transaction
