@@ -8,10 +8,13 @@ with the same ``--hosts`` hosts in SQLite (a real database file each, bulk-inser
 * **rollouts**: an active orbit rollout for every host, an active osqueryd rollout for two of five teams, an older
   completed orbit rollout, outcomes reported by a third of the hosts, and a pending osqueryd restart for 1 %;
 
-and calls the stub's ASGI app directly (no TLS, no HTTP parsing: those cost the same in both) with one config
-request per host, in a shuffled order, alternating baseline and rollouts ``--repeat`` times. Printed: µs per
-request (min and median of the runs) and the ratio rollouts/baseline; then the engine's evaluation pass and the
-status query over all hosts (what the ticker does every few seconds, and what an admin or the console reads).
+* **rollouts, as a worker**: the same database as *rollouts*, served as one of ``serve --workers N``'s workers
+  serves it: its rollout engine checks the database's rollout generation (at most every 0.25 s, ADR 0019);
+
+and calls the stub's ASGI app directly (no TLS, no HTTP parsing: those cost the same in all) with one config
+request per host, in a shuffled order, rotating the three ``--repeat`` times. Printed: µs per request (min and
+median of the runs) and the ratios to the baseline; then the engine's evaluation pass and the status query over
+all hosts (what the ticker does every few seconds, and what an admin or the console reads).
 Nothing is asserted (docs/design.md §3).
 
     .venv/bin/python benchmarks/rollout_config_cost.py [--hosts 10000] [--repeat 3] [--json]
@@ -44,6 +47,7 @@ from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
 
 TEAMS = 5
+VARIANTS = ("baseline", "rollouts", "worker")
 CONFIG_PATH = "/api/fleet/orbit/config"
 
 
@@ -187,15 +191,18 @@ def main() -> int:
             for name, directory in (("baseline", base_dir), ("rollouts", roll_dir))
         }
         add_rollouts(states["rollouts"], now)
+        states["worker"] = build_state(
+            ServeSettings(data_dir=roll_dir, tuf_repo=repo), "bench-admin-token", shared=True
+        )
         apps = {name: build_app(state) for name, state in states.items()}
         bodies = [json.dumps({"orbit_node_key": k}).encode() for k in keys]
         loop = asyncio.new_event_loop()
         try:
             for app in apps.values():  # warm-up: page cache, code paths
                 loop.run_until_complete(one_pass(app, bodies[:500]))
-            per_request: dict[str, list[float]] = {"baseline": [], "rollouts": []}
+            per_request: dict[str, list[float]] = {name: [] for name in VARIANTS}
             for run in range(args.repeat):
-                for name in ("baseline", "rollouts") if run % 2 == 0 else ("rollouts", "baseline"):
+                for name in VARIANTS[run % 3 :] + VARIANTS[: run % 3]:
                     random.shuffle(bodies)
                     per_request[name].append(loop.run_until_complete(one_pass(apps[name], bodies)))
                     print(f"run {run + 1} {name}: {per_request[name][-1] * 1e6:.1f} µs/request", file=sys.stderr)
@@ -214,14 +221,22 @@ def main() -> int:
     def figures(values: list[float], scale: float) -> dict[str, float]:
         return {"min": round(min(values) * scale, 2), "median": round(statistics.median(values) * scale, 2)}
 
-    base, roll = per_request["baseline"], per_request["rollouts"]
+    base, roll, worker = per_request["baseline"], per_request["rollouts"], per_request["worker"]
     result = {
         "hosts": args.hosts,
         "repeat": args.repeat,
-        "config_us_per_request": {"baseline": figures(base, 1e6), "rollouts": figures(roll, 1e6)},
+        "config_us_per_request": {
+            "baseline": figures(base, 1e6),
+            "rollouts": figures(roll, 1e6),
+            "rollouts_as_worker": figures(worker, 1e6),
+        },
         "config_ratio_rollouts_to_baseline": {
             "min": round(min(roll) / min(base), 3),
             "median": round(statistics.median(roll) / statistics.median(base), 3),
+        },
+        "config_ratio_worker_to_rollouts": {
+            "min": round(min(worker) / min(roll), 3),
+            "median": round(statistics.median(worker) / statistics.median(roll), 3),
         },
         "config_requests_per_second_one_core": {
             "baseline": round(1 / statistics.median(base)),
@@ -238,8 +253,12 @@ def main() -> int:
     print(f"orbit config endpoint, {args.hosts} hosts, one request per host, {args.repeat} runs alternating:")
     print(f"  baseline (no rollout): {cost['baseline']['min']} µs min, {cost['baseline']['median']} µs median")
     print(f"  3 rollouts + restarts: {cost['rollouts']['min']} µs min, {cost['rollouts']['median']} µs median")
+    as_worker = cost["rollouts_as_worker"]
+    print(f"  the same as a worker:  {as_worker['min']} µs min, {as_worker['median']} µs median")
     ratio = result["config_ratio_rollouts_to_baseline"]
     print(f"  ratio rollouts/baseline: {ratio['min']} (min), {ratio['median']} (median)")
+    ratio = result["config_ratio_worker_to_rollouts"]
+    print(f"  ratio worker/rollouts (the generation check): {ratio['min']} (min), {ratio['median']} (median)")
     rps = result["config_requests_per_second_one_core"]
     print(f"  one core serves {rps['baseline']} vs {rps['rollouts']} config requests/s (10 000 hosts need 333/s)")
     ev, st, pn = result["evaluation_pass_ms"], result["status_query_ms"], result["pins_us_per_host"]

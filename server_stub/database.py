@@ -224,6 +224,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX host_version_changes_by_host ON host_version_changes(host_id, id);
     """,
+    # 4: state every worker process must share (ADR 0019, "Rollouts and the console across workers"): console
+    # sessions, the rollouts' generation (bumped with every change, so other processes know to re-read), and a
+    # revision per rollout (each transition is applied only to the row it was decided from)
+    """
+    CREATE TABLE console_sessions (
+        key TEXT PRIMARY KEY,
+        csrf_token TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_used REAL NOT NULL
+    );
+    CREATE INDEX console_sessions_by_use ON console_sessions(last_used);
+    CREATE TABLE rollout_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL
+    );
+    INSERT INTO rollout_generation (id, generation) VALUES (1, 0);
+    ALTER TABLE rollouts ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -8,8 +8,11 @@ the parent through ``worker_channel.WorkerLink``:
 
 * a live query answered here wakes the caller waiting in another worker (``live_queries.LiveQueryHub.announce``);
 * ``/metrics`` answered here sums every worker's figures;
-* limits given for the whole server are split (``worker_shares``): ``--max-connections`` and the device-token
-  guessing budget; every answer carries ``X-Fleet-Stub-Worker: <n>`` (which worker served it).
+* limits given for the whole server are split (``worker_shares``): ``--max-connections``, the device-token
+  guessing budget and the console's failed-login budget; every answer carries ``X-Fleet-Stub-Worker: <n>``;
+* worker 1 alone runs the rollout ticker; a failure reported to another worker nudges it through the parent, and
+  every worker's rollout engine follows the changes the others store (``rollouts.RolloutEngine(watching=True)``);
+  console sessions are in SQLite, so any worker knows them.
 """
 
 from __future__ import annotations
@@ -19,21 +22,24 @@ import gc
 import logging
 import os
 import socket
+import sqlite3
 import time
 from dataclasses import replace
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server_stub.database import open_database
-from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
+from server_stub.declarative_config import ConfigFileError
 from server_stub.device_throttle import DEFAULT_BURST, DEFAULT_PER_HOUR, DeviceGuessLimiter
 from server_stub.fd_limit import CONNECTIONS_PER_HOST, raise_open_files_limit
 from server_stub.metrics import Snapshot
+from server_stub.rollouts import RolloutEngine
 from server_stub.server import (
     SERVER_JSON,
     StartupError,
     StubServer,
     announce_ready,
+    apply_config_path,
     configure_logging,
     make_uvicorn_config,
     mkdir_private,
@@ -42,9 +48,9 @@ from server_stub.server import (
     server_info,
 )
 from server_stub.settings import ServeSettings
-from server_stub.state import DATABASE_FILE, build_state
+from server_stub.state import DATABASE_FILE, LOGIN_BURST, LOGIN_PER_HOUR, build_state
 from server_stub.tls_material import TlsFiles
-from server_stub.worker_channel import TOPIC_LIVE_QUERY_DONE, WorkerLink
+from server_stub.worker_channel import TOPIC_LIVE_QUERY_DONE, TOPIC_ROLLOUT_NUDGE, WorkerLink
 from server_stub.worker_listeners import Balance, ListenError, listening_sockets, reuseport_available
 from server_stub.worker_pool import WorkerPool
 from server_stub.worker_shares import share_of, share_of_rate
@@ -52,6 +58,7 @@ from server_stub.worker_shares import share_of, share_of_rate
 log = logging.getLogger(__name__)
 
 WORKER_HEADER = b"x-fleet-stub-worker"
+ROLLOUT_TICKER_WORKER = 1
 STOP_GRACE = 45.0  # a worker's graceful shutdown takes up to 30 s (uvicorn's timeout_graceful_shutdown), then SIGKILL
 
 
@@ -123,16 +130,15 @@ def serve_with_workers(settings: ServeSettings) -> int:
 
 
 def reload_config_file(settings: ServeSettings) -> None:
-    """SIGHUP, in the parent: apply the configuration file once for all workers (they read it from SQLite)."""
+    """SIGHUP, in the parent: apply the configuration file once for all workers (they read it from SQLite; their
+    rollout engines see the rollouts' generation change)."""
     path = settings.config_file
     if path is None:
         return
     conn = open_database(settings.data_dir / DATABASE_FILE)
     try:
-        declared = load_config_file(path)
-        apply_config(conn, declared, time.time())
-        log.info("event=config_applied path=%s teams=%d policies=%d", path, len(declared.teams), len(declared.policies))
-    except (ConfigFileError, OSError) as exc:
+        apply_config_path(path, conn, RolloutEngine(conn, settings.tuf_repo), time.time())
+    except (ConfigFileError, OSError, sqlite3.Error) as exc:
         log.error("event=config_reload_failed error=%s", exc)
     finally:
         conn.close()
@@ -152,10 +158,14 @@ def worker_main(
     limits = settings.limits
     if limits.max_connections is not None:
         limits = replace(limits, max_connections=share_of(limits.max_connections, count))
-    state = build_state(replace(settings, limits=limits), admin_token, recover=False)
+    state = build_state(replace(settings, limits=limits), admin_token, recover=False, shared=True)
     state.device_guesses = DeviceGuessLimiter(
         burst=share_of(DEFAULT_BURST, count), per_hour=share_of_rate(DEFAULT_PER_HOUR, count), clock=state.clock
     )
+    state.login_guesses = DeviceGuessLimiter(
+        burst=share_of(LOGIN_BURST, count), per_hour=share_of_rate(LOGIN_PER_HOUR, count), clock=state.now
+    )
+    ticker = index == ROLLOUT_TICKER_WORKER
     server: StubServer | None = None
 
     def snapshot() -> Snapshot:
@@ -172,6 +182,8 @@ def worker_main(
     def published(topic: str, value: object) -> None:
         if topic == TOPIC_LIVE_QUERY_DONE and isinstance(value, int) and state.live.answered_elsewhere(value):
             state.metrics.count("live_query_wakeups_from_other_workers")
+        elif topic == TOPIC_ROLLOUT_NUDGE and ticker:
+            state.rollouts.nudged_elsewhere()
 
     def parent_gone() -> None:
         if server is not None and not server.should_exit:
@@ -180,6 +192,8 @@ def worker_main(
 
     link = WorkerLink(index, snapshot, published, parent_gone)
     state.live.announce = lambda query_id: link.publish(TOPIC_LIVE_QUERY_DONE, query_id)
+    if not ticker:  # a lost nudge costs time only: the ticker's next full evaluation (≤ 60 s) sees the failures
+        state.rollouts.on_nudge = lambda: link.publish(TOPIC_ROLLOUT_NUDGE, None)
     state.cluster_metrics = link.render
 
     def ready() -> None:
@@ -187,7 +201,7 @@ def worker_main(
         link.ready()
 
     config = make_uvicorn_config(state, files, wrap=lambda app: WorkerHeader(app, index))
-    server = StubServer(config, state, ready, worker=True)
+    server = StubServer(config, state, ready, worker=True, rollout_ticker=ticker)
 
     async def main() -> None:
         assert server is not None

@@ -87,6 +87,7 @@ class Rollout:
     updated_at: float
     source: str  # "api" or "config"
     platforms: tuple[str, ...]  # TUF platforms the version is published for
+    revision: int = 0  # the row's count of changes: a change is stored only onto the revision it was decided from
 
     @property
     def wave_count(self) -> int:

@@ -2,13 +2,20 @@
 
 Every change of a rollout is one transaction that also appends its event, so the history and the state never
 disagree, and both survive a restart (the state machine's whole state is the row: the clock decides the rest).
+
+With several processes on one database (ADR 0019), two of them may decide a change of the same rollout at once (an
+admin's pause in one worker, the ticker in another). A change is therefore stored only onto the revision of the
+row it was decided from (``save_transition`` answers None otherwise, and nothing is written), and every change
+bumps ``rollout_generation`` in the same transaction: a process that keeps rollouts in memory re-reads them when
+the generation it last saw is no longer the database's.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from server_stub.json_text import decode_json
 from server_stub.rollout_model import HaltRules, Rollout, RolloutSpec, RolloutState, Target
@@ -54,6 +61,7 @@ def _rollout(row: sqlite3.Row) -> Rollout:
         updated_at=float(row["updated_at"]),
         source=str(row["source"]),
         platforms=tuple(str(p) for p in _json_list(row["platforms"]) or []),
+        revision=int(row["revision"]),
     )
 
 
@@ -76,9 +84,18 @@ def name_taken(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def insert_rollout(
-    conn: sqlite3.Connection, spec: RolloutSpec, platforms: tuple[str, ...], source: str, now: float
+    conn: sqlite3.Connection,
+    spec: RolloutSpec,
+    platforms: tuple[str, ...],
+    source: str,
+    now: float,
+    check: Callable[[], None] | None = None,
 ) -> Rollout:
+    """``check`` runs inside the write transaction, before the insert (it raises to refuse): what must still hold
+    when the row is written — no other process inserted a conflicting rollout or took the name meanwhile."""
     with write_transaction(conn):
+        if check is not None:
+            check()
         cursor = conn.execute(
             "INSERT INTO rollouts (name, target, version, from_version, team_ids, waves, soak_seconds, "
             "max_failed_percent, min_healthy_percent, platforms, state, current_wave, wave_started_at, source, "
@@ -102,6 +119,7 @@ def insert_rollout(
             ),
         )
         rollout_id = int(cursor.lastrowid or 0)
+        _bump_generation(conn)
         _append_event(
             conn, rollout_id, now, "created", f"{spec.target} {spec.from_version} → {spec.version}, wave 1 begins"
         )
@@ -110,12 +128,14 @@ def insert_rollout(
     return created
 
 
-def save_transition(conn: sqlite3.Connection, rollout: Rollout, event: str, detail: str | None) -> None:
-    """Store the rollout's new state with the event that led to it."""
+def save_transition(conn: sqlite3.Connection, rollout: Rollout, event: str, detail: str | None) -> Rollout | None:
+    """Store the rollout's new state with the event that led to it, if the row is still at ``rollout.revision``
+    (the revision it was decided from); returns the stored rollout (its revision one higher), or None when another
+    process changed the row meanwhile — then nothing was written."""
     with write_transaction(conn):
-        conn.execute(
-            "UPDATE rollouts SET state = ?, current_wave = ?, wave_started_at = ?, halt_reason = ?, updated_at = ? "
-            "WHERE id = ?",
+        cursor = conn.execute(
+            "UPDATE rollouts SET state = ?, current_wave = ?, wave_started_at = ?, halt_reason = ?, updated_at = ?, "
+            "revision = revision + 1 WHERE id = ? AND revision = ?",
             (
                 str(rollout.state),
                 rollout.current_wave,
@@ -123,9 +143,24 @@ def save_transition(conn: sqlite3.Connection, rollout: Rollout, event: str, deta
                 rollout.halt_reason,
                 rollout.updated_at,
                 rollout.id,
+                rollout.revision,
             ),
         )
+        if cursor.rowcount != 1:
+            return None
+        _bump_generation(conn)
         _append_event(conn, rollout.id, rollout.updated_at, event, detail)
+    return replace(rollout, revision=rollout.revision + 1)
+
+
+def _bump_generation(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE rollout_generation SET generation = generation + 1 WHERE id = 1")
+
+
+def generation(conn: sqlite3.Connection) -> int:
+    """How many times any rollout was created or changed (one indexed row: a few microseconds)."""
+    row = conn.execute("SELECT generation FROM rollout_generation WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _append_event(conn: sqlite3.Connection, rollout_id: int, at: float, event: str, detail: str | None) -> None:

@@ -6,7 +6,11 @@
 * ``evaluate`` (the ticker, every few seconds, sooner after a failure report) reads each active rollout's wave
   counts (``rollout_status``), asks ``rollout_rules.decide`` and stores what it decided, until nothing changes.
 * ``pins`` is the in-memory ``PinBook`` the orbit config answer reads; it is rebuilt after every change, so a
-  config poll never touches the rollout tables.
+  config poll never touches the rollout tables. With several worker processes (ADR 0019) a change may come from
+  another process: a ``watching`` engine compares the database's rollout generation with the one its book was built
+  from at most every ``GENERATION_CHECK_SECONDS`` (one indexed row read), so its pins are at most that stale.
+* Every change is stored only onto the row's revision it was decided from (``rollout_store.save_transition``): two
+  processes deciding at once cannot both apply a change, whichever the ticker or the admin.
 
 Nothing here keeps state the database does not have: after a restart the engine reloads the rows and the clock
 decides the rest (a wave whose soak passed while the server was down advances at the first tick).
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from server_stub.rollout_spec import EXACT_VERSION, RolloutRequest
 from server_stub.rollout_status import host_facts, wave_counts
 from server_stub.rollout_store import (
     find_by_name,
+    generation,
     get_rollout,
     insert_rollout,
     list_rollouts,
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TICK_SECONDS = 5.0
 MIN_SECONDS_BETWEEN_NUDGES = 0.5
 FULL_EVALUATION_SECONDS = 60.0
+GENERATION_CHECK_SECONDS = 0.25  # a watching engine's pins lag another process's change by at most this
+ADMIN_RETRIES = 3
 _SHOWN_VERSIONS = 10
 
 
@@ -68,21 +76,51 @@ def _overlaps(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> bool:
 
 
 class RolloutEngine:
-    def __init__(self, conn: sqlite3.Connection, tuf_repo: Path | None) -> None:
+    """``watching``: other processes change the same rollouts (``serve --workers N``): check the database's
+    rollout generation before answering ``pins`` (at most every ``GENERATION_CHECK_SECONDS``). ``on_nudge``: what a
+    nudge also does (a worker without the ticker passes it on to the one with it)."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        tuf_repo: Path | None,
+        *,
+        watching: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._conn = conn
         self._tuf_repo = tuf_repo
         self._pins = EMPTY
         self._wake = asyncio.Event()
         self._last_nudged_run = 0.0
+        self._watching = watching
+        self._monotonic = monotonic
+        self._generation = -1
+        self._next_check = 0.0
+        self.on_nudge: Callable[[], None] | None = None
         self.reload()
 
     # --- reading ---------------------------------------------------------------------------------------------
 
     @property
     def pins(self) -> PinBook:
+        if self._watching:
+            now = self._monotonic()
+            if now >= self._next_check:
+                self._next_check = now + GENERATION_CHECK_SECONDS
+                self._follow_generation()
         return self._pins
 
+    def _follow_generation(self) -> None:
+        try:
+            if generation(self._conn) != self._generation:
+                self.reload()
+        except sqlite3.Error as exc:  # a busy or failing database: keep the book, look again at the next check
+            log.warning("event=rollout_generation_unreadable error=%s", exc)
+
     def reload(self) -> None:
+        # the generation first: a change committed between the two reads is then seen again at the next check
+        self._generation = generation(self._conn)
         self._pins = PinBook.of(list_rollouts(self._conn))
 
     def get(self, rollout_id: int) -> Rollout:
@@ -216,7 +254,13 @@ class RolloutEngine:
             soak_seconds=request.soak_seconds,
             rules=request.rules,
         )
-        rollout = insert_rollout(self._conn, spec, platforms, source, now)
+
+        def still_free() -> None:  # again, inside the insert's transaction: another worker may have been quicker
+            self._check_no_conflict(request.target, team_ids)
+            if name_taken(self._conn, spec.name):
+                raise RolloutRefused(409, f"a rollout named {spec.name!r} already exists")
+
+        rollout = insert_rollout(self._conn, spec, platforms, source, now, still_free)
         log.info(
             "event=rollout_created rollout_id=%d name=%s target=%s from=%s to=%s source=%s",
             rollout.id,
@@ -232,19 +276,23 @@ class RolloutEngine:
     # --- changing --------------------------------------------------------------------------------------------
 
     def transition(self, rollout_id: int, action: AdminAction, now: float) -> Rollout:
-        rollout = self.get(rollout_id)
-        try:
-            changed = admin_transition(rollout, action, now)
-        except TransitionRefused as exc:
-            raise RolloutRefused(409, str(exc)) from None
-        if changed is not rollout:
+        for _ in range(ADMIN_RETRIES):
+            rollout = self.get(rollout_id)
+            try:
+                changed = admin_transition(rollout, action, now)
+            except TransitionRefused as exc:
+                raise RolloutRefused(409, str(exc)) from None
+            if changed is rollout:
+                return rollout
             event = {AdminAction.PAUSE: "paused", AdminAction.RESUME: "resumed", AdminAction.ABORT: "aborted"}[action]
-            save_transition(self._conn, changed, event, "by an admin")
+            if save_transition(self._conn, changed, event, "by an admin") is None:
+                continue  # another process changed it since it was read: decide again on what it is now
             log.info("event=rollout_%s rollout_id=%d", event, rollout_id)
             self.reload()
             if action is AdminAction.RESUME:
                 self.evaluate(now)
-        return self.get(rollout_id)
+            return self.get(rollout_id)
+        raise RolloutRefused(409, f"rollout {rollout_id} kept changing while this was applied; look at it and retry")
 
     def evaluate(self, now: float, *, only_soaked: bool = False) -> int:
         """Apply every decision due now; returns how many changes were stored.
@@ -254,6 +302,7 @@ class RolloutEngine:
         a rollout's population is ~60 ms per 10 000 hosts (benchmarks/rollout_config_cost.py).
         """
         changes = 0
+        lost = False
         for rollout in list_rollouts(self._conn):
             if rollout.state not in ACTIVE_STATES:
                 continue
@@ -266,11 +315,15 @@ class RolloutEngine:
                 decision = decide(current, counts, now)
                 if not decision.changes_something:
                     break
-                current = next_state(current, decision, now)
                 event = {Action.ADVANCE: "advanced", Action.HALT: "halted", Action.COMPLETE: "completed"}[
                     decision.action
                 ]
-                save_transition(self._conn, current, event, decision.reason)
+                stored = save_transition(self._conn, next_state(current, decision, now), event, decision.reason)
+                if stored is None:  # changed by another process since it was read: the next pass sees it as it is
+                    log.info("event=rollout_change_skipped rollout_id=%d reason=changed_elsewhere", current.id)
+                    lost = True
+                    break
+                current = stored
                 changes += 1
                 log.log(
                     logging.WARNING if decision.action is Action.HALT else logging.INFO,
@@ -282,7 +335,7 @@ class RolloutEngine:
                 )
                 if current.state not in ACTIVE_STATES:
                     break
-        if changes:
+        if changes or lost:
             self.reload()
         return changes
 
@@ -339,6 +392,12 @@ class RolloutEngine:
 
     def nudge(self) -> None:
         """A failure was reported: evaluate soon instead of at the next tick."""
+        self._wake.set()
+        if self.on_nudge is not None:
+            self.on_nudge()
+
+    def nudged_elsewhere(self) -> None:
+        """Another process was told of a failure (it has no ticker: this one has)."""
         self._wake.set()
 
     async def run_ticker(self, clock: Callable[[], float], interval: float) -> None:

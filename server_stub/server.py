@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import sys
 from collections.abc import Callable, Generator
@@ -30,7 +31,7 @@ from server_stub.declarative_config import ConfigFileError, apply_config, load_c
 from server_stub.fd_limit import raise_open_files_limit
 from server_stub.guarded_server import GuardedServer
 from server_stub.node_keys import new_admin_token
-from server_stub.rollouts import RolloutRefused
+from server_stub.rollouts import RolloutEngine, RolloutRefused
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
 from server_stub.teams import SecretConflict, ensure_team, sync_secrets
@@ -117,11 +118,16 @@ def apply_config_file(state: StubState) -> None:
     path = state.settings.config_file
     if path is None:
         return
+    apply_config_path(path, state.conn, state.rollouts, state.clock())
+
+
+def apply_config_path(path: Path, conn: sqlite3.Connection, rollouts: RolloutEngine, now: float) -> None:
+    """The configuration file's teams, secrets, options, policies and rollouts, into the database."""
     declared = load_config_file(path)
     try:
-        state.rollouts.check_declared(declared.rollouts)
-        apply_config(state.conn, declared, state.clock())
-        state.rollouts.apply_declared(declared.rollouts, state.clock())
+        rollouts.check_declared(declared.rollouts)
+        apply_config(conn, declared, now)
+        rollouts.apply_declared(declared.rollouts, now)
     except RolloutRefused as exc:
         raise ConfigFileError(f"{path}: rollouts: {exc}") from None
     log.info(
@@ -166,7 +172,13 @@ class StubServer(GuardedServer):
     SIGTERM, SIGHUP reload) and a ready callback."""
 
     def __init__(
-        self, config: uvicorn.Config, state: StubState, on_ready: Callable[[], None], *, worker: bool = False
+        self,
+        config: uvicorn.Config,
+        state: StubState,
+        on_ready: Callable[[], None],
+        *,
+        worker: bool = False,
+        rollout_ticker: bool = True,
     ) -> None:
         super().__init__(config, state.settings.limits, state.metrics.count)
         self._state = state
@@ -174,6 +186,8 @@ class StubServer(GuardedServer):
         # A worker (ADR 0019) stops on SIGTERM only — its parent passes SIGTERM/SIGINT on, and a Ctrl-C that reaches
         # the whole process group must not count twice (a second signal stops at once) — and leaves SIGHUP to it.
         self._worker = worker
+        # With several workers, one of them evaluates the rollouts (ADR 0019): N tickers would decide N times.
+        self._runs_rollout_ticker = rollout_ticker
         self._reaper: asyncio.Task[None] | None = None
         self._rollout_ticker: asyncio.Task[None] | None = None
 
@@ -241,9 +255,10 @@ class StubServer(GuardedServer):
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             state = self._state
-            self._rollout_ticker = asyncio.get_running_loop().create_task(
-                state.rollouts.run_ticker(state.clock, state.settings.rollout_tick)
-            )
+            if self._runs_rollout_ticker:
+                self._rollout_ticker = asyncio.get_running_loop().create_task(
+                    state.rollouts.run_ticker(state.clock, state.settings.rollout_tick)
+                )
             self._on_ready()
 
 

@@ -38,9 +38,9 @@ class StubState:
     live: LiveQueryHub
     reader: DatabaseReader
     rollouts: RolloutEngine
+    sessions: SessionStore
     metrics: Metrics = field(default_factory=Metrics)
     device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
-    sessions: SessionStore = field(default_factory=lambda: SessionStore(time.time))
     login_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
 
     cluster_metrics: ClusterMetrics | None = None
@@ -72,10 +72,12 @@ class StubState:
 
 
 def build_state(
-    settings: ServeSettings, admin_token: str, clock: Clock = time.time, *, recover: bool = True
+    settings: ServeSettings, admin_token: str, clock: Clock = time.time, *, recover: bool = True, shared: bool = False
 ) -> StubState:
-    """``recover``: reconcile log counters with the files and expire live queries left by a previous run — once per
-    start of the server, never in a worker process (it would cut other workers' appends or expire their queries)."""
+    """``recover``: reconcile log counters with the files, expire live queries left by a previous run and end the
+    console sessions of a previous run — once per start of the server, never in a worker process (it would cut
+    other workers' appends, expire their queries or log their admins out). ``shared``: other processes serve the
+    same database (ADR 0019): the rollout engine watches for their changes."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / DATABASE_FILE
     conn = open_database(path)
@@ -87,14 +89,16 @@ def build_state(
         logs=LogSink(conn, settings.data_dir / "logs"),
         carves=CarveStore(conn, settings.data_dir / "carves"),
         live=LiveQueryHub(conn, clock),
-        rollouts=RolloutEngine(conn, settings.tuf_repo),
+        rollouts=RolloutEngine(conn, settings.tuf_repo, watching=shared),
         device_guesses=DeviceGuessLimiter(clock=clock),
         reader=DatabaseReader(path),
+        sessions=SessionStore(conn, clock),
     )
     # through the state, so that a clock put in later (tests) governs sessions and login throttling too
-    state.sessions = SessionStore(state.now)
+    state.sessions = SessionStore(conn, state.now)
     state.login_guesses = DeviceGuessLimiter(burst=LOGIN_BURST, per_hour=LOGIN_PER_HOUR, clock=state.now)
     if recover:
         state.logs.reconcile()
         state.live.expire_leftovers()
+        state.sessions.clear()
     return state

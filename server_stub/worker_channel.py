@@ -32,6 +32,7 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 8 * 1024 * 1024
 SCRAPE_TIMEOUT = 3.0  # the parent waits 1.5 s for the workers, then answers with what it has
 TOPIC_LIVE_QUERY_DONE = "live_query_done"
+TOPIC_ROLLOUT_NUDGE = "rollout_nudge"  # a failure was reported: the worker with the rollout ticker evaluates soon
 
 Message = dict[str, object]
 

@@ -78,11 +78,15 @@ class Clock:
         return self.now
 
 
-def test_session_lives_until_idle_or_max_age() -> None:
+def _store(tmp_path: Path, clock: Clock, **kwargs: float) -> SessionStore:
+    return SessionStore(open_database(tmp_path / "sessions.sqlite3"), clock, **kwargs)  # type: ignore[arg-type]
+
+
+def test_session_lives_until_idle_or_max_age(tmp_path: Path) -> None:
     clock = Clock()
-    store = SessionStore(clock, idle_seconds=60, max_age_seconds=300)
+    store = _store(tmp_path, clock, idle_seconds=60, max_age_seconds=300)
     cookie, session = store.create()
-    assert store.lookup(cookie).session is session
+    assert store.lookup(cookie).session == session
     clock.now += 59
     assert store.lookup(cookie).state is SessionState.VALID  # use restarts the idle time
     clock.now += 59
@@ -99,9 +103,9 @@ def test_session_lives_until_idle_or_max_age() -> None:
     assert store.lookup(cookie).state is SessionState.EXPIRED  # 300 s after login, however busy
 
 
-def test_sessions_end_are_unguessable_and_bounded() -> None:
+def test_sessions_end_are_unguessable_and_bounded(tmp_path: Path) -> None:
     clock = Clock()
-    store = SessionStore(clock, max_sessions=3)
+    store = _store(tmp_path, clock, max_sessions=3)
     cookies = [store.create()[0] for _ in range(5)]
     assert len(store) == 3
     assert store.lookup(cookies[0]).state is SessionState.NONE  # the oldest went first
@@ -110,10 +114,28 @@ def test_sessions_end_are_unguessable_and_bounded() -> None:
     assert store.lookup(cookies[4]).state is SessionState.NONE
     for bad in (None, "", "x" * 10_000, cookies[3] + "x"):
         assert store.lookup(bad).state is SessionState.NONE
+        store.end(bad)  # ending what is not a session changes nothing
+    assert store.lookup(cookies[3]).state is SessionState.VALID
 
 
-def test_csrf_token_must_match_exactly() -> None:
-    _, session = SessionStore(Clock()).create()
+def test_sessions_are_shared_by_every_connection_and_keep_no_cookie(tmp_path: Path) -> None:
+    """Two processes' connections to one database (ADR 0019): a login through one is known to the other, a logout
+    through either ends it for both; the table holds a hash of the cookie, never the cookie."""
+    clock = Clock()
+    first, second = _store(tmp_path, clock), _store(tmp_path, clock)
+    cookie, session = first.create()
+    assert second.lookup(cookie).session == session
+    database = (tmp_path / "sessions.sqlite3").read_bytes() + (tmp_path / "sessions.sqlite3-wal").read_bytes()
+    assert cookie.encode() not in database
+    second.end(cookie)
+    assert first.lookup(cookie).state is SessionState.NONE
+    cookie, _ = first.create()
+    second.clear()  # the server starts: nobody is logged in
+    assert first.lookup(cookie).state is SessionState.NONE
+
+
+def test_csrf_token_must_match_exactly(tmp_path: Path) -> None:
+    _, session = _store(tmp_path, Clock()).create()
     assert csrf_matches(session, session.csrf_token)
     for bad in (None, "", session.csrf_token[:-1], session.csrf_token + "x", "é" * 43):
         assert not csrf_matches(session, bad)
