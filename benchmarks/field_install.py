@@ -182,14 +182,8 @@ def _round(
             def baseline() -> None:
                 figures.baseline_s.append(_install_baseline(system, trivial[figures.kind]))
 
-            steps: list[Callable[[], None]] = (
-                [ours, baseline]
-                if ours_first or figures.kind not in trivial
-                else [
-                    baseline,
-                    ours,
-                ]
-            )
+            first_ours = ours_first or figures.kind not in trivial  # the baseline needs ours' size first
+            steps: list[Callable[[], None]] = [ours, baseline] if first_ours else [baseline, ours]
             for step in steps:
                 step()
             system.systemctl("stop", "orbit.service", check=False)

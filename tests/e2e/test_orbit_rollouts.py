@@ -4,7 +4,6 @@ to the previous version without anyone touching it. Also the admin's abort."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -36,23 +35,11 @@ def rollout(world: OrbitWorld, rollout_id: int) -> dict[str, Any]:
     return found
 
 
-def osqueryd_channel_running(world: OrbitWorld) -> str | None:
-    """The channel directory of the running osqueryd (orbit's child record names the executable it started)."""
-    pid = world.osqueryd_pid()
-    try:
-        record = json.loads((world.root / "state" / "osqueryd.child.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if pid is None or record.get("pid") != pid:
-        return None
-    return str(record["executable"]).split("/bin/osqueryd/linux/", 1)[-1].split("/", 1)[0]
-
-
 def stays_on(world: OrbitWorld, channel: str, seconds: float) -> None:
     """osqueryd from ``channel`` has been up for ``seconds`` (the probation's stable period)."""
     wait_for(
         lambda: (
-            osqueryd_channel_running(world) == channel
+            world.osqueryd_channel_running() == channel
             and (world.status().get("children") or {}).get("osqueryd", {}).get("uptime", 0) >= seconds
         ),
         timeout=120,

@@ -4,7 +4,6 @@ host converges without anyone touching it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -31,18 +30,6 @@ def pin(world: OrbitWorld, channels: dict[str, str]) -> None:
         assert answer.status_code == 200, answer.text
 
 
-def osqueryd_channel_running(world: OrbitWorld) -> str | None:
-    """The channel directory of the running osqueryd (orbit's child record names the executable it started)."""
-    pid = world.osqueryd_pid()
-    try:
-        record = json.loads((world.root / "state" / "osqueryd.child.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if pid is None or record.get("pid") != pid:
-        return None
-    return str(record["executable"]).split("/bin/osqueryd/linux/", 1)[-1].split("/", 1)[0]
-
-
 def test_a_crash_looping_pinned_osqueryd_is_reported_and_the_host_converges_when_pinned_back(
     world: OrbitWorld,
 ) -> None:
@@ -64,13 +51,13 @@ def test_a_crash_looping_pinned_osqueryd_is_reported_and_the_host_converges_when
     assert looped[0]["version"] == "5.15.0" and looped[0]["previous_version"] == "5.14.1"
     assert looped[0]["channel"] == "5.15.0" and "crash-loop breaker open" in looped[0]["reason"]
     pin(world, {"osqueryd": "5.14.1"})  # what a halted rollout does: back to the previous version
-    wait_for(lambda: osqueryd_channel_running(world) == "5.14.1", timeout=120, what="osqueryd 5.14.1 running")
+    wait_for(lambda: world.osqueryd_channel_running() == "5.14.1", timeout=120, what="osqueryd 5.14.1 running")
     wait_for(
         lambda: (world.status().get("children") or {}).get("osqueryd", {}).get("uptime", 0) >= 3,
         timeout=60,
         what="osqueryd up for the stable period",
     )
-    assert osqueryd_channel_running(world) == "5.14.1"
+    assert world.osqueryd_channel_running() == "5.14.1"
     assert len(service.starts) == 1  # orbit itself never restarted
     status = world.status()
     assert status["update_outcomes"]["server_accepts"] is True  # this stub takes them (a real Fleet would not)

@@ -303,6 +303,17 @@ class OrbitWorld:
         pid = child.get("pid")
         return pid if isinstance(pid, int) and child.get("state") == "running" else None
 
+    def osqueryd_channel_running(self) -> str | None:
+        """The channel directory of the running osqueryd (orbit's child record names the executable it started)."""
+        pid = self.osqueryd_pid()
+        try:
+            record = json.loads((self.root / "state" / "osqueryd.child.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if pid is None or record.get("pid") != pid:
+            return None
+        return str(record["executable"]).split("/bin/osqueryd/linux/", 1)[-1].split("/", 1)[0]
+
     def close(self) -> None:
         try:
             if self.service is not None:
