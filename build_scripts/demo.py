@@ -364,7 +364,8 @@ class Demo:
         argv = [sys.executable, "-m", "osquery_sim", "load", "--hosts", str(LOAD_HOSTS)]
         argv += ["--tls_hostname", str(self.info["url"]).removeprefix("https://")]
         argv += ["--tls_server_certs", str(self.info["ca_cert"]), "--duration", str(LOAD_SECONDS), "--with-orbit"]
-        argv += ["--ramp", "2", "--progress_interval", "4"]
+        # the 8 s of traffic start once all hosts are in: on a busy machine enrolling 300 can take longer than that
+        argv += ["--ramp", "2", "--progress_interval", "4", "--duration-after-enrollment"]
         # the admin token is URL-safe base64 and starts with "-" once in 64 runs: never a separate argv word
         env = child_env(ENROLL_SECRET=SECRET, FLEET_ADMIN_TOKEN=str(self.info["admin_token"]))
         with (self.logs / "load.json").open("wb") as out:

@@ -38,7 +38,7 @@ from osquery_sim.agent_updates import HostUpdates, UpdateBehaviour, summarize
 from osquery_sim.engine import Endpoints, Engine, EngineSettings
 from osquery_sim.extension_registry import ExternalColumn, ExternalTable
 from osquery_sim.identity import SimIdentity, machine_identity
-from osquery_sim.load_options import LoadOptions, parse_args
+from osquery_sim.load_options import ENROLLMENT_WAIT, LoadOptions, parse_args
 from osquery_sim.load_stats import LATENCY_SAMPLES, LineAccounting, LoadStats
 from osquery_sim.loop_health import LoopHealth
 from osquery_sim.orbit_traffic import OrbitTraffic
@@ -249,6 +249,7 @@ class SimulatedHost:
 
 YOUNG_COLLECTION_SECONDS = 0.5
 FULL_COLLECTION_SECONDS = 600.0  # bounds what young passes never free, at the price of one pause per 10 min
+ENROLLMENT_POLL = 0.1  # --duration-after-enrollment: how often the hosts' enrollment is looked at
 
 
 async def _collect_young(stop: asyncio.Event) -> None:
@@ -300,6 +301,13 @@ async def _server_counts(options: LoadOptions, context: ssl.SSLContext) -> dict[
         response = await client.get("/api/latest/fleet/hosts")
         response.raise_for_status()
         return {str(h["uuid"]): dict(h.get("log_counts") or {}) for h in response.json()["hosts"]}
+
+
+async def _until_enrolled(hosts: Sequence[SimulatedHost], stop: asyncio.Event, deadline: float) -> None:
+    """Until every host has enrolled, ``deadline`` (monotonic) passes, or the run is stopped."""
+    while not stop.is_set() and time.monotonic() < deadline and not all(h.enrolled for h in hosts):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ENROLLMENT_POLL)
 
 
 async def run_load(options: LoadOptions) -> dict[str, object]:
@@ -383,6 +391,8 @@ async def run_load(options: LoadOptions) -> dict[str, object]:
 
     reporter = asyncio.create_task(progress())
     if options.duration is not None:
+        if options.duration_after_enrollment:
+            await _until_enrolled(hosts, stop, started + ramp + ENROLLMENT_WAIT)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), options.duration)
         stop.set()

@@ -13,6 +13,7 @@ from osquery_sim.orbit_traffic import CONFIG_INTERVAL
 from osquery_sim.version import OSQUERY_VERSION
 
 MAX_PROCESSES = 64
+ENROLLMENT_WAIT = 120.0  # --duration-after-enrollment: how long past the ramp hosts may take to enroll
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class LoadOptions:
     config_refresh: int = 60
     logger_tls_period: int = 10
     duration: float | None = None
+    # --duration counts from when every host is enrolled (at most ENROLLMENT_WAIT past the ramp), not from the start:
+    # a busy machine slows enrollment, and a short run would end with hosts still enrolling
+    duration_after_enrollment: bool = False
     with_orbit: bool = False
     ramp: float | None = None
     admin_token: str = ""
@@ -54,6 +58,11 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
     parser.add_argument("--config_refresh", type=int, default=60)
     parser.add_argument("--logger_tls_period", type=int, default=10)
     parser.add_argument("--duration", type=float, help="seconds to run (default: until SIGINT/SIGTERM)")
+    parser.add_argument(
+        "--duration-after-enrollment",
+        action="store_true",
+        help=f"count --duration from when every host is enrolled (waiting at most {ENROLLMENT_WAIT:g} s past the ramp)",
+    )
     parser.add_argument("--with-orbit", action="store_true", help="also send each host's orbit traffic")
     parser.add_argument("--ramp", type=float, help="seconds over which host starts are spread")
     parser.add_argument(
@@ -140,6 +149,7 @@ def parse_args(argv: Sequence[str]) -> LoadOptions:
         config_refresh=args.config_refresh,
         logger_tls_period=args.logger_tls_period,
         duration=args.duration,
+        duration_after_enrollment=args.duration_after_enrollment,
         with_orbit=args.with_orbit,
         ramp=args.ramp,
         admin_token=args.admin_token,

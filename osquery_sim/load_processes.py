@@ -68,6 +68,8 @@ def child_argv(options: LoadOptions, hosts: int, first: int, address: str, ramp:
         argv += ["--seed", options.seed]
     if options.duration is not None:
         argv += ["--duration", repr(options.duration)]
+    if options.duration_after_enrollment:
+        argv.append("--duration-after-enrollment")
     if options.with_orbit:
         argv.append("--with-orbit")
         for rule in options.fail_rules:

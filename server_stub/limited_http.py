@@ -8,8 +8,10 @@ connection guard (ADR 0014).
   fields a 431 — answered before the request reaches the application, so before any authentication or parsing.
 * Deadlines (headers, body, idle) are kept by the guard, which calls ``deadline_passed``: headers or body not
   complete in time are a 408; a connection that never started a request or sat idle is closed without a word.
-* A response that is complete while its request body is still arriving closes the connection, instead of reading
-  the rest of a body nobody wants.
+* A response that begins while its request body is still arriving says ``connection: close`` and closes the
+  connection once sent, instead of reading the rest of a body nobody wants: the client is told, so it never sends its
+  next request on a connection that is going away (it did not say so once, and a keep-alive client's next request
+  met a bare close: "Server disconnected without sending a response").
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import asyncio
 from typing import Any
 
 import httptools
+from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from server_stub.connection_guard import EXTENSION, TLS_SHUTDOWN_TIMEOUT, Connection, ConnectionGuard, Phase
@@ -164,6 +167,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         pipelined = self.cycle is not None and not self.cycle.response_complete
         self._reading_head = False
         super().on_headers_complete()
+        announce_close_before_body(self.cycle)
         if not pipelined:
             self._next = Phase.BODY
 
@@ -180,6 +184,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self._closing:
             return
+        if not self._message_complete:  # answered while the body is still arriving: "connection: close" was said
+            left = self._body_still_to_come()
+            if left is not None and left <= LINGER_BODY_LIMIT:
+                self._close()
+            else:
+                self._hang_up()  # do not read (decrypt) the rest only to discard it
+            return
         if self.transport.is_closing():
             self._mark_closing()
             return
@@ -187,12 +198,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        elif not self._message_complete:  # answered while the body is still arriving
-            left = self._body_still_to_come()
-            if left is not None and left <= LINGER_BODY_LIMIT:
-                self._close()
-            else:
-                self._hang_up()  # do not read (decrypt) the rest only to discard it
         else:
             self._guard.enter(self._conn, Phase.IDLE, self.loop.time() + self._limits.idle_timeout)
 
@@ -264,3 +269,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._closing = True
         self._next = None
         self._guard.enter(self._conn, Phase.CLOSING, self.loop.time() + grace)
+
+
+def announce_close_before_body(cycle: RequestResponseCycle) -> None:
+    """A response that begins before ``cycle``'s request body is complete carries ``connection: close``.
+
+    uvicorn would keep the connection alive after it; ours closes (``on_response_complete``), and HTTP/1.1 wants a
+    server that closes to say so in the response (RFC 9112 §9.6), or the client sends its next request into the
+    close. uvicorn adds the header itself once ``keep_alive`` is off. The application calls ``cycle.send`` when it
+    runs, after this (the task is created, not started, in ``on_headers_complete``).
+    """
+    send = cycle.send
+
+    async def send_closing_early(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and cycle.more_body:
+            cycle.keep_alive = False
+        await send(message)
+
+    cycle.send = send_closing_early  # type: ignore[method-assign]

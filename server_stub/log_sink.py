@@ -18,6 +18,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 try:
     import fcntl
@@ -104,6 +105,28 @@ class LogSink:
         finally:
             os.close(fd)
         return lines
+
+    def open_snapshot(self, host_id: int, log_type: str) -> tuple[BinaryIO, int] | None:
+        """The file open for reading and its length at a batch boundary (None: nothing stored yet).
+
+        Read only that many bytes: agents append while the file is sent, and a batch being written (or cut back
+        after a failed write) holds the exclusive lock, so the length taken under a shared lock ends after a whole,
+        recorded batch. What lies before it never changes (the file only grows; a cut-back stays past it).
+        """
+        try:
+            handle = self.path_for(host_id, log_type).open("rb")
+        except FileNotFoundError:
+            return None
+        try:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            size = os.fstat(handle.fileno()).st_size
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except OSError:
+            handle.close()
+            raise
+        return handle, size
 
     def counts(self, host_id: int) -> LogCounts:
         found = {

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from tests.support.sim_process import SIM, SimProcess, orbit_style_args, wait_for
+from tests.support.stub_process import StubProcess
 from tests.support.stub_server import GLOBAL_SECRET, RunningStub, running_stub
 
 
@@ -116,6 +117,7 @@ def test_load_mode_with_orbit_reports_no_loss(stub: RunningStub) -> None:
             f"--enroll_secret={GLOBAL_SECRET}",
             "--duration",
             "6",
+            "--duration-after-enrollment",  # on a busy machine 25 enrollments may take more than the 6 s
             "--with-orbit",
             "--ramp",
             "1",
@@ -144,6 +146,45 @@ def test_load_mode_with_orbit_reports_no_loss(stub: RunningStub) -> None:
         hosts = admin.get("/api/latest/fleet/hosts").json()["hosts"]
     assert len(hosts) == 25  # orbit and osquery traffic of one simulated host land on one record
     assert len({h["hostname"] for h in hosts}) == 25
+
+
+@pytest.mark.parametrize("after_enrollment", [True, False], ids=["after-enrollment", "from-start"])
+def test_duration_after_enrollment_waits_for_a_server_that_comes_late(tmp_path: Path, after_enrollment: bool) -> None:
+    """``--duration-after-enrollment``: the run's seconds start once every host is in, so a server that is down at
+    first (or a busy machine) does not end a short run with hosts still enrolling. Without it, the same run ends
+    before the server is up, with nobody enrolled."""
+    data = tmp_path / "data"
+    first = StubProcess(data, f"--enroll-secret={GLOBAL_SECRET}")
+    info = first.wait_ready()  # makes the CA the load trusts, and a port the second start listens on again
+    assert first.stop() == 0
+    address = str(info["url"]).removeprefix("https://")
+    argv = [*SIM, "load", "--hosts", "5", "--tls_hostname", address, "--tls_server_certs", str(info["ca_cert"])]
+    argv += [f"--enroll_secret={GLOBAL_SECRET}", "--duration", "1", "--ramp", "0.2", "--progress_interval", "0.5"]
+    load = subprocess.Popen(
+        [*argv, *(["--duration-after-enrollment"] if after_enrollment else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second: StubProcess | None = None
+    try:
+        assert load.stderr is not None
+        for line in load.stderr:  # the first progress line with a failed enrollment: the server was down for it
+            if "errors=" in line and "errors=0 " not in line:
+                break
+        if after_enrollment:
+            second = StubProcess(data, f"--enroll-secret={GLOBAL_SECRET}", "--listen", address)
+            second.wait_ready()
+        out, _ = load.communicate(timeout=120)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+        if second is not None:
+            second.stop()
+    assert load.returncode == 0
+    summary = json.loads(out)
+    assert summary["enrolled"] == (5 if after_enrollment else 0), summary
 
 
 def test_load_mode_against_a_dead_server_ends_on_time_and_reports_errors(tmp_path: Path) -> None:

@@ -178,6 +178,33 @@ def test_header_limits_answer_before_the_application(
     run(scenario)
 
 
+def test_an_answer_before_the_body_is_in_says_connection_close(stub: Info) -> None:
+    """A bad device token is a 401 before the body is read. The connection closes after it, so the answer must say
+    so: a keep-alive client that was not told sent its next request into the close (seen in the fuzz tests as
+    "Server disconnected without sending a response")."""
+
+    async def scenario() -> None:
+        reader, writer = await open_tls(stub)
+        body = b'{"error_source": "x"}'
+        writer.write(
+            b"POST /api/latest/fleet/device/no-such-token/refetch HTTP/1.1\r\nHost: stub\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        await writer.drain()
+        answer = Answer(reader)
+        await asyncio.wait_for(answer.begun.wait(), ANSWER_DEADLINE)  # the head alone was enough to answer
+        writer.write(body)  # what the client still sends: read and discarded, then the connection ends cleanly
+        writer.write(b"GET /api/fleet/orbit/ping HTTP/1.1\r\nHost: stub\r\n\r\n")
+        got = await answer.result()
+        writer.close()
+        assert status_of(got) == 401, got[:200]
+        head = got.partition(b"\r\n\r\n")[0].lower()
+        assert b"\r\nconnection: close" in head, head
+        assert got.count(b"HTTP/1.1 ") == 1  # the request sent after it was not answered: the client was told
+
+    run(scenario)
+
+
 # --- time ---------------------------------------------------------------------------------------------------------
 
 

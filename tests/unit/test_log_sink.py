@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,43 @@ def test_reconcile_skips_directories_that_are_not_host_ids(tmp_path: Path) -> No
         (tmp_path / "logs" / name / "result.jsonl").write_text('{"n":1}\n')
     assert sink.reconcile() == 0
     assert sink.totals() == {"result": 1, "status": 0}
+
+
+def test_a_snapshot_ends_after_the_last_whole_batch(tmp_path: Path) -> None:
+    """The admin download sends a snapshot's length only: lines appended meanwhile are not part of it."""
+    sink = _sink(tmp_path)
+    assert sink.open_snapshot(1, "result") is None
+    sink.append(1, "result", [{"n": 0}, {"n": 1}])
+    snapshot = sink.open_snapshot(1, "result")
+    assert snapshot is not None
+    handle, size = snapshot
+    with handle:
+        sink.append(1, "result", [{"n": 2}])
+        assert handle.read(size) == b'{"n":0}\n{"n":1}\n'
+
+
+def test_a_snapshot_waits_for_a_batch_being_written(tmp_path: Path) -> None:
+    """A batch half written (then cut back, as after a full disk) is never inside a snapshot's length."""
+    sink = _sink(tmp_path)
+    sink.append(1, "result", [{"n": 0}])
+    path = sink.path_for(1, "result")
+    sizes: list[int] = []
+
+    def take() -> None:
+        snapshot = sink.open_snapshot(1, "result")
+        assert snapshot is not None
+        snapshot[0].close()
+        sizes.append(snapshot[1])
+
+    with path.open("ab") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        writer.write(b'{"n":1')  # half a batch
+        writer.flush()
+        reader = threading.Thread(target=take)
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive()  # held back by the writer's lock
+        os.ftruncate(writer.fileno(), len(b'{"n":0}\n'))
+        fcntl.flock(writer.fileno(), fcntl.LOCK_UN)
+    reader.join(30)
+    assert sizes == [len(b'{"n":0}\n')]
