@@ -6,22 +6,37 @@ osquery prefixes, so an osqueryd pointed at a wrong endpoint sees a failure, not
 
 from __future__ import annotations
 
+import os
 import time
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
+from starlette.staticfiles import NotModifiedResponse, PathLike, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server_stub import device_page, routes_admin, routes_device, routes_orbit, routes_osquery, routes_rollouts
 from server_stub.console import routes as console_routes
 from server_stub.errors import ApiError, ErrorShape, render_error
+from server_stub.file_sending import CachedFirstFileResponse
 from server_stub.state import StubState
 
 OSQUERY_PREFIXES = ("/api/osquery/", "/api/v1/osquery/")
+
+
+class _TufStaticFiles(StaticFiles):
+    """starlette's StaticFiles (path checks, HEAD, ranges, 304s) with whole files sent by ``file_sending``."""
+
+    def file_response(
+        self, full_path: PathLike, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = CachedFirstFileResponse(full_path, status_code=status_code, stat_result=stat_result)
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
 
 
 class _TufFiles:
@@ -31,7 +46,7 @@ class _TufFiles:
         self._state = state
         directory = state.settings.tuf_repo
         self._files: ASGIApp | None = (
-            StaticFiles(directory=directory, check_dir=False, follow_symlink=False) if directory else None
+            _TufStaticFiles(directory=directory, check_dir=False, follow_symlink=False) if directory else None
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
