@@ -10,7 +10,8 @@ alternating the path and its baseline (A B, B A, A B, …), and reported as min 
   ``tests/support/counting_proxy.py``; baseline: one GET of ``timestamp.json`` on a new connection, the least any
   check can cost.
 - download: ``UpdateClient.download_to`` (length + every signed hash verified, fsync, rename) vs ``httpx`` streaming
-  the same URL into a file; both get the same durability (``fsync`` before close, or neither with ``--no-fsync``).
+  the same URL into a file; both get the same durability (``fsync`` before close, or neither with ``--no-fsync``),
+  and one untimed warm-up round each before the measured rounds.
 
     .venv/bin/python benchmarks/update_check.py [--size-mb 100] [--rounds 3] [--no-fsync] [--json]
 """
@@ -190,6 +191,10 @@ def downloads(
                 os.fsync(out.fileno())
         return time.perf_counter() - began
 
+    # one untimed round of each first: the repository's 100 MB files were just written by `orbitctl updates add`,
+    # and the first download (whichever it is) pays for their write-back and for the first connection's setup
+    verified()
+    raw()
     verified_s, raw_s = alternate(rounds, verified, raw)
     mib = target.length / (1 << 20)
     return {

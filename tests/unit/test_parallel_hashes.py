@@ -63,3 +63,29 @@ def test_bad_algorithms_are_refused(algorithms: list[str]) -> None:
     with pytest.raises(ValueError):
         ParallelHashes(algorithms)
     assert not _hash_threads()
+
+
+def test_a_sink_error_stops_the_transfer_at_a_later_batch() -> None:
+    """The sink writes on its own thread; its failure reaches the receiver at the next batches, not only at the end."""
+    failed = threading.Event()
+
+    def full_disk(_data: bytes) -> None:
+        failed.set()
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"), ParallelHashes(["sha256"], sink=full_disk, batch_bytes=1) as hashes:
+        hashes.update(b"x")
+        assert failed.wait(30)
+        for _ in range(1000):  # far more batches than the queues hold: the error ends this loop, never a full queue
+            hashes.update(b"y")
+    assert not _hash_threads()
+
+
+def test_a_failed_transfer_does_not_hide_its_error_behind_the_sinks() -> None:
+    def full_disk(_data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ConnectionError), ParallelHashes(["sha256"], sink=full_disk, batch_bytes=1) as hashes:
+        hashes.update(b"x")
+        raise ConnectionError("the server went away")
+    assert not _hash_threads()
