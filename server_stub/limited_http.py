@@ -20,9 +20,8 @@ import asyncio
 from typing import Any
 
 import httptools
-from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from server_stub.connection_guard import EXTENSION, TLS_SHUTDOWN_TIMEOUT, Connection, ConnectionGuard, Phase
@@ -62,6 +61,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # whole: waiting → headers → body → app in one call, one update).
         self._next: Phase | None = None
         self._headers_keep_deadline = False
+        self._keep_alive_after_body = True
         self._extensions = {EXTENSION: {"vouch": conn.vouch}}
 
     # --- connection ------------------------------------------------------------------------------------------------
@@ -167,12 +167,20 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         pipelined = self.cycle is not None and not self.cycle.response_complete
         self._reading_head = False
         super().on_headers_complete()
-        announce_close_before_body(self.cycle)
+        # Until the body is in, an answer says "connection: close" and ends the connection (on_response_complete):
+        # a response that begins before the body is complete must tell the client so (RFC 9112 §9.6), or it sends
+        # its next request into the close. uvicorn reads keep_alive when the answer starts and when it ends, and
+        # adds the header itself. A flag, not a wrapper around the cycle's send: that would make every request's
+        # cycle a reference cycle, garbage for the collector's slow full passes.
+        self._keep_alive_after_body = self.cycle.keep_alive
+        self.cycle.keep_alive = False
         if not pipelined:
             self._next = Phase.BODY
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        if not self.cycle.response_started:
+            self.cycle.keep_alive = self._keep_alive_after_body
         self._message_complete = True
         self._reading_head = True
         self._head_bytes = 0
@@ -269,21 +277,3 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._closing = True
         self._next = None
         self._guard.enter(self._conn, Phase.CLOSING, self.loop.time() + grace)
-
-
-def announce_close_before_body(cycle: RequestResponseCycle) -> None:
-    """A response that begins before ``cycle``'s request body is complete carries ``connection: close``.
-
-    uvicorn would keep the connection alive after it; ours closes (``on_response_complete``), and HTTP/1.1 wants a
-    server that closes to say so in the response (RFC 9112 §9.6), or the client sends its next request into the
-    close. uvicorn adds the header itself once ``keep_alive`` is off. The application calls ``cycle.send`` when it
-    runs, after this (the task is created, not started, in ``on_headers_complete``).
-    """
-    send = cycle.send
-
-    async def send_closing_early(message: ASGISendEvent) -> None:
-        if message["type"] == "http.response.start" and cycle.more_body:
-            cycle.keep_alive = False
-        await send(message)
-
-    cycle.send = send_closing_early  # type: ignore[method-assign]
