@@ -68,6 +68,9 @@ class HttpSide(Protocol):
 
     def deadline_passed(self, phase: Phase) -> None: ...
 
+    def released(self) -> None:
+        """The guard is done with the connection: drop what would keep the protocol alive in a reference cycle."""
+
 
 class Connection:
     """One accepted connection as the guard sees it."""
@@ -372,6 +375,13 @@ class ConnectionGuard:
         self._forget(conn)
         self._set_deadline(conn, None)
         self._open -= 1
+        # The HTTP side holds its Connection and the Connection its HTTP side: a reference cycle, which only the
+        # collector's full passes reclaim once the connection has lived a few seconds. Under an attack's churn those
+        # passes held the event loop 50–140 ms (issue 15). Broken here, a closed connection is freed at once.
+        if conn.http is not None:
+            conn.http.released()
+        conn.http = None
+        conn.early = None
 
     def now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()

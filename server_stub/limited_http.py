@@ -62,17 +62,26 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._next: Phase | None = None
         self._headers_keep_deadline = False
         self._keep_alive_after_body = True
+        self._made = False  # connection_made: the TLS handshake finished
         self._extensions = {EXTENSION: {"vouch": conn.vouch}}
 
     # --- connection ------------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._made = True
         super().connection_made(transport)
         self._guard.enter(self._conn, Phase.WAITING, self.loop.time() + self._limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._guard.release(self._conn)
         super().connection_lost(exc)
+
+    def released(self) -> None:
+        """A connection whose TLS handshake never finished gets no ``connection_lost`` (the TLS protocol calls it only
+        after ``connection_made``), and its parser, which calls back into this protocol, would keep both alive in a
+        reference cycle until a full pass of the collector."""
+        if not self._made:
+            self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._closing:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
+import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
 from server_stub.connection_guard import (
     EXPIRIES_PER_TURN,
@@ -28,6 +32,7 @@ from server_stub.connection_limits import (
     descriptor_budget,
     limits_from,
 )
+from server_stub.limited_http import LimitedHttpProtocol
 from server_stub.settings import SettingsError, build_settings
 
 # --- settings ---------------------------------------------------------------------------------------------------
@@ -131,6 +136,7 @@ class FakeHttp:
         self._guard = guard
         self.conn = conn
         self.expired: list[Phase] = []
+        self.conn_released = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         guard = self._guard()
@@ -138,6 +144,9 @@ class FakeHttp:
 
     def deadline_passed(self, phase: Phase) -> None:
         self.expired.append(phase)
+
+    def released(self) -> None:
+        self.conn_released = True
 
 
 def make_guard(cap: int | None, **limits: Any) -> tuple[ConnectionGuard, list[FakeHttp], list[str]]:
@@ -243,6 +252,48 @@ def test_a_released_connection_makes_room() -> None:
         assert guard.open_connections == 0
         _second_t, second = accept(guard, "second")
         assert second is not None
+
+    run(scenario)
+
+
+def test_a_released_connection_lets_go_of_its_http_side() -> None:
+    """Connection and HTTP side refer to each other: release breaks that, so a closed connection is freed by its
+    reference count, not by one of the collector's full passes (which held the loop 50–140 ms under attack)."""
+
+    async def scenario() -> None:
+        guard, _made, _counted = make_guard(cap=None)
+        conn = guard.accepted(FakeTransport("t"))  # type: ignore[arg-type]
+        assert conn is not None
+        http = FakeHttp(lambda: guard, conn)
+        conn.http = http
+        guard.release(conn)
+        assert http.conn_released
+        assert conn.http is None
+
+    run(scenario)
+
+
+def test_a_protocol_whose_handshake_never_finished_is_freed_without_the_collector(tmp_path: Path) -> None:
+    """Its TLS handshake never done, LimitedHttpProtocol gets no connection_lost; released() breaks the cycle with
+    its parser, so it dies with its last reference, the collector off."""
+
+    async def scenario() -> None:
+        guard, _made, _counted = make_guard(cap=None)
+        conn = guard.accepted(FakeTransport("t"))  # type: ignore[arg-type]
+        assert conn is not None
+        config = uvicorn.Config(app=lambda *_: None, http="httptools")
+        config.load()
+        protocol = LimitedHttpProtocol(config, ServerState(), {}, guard, conn)
+        conn.http = protocol
+        alive = weakref.ref(protocol)
+        del protocol
+        gc.disable()
+        try:
+            guard.release(conn)
+            del conn
+            assert alive() is None
+        finally:
+            gc.enable()
 
     run(scenario)
 
