@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 
 from server_stub.app import build_app
 from server_stub.atomic_files import write_private
+from server_stub.collector import keep_collector_paced
 from server_stub.declarative_config import ConfigFileError, apply_config, load_config_file
 from server_stub.fd_limit import raise_open_files_limit
 from server_stub.guarded_server import GuardedServer
@@ -190,6 +191,8 @@ class StubServer(GuardedServer):
         self._runs_rollout_ticker = rollout_ticker
         self._reaper: asyncio.Task[None] | None = None
         self._rollout_ticker: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -217,6 +220,7 @@ class StubServer(GuardedServer):
         if self.should_exit:
             self.force_exit = True
         self.should_exit = True
+        self._stopping.set()
         self._state.live.close()
         if self.guard is not None:
             self.guard.stopping = True
@@ -245,7 +249,7 @@ class StubServer(GuardedServer):
         try:
             await super().shutdown(sockets=sockets)
         finally:
-            for task in (self._reaper, self._rollout_ticker):
+            for task in (self._reaper, self._rollout_ticker, self._collector):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -259,7 +263,8 @@ class StubServer(GuardedServer):
                 self._rollout_ticker = asyncio.get_running_loop().create_task(
                     state.rollouts.run_ticker(state.clock, state.settings.rollout_tick)
                 )
-            self._on_ready()
+            self._on_ready()  # freezes what start-up allocated (gc.freeze)
+            self._collector = asyncio.get_running_loop().create_task(keep_collector_paced(self._stopping))
 
 
 def make_uvicorn_config(
