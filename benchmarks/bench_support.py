@@ -209,3 +209,18 @@ def forward_sigterm() -> list[int]:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return received
+
+
+def realtime_priority() -> bool:
+    """Put the calling thread on a real-time priority where allowed (root, Linux; False where not allowed).
+
+    For a measuring client that shares its core with load it does not stand for (the attacker in
+    ``stub_under_attack.py``, the generator's processes in ``stub_capacity.py``): on a real network they are other
+    machines. At SCHED_FIFO the client runs the moment it wakes, so what it measures is the server's latency, not the
+    other processes' CPU (nice 19 alone still let the agents' own wake-up lag double).
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (AttributeError, PermissionError, OSError):
+        return False
+    return True

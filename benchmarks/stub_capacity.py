@@ -44,7 +44,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from bench_support import cpu_affinity, forward_sigterm, json_safe
+from bench_support import cpu_affinity, forward_sigterm, json_safe, realtime_priority
 from stub_throughput import BenchmarkError, Target, plan_cpus, start_stub
 
 from server_stub.connection_limits import descriptor_budget
@@ -88,6 +88,7 @@ class Step:
     probe_p50_ms: float = float("nan")
     probe_p99_ms: float = float("nan")
     probe_failures: int = 0
+    probe_realtime: bool = False  # the probe's thread ran at SCHED_FIFO (bench_support.realtime_priority)
     errors: int = 0
     non_2xx: int = 0
     stub_cpu_percent: float = 0.0
@@ -180,12 +181,14 @@ def bucket_percentile_ms(before: dict[float, float], after: dict[float, float], 
 class Probe:
     """One more osquery host, outside the generator: enrolls, then sends ``distributed/read`` every PROBE_EVERY s on
     a keep-alive connection during the window. Its latency is the stub's as a client sees it (TLS, queueing before
-    the handler, the handler), without the generator's own event-loop lag — a thread of this script, which has the
-    generator's core to itself otherwise idle."""
+    the handler, the handler), without the generator's own event-loop lag — a thread of this script at real-time
+    priority where allowed (``realtime_priority``): the generator's processes fill the other core and the run queue,
+    and a client elsewhere on the network would not wait behind them."""
 
     def __init__(self, stub: Target, secret: str) -> None:
         self.latencies: list[float] = []
         self.failures = 0
+        self.realtime = False
         self._stop = threading.Event()
         self._client = httpx.Client(
             base_url=stub.url, verify=str(stub.ca_cert), timeout=30, headers={"User-Agent": "osquery/5.14.1+probe"}
@@ -201,6 +204,7 @@ class Probe:
         self._thread.start()
 
     def _run(self) -> None:
+        self.realtime = realtime_priority()
         while not self._stop.wait(PROBE_EVERY):
             started = time.perf_counter()
             try:
@@ -346,6 +350,7 @@ def run_step(
         step.sqlite_lock_wait_ms_per_s = (last.lock_wait_us - first.lock_wait_us) / 1000 / wall
         step.worker_connections = last.worker_connections
         step.probe_p50_ms, step.probe_p99_ms, step.probe_failures = probe.stop()
+        step.probe_realtime = probe.realtime
         step.window_s = round(wall, 1)
         step.requests_per_second = (req1 - req0) / wall
         step.requests_per_host_second = step.requests_per_second / hosts
@@ -568,6 +573,9 @@ def render(report: Report) -> str:
         f"{PROBE_EVERY:g} s, end to end, from outside the generator (window); gen: the generator's own end-to-end "
         "figures (window to its stop, incl. its event-loop lag — shown, not judged)"
     )
+    if report.steps:
+        realtime = all(s.probe_realtime for s in report.steps)
+        lines.append(f"probe at real-time priority: {'yes' if realtime else 'no (not allowed here)'}")
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_support import cpu_affinity, event_loop_factory, forward_sigterm, json_safe
+from bench_support import cpu_affinity, event_loop_factory, forward_sigterm, json_safe, realtime_priority
 from stub_throughput import (
     BenchmarkError,
     ServerProcess,
@@ -281,20 +281,6 @@ class Sample:
     error: str | None
     late: float  # how late the agent's own loop woke up to send it (client-side lag, not the stub's)
     fresh: bool  # sent on a new connection (its latency includes the TCP and TLS handshakes)
-
-
-def realtime_priority() -> bool:
-    """Put the calling thread (the agents') on a real-time priority where allowed (root, Linux).
-
-    The agents share their core with the attacker: on a real network they are different machines. At SCHED_FIFO the
-    agents run the moment their loop wakes, so what they measure is the stub's latency, not the attacker's CPU
-    (nice 19 alone still let the agents' own wake-up lag double). Returns False where it is not allowed.
-    """
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except (AttributeError, PermissionError, OSError):
-        return False
-    return True
 
 
 class Agents:
