@@ -1,4 +1,5 @@
-"""Sending TUF repository files: from the page cache on the event loop, from the disk on a worker thread.
+"""Sending files (TUF repository files, host log downloads): from the page cache on the event loop, from the disk
+on a worker thread.
 
 starlette's ``FileResponse`` reads every 64 KiB chunk on a worker thread. For a 100 MB target those 1 600 hops to a
 thread and back, not the bytes, were most of the server's CPU (0.18 s of 0.18 s; the whole send costs 0.08 s
@@ -9,9 +10,10 @@ just written or just sent to another agent, so it is nearly always cached. Bigge
 but each connection holds up to a chunk in flight: with thousands of agents downloading at once, 64 KiB is the
 bound kept.
 
-Exactly the ``Content-Length`` announced is sent. A file replaced between its lookup and its opening (TUF metadata
-is replaced by renames) ends the response short and the connection is dropped, or sends the new file's first bytes
-only: either way the client's signature or hash check refuses it and it asks again.
+Exactly the ``Content-Length`` announced is sent: for a host's log, the length of a snapshot taken at a batch
+boundary while agents keep appending (``LogSink.snapshot``). A TUF file replaced between its lookup and its opening
+(metadata is replaced by renames) ends the response short and the connection is dropped, or sends the new file's
+first bytes only: either way the client's signature or hash check refuses it and it asks again.
 """
 
 from __future__ import annotations

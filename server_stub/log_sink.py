@@ -18,7 +18,6 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 try:
     import fcntl
@@ -106,27 +105,23 @@ class LogSink:
             os.close(fd)
         return lines
 
-    def open_snapshot(self, host_id: int, log_type: str) -> tuple[BinaryIO, int] | None:
-        """The file open for reading and its length at a batch boundary (None: nothing stored yet).
+    def snapshot(self, host_id: int, log_type: str) -> os.stat_result | None:
+        """The file's status with its length at a batch boundary (None: nothing stored yet).
 
-        Read only that many bytes: agents append while the file is sent, and a batch being written (or cut back
+        Send only that many bytes: agents append while the file is sent, and a batch being written (or cut back
         after a failed write) holds the exclusive lock, so the length taken under a shared lock ends after a whole,
         recorded batch. What lies before it never changes (the file only grows; a cut-back stays past it).
         """
         try:
-            handle = self.path_for(host_id, log_type).open("rb")
+            fd = os.open(self.path_for(host_id, log_type), os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
             if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
-            size = os.fstat(handle.fileno()).st_size
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        except OSError:
-            handle.close()
-            raise
-        return handle, size
+                fcntl.flock(fd, fcntl.LOCK_SH)  # released by the close
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     def counts(self, host_id: int) -> LogCounts:
         found = {

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from server_stub import (
@@ -27,6 +24,7 @@ from server_stub import (
 from server_stub.agent_options import InvalidAgentOptions, validate_agent_options, validate_notifications
 from server_stub.api import Family, Handler, endpoint
 from server_stub.errors import ApiError, bad_request, not_found, unauthorized
+from server_stub.file_sending import CachedFirstFileResponse
 from server_stub.host_views import host_json, listed_hosts_body
 from server_stub.http_body import read_json_object
 from server_stub.int_ranges import INT64_MAX, IdOutOfRange, fits_int64, parse_id
@@ -225,31 +223,12 @@ async def host_logs(request: Request, state: StubState) -> Response:
     log_type = str(request.path_params.get("log_type"))
     if log_type not in LOG_TYPES:
         raise not_found(f"unknown log type {log_type}")
-    snapshot = state.logs.open_snapshot(host_id, log_type)
+    snapshot = state.logs.snapshot(host_id, log_type)
     if snapshot is None:
         return Response(b"", media_type="application/x-ndjson")
-    handle, size = snapshot
-    # exactly the lines stored when the request came: the file keeps growing while it is sent
-    return StreamingResponse(
-        _read_exactly(handle, size), media_type="application/x-ndjson", headers={"content-length": str(size)}
-    )
-
-
-LOG_CHUNK = 256 * 1024
-
-
-async def _read_exactly(handle: BinaryIO, size: int) -> AsyncIterator[bytes]:
-    """``size`` bytes of ``handle`` in chunks, read off the event loop; the file is closed at the end."""
-    try:
-        left = size
-        while left > 0:
-            chunk = await run_in_threadpool(handle.read, min(LOG_CHUNK, left))
-            if not chunk:  # cut shorter by someone else: the response ends short and uvicorn drops the connection
-                return
-            left -= len(chunk)
-            yield chunk
-    finally:
-        handle.close()
+    # exactly the lines stored when the request came (the snapshot's length): the file keeps growing while it is sent
+    path = state.logs.path_for(host_id, log_type)
+    return CachedFirstFileResponse(path, stat_result=snapshot, media_type="application/x-ndjson")
 
 
 # --- teams, agent options, secrets ---------------------------------------------------------------------------

@@ -117,14 +117,12 @@ def test_reconcile_skips_directories_that_are_not_host_ids(tmp_path: Path) -> No
 def test_a_snapshot_ends_after_the_last_whole_batch(tmp_path: Path) -> None:
     """The admin download sends a snapshot's length only: lines appended meanwhile are not part of it."""
     sink = _sink(tmp_path)
-    assert sink.open_snapshot(1, "result") is None
+    assert sink.snapshot(1, "result") is None
     sink.append(1, "result", [{"n": 0}, {"n": 1}])
-    snapshot = sink.open_snapshot(1, "result")
+    snapshot = sink.snapshot(1, "result")
     assert snapshot is not None
-    handle, size = snapshot
-    with handle:
-        sink.append(1, "result", [{"n": 2}])
-        assert handle.read(size) == b'{"n":0}\n{"n":1}\n'
+    sink.append(1, "result", [{"n": 2}])
+    assert sink.path_for(1, "result").read_bytes()[: snapshot.st_size] == b'{"n":0}\n{"n":1}\n'
 
 
 def test_a_snapshot_waits_for_a_batch_being_written(tmp_path: Path) -> None:
@@ -135,10 +133,9 @@ def test_a_snapshot_waits_for_a_batch_being_written(tmp_path: Path) -> None:
     sizes: list[int] = []
 
     def take() -> None:
-        snapshot = sink.open_snapshot(1, "result")
+        snapshot = sink.snapshot(1, "result")
         assert snapshot is not None
-        snapshot[0].close()
-        sizes.append(snapshot[1])
+        sizes.append(snapshot.st_size)
 
     with path.open("ab") as writer:
         fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
