@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,44 +55,34 @@ def test_a_cached_file_is_sent_whole_in_chunks(target: tuple[Path, bytes]) -> No
     assert len(messages) == 1 + 6  # the start and six chunks of at most 64 KiB
 
 
-def test_chunks_not_in_the_page_cache_are_read_on_a_thread(
-    target: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+_REAL_PREADV = os.preadv
+
+
+def _not_cached(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+    raise BlockingIOError(11, "Resource temporarily unavailable")
+
+
+def _half_cached(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+    got = bytearray(len(buffers[0]) // 2)
+    n = _REAL_PREADV(fd, [got], offset)
+    buffers[0][:n] = got[:n]
+    return n
+
+
+def _no_nowait(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+    raise OSError(95, "Operation not supported")
+
+
+@pytest.mark.parametrize(
+    "preadv",
+    [_not_cached, _half_cached, _no_nowait],
+    ids=["not-in-the-page-cache", "partly-cached-rest-from-a-thread", "file-system-without-nowait"],
+)
+def test_whatever_the_cache_says_the_bytes_are_the_same(
+    target: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch, preadv: Callable[..., int]
 ) -> None:
     path, data = target
-
-    def not_cached(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
-        raise BlockingIOError(11, "Resource temporarily unavailable")
-
-    monkeypatch.setattr(os, "preadv", not_cached)
-    assert _body(_send(path)) == data
-
-
-def test_a_partly_cached_chunk_gets_its_rest_from_a_thread(
-    target: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path, data = target
-    real = os.preadv
-
-    def half(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
-        size = len(buffers[0]) // 2
-        got = bytearray(size)
-        n = real(fd, [got], offset)
-        buffers[0][:n] = got[:n]
-        return n
-
-    monkeypatch.setattr(os, "preadv", half)
-    assert _body(_send(path)) == data
-
-
-def test_a_file_system_without_nowait_reads_are_thread_reads(
-    target: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path, data = target
-
-    def unsupported(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
-        raise OSError(95, "Operation not supported")
-
-    monkeypatch.setattr(os, "preadv", unsupported)
+    monkeypatch.setattr(os, "preadv", preadv)
     assert _body(_send(path)) == data
 
 
