@@ -65,13 +65,17 @@ class RemoteClient:
         self._lock = asyncio.Lock()
         self._on_event = on_event or (lambda _severity, _message: None)
         self.enroll_attempts = 0
+        # This client is the store's only writer of the key (one daemon per database, pidfile): read once, then
+        # kept in memory — every request reads it, and load mode counts thousands of hosts' keys each second.
+        self._node_key = store.get(NODE_KEY)
 
     @property
     def node_key(self) -> str | None:
-        return self._store.get(NODE_KEY)
+        return self._node_key
 
     def drop_node_key(self) -> None:
         self._store.delete(NODE_KEY)
+        self._node_key = None
 
     async def ensure_node_key(self, *, force: bool = False) -> str:
         """The cached node key, enrolling first when there is none (one enrollment shared by all callers)."""
@@ -106,6 +110,7 @@ class RemoteClient:
             key = answer.body.get("node_key", answer.body.get("id")) if answer.ok else None
             if isinstance(key, str) and key:
                 self._store.put(NODE_KEY, key)
+                self._node_key = key
                 log.info("event=enrolled attempt=%d", attempt)
                 self._on_event("INFO", "Enrolled with the TLS enrollment plugin")
                 return key

@@ -162,11 +162,6 @@ def enroll_orbit(
     return _upsert_enrollment(conn, identifier, team_id, details, "orbit_node_key", "orbit_enrolled_at", now)
 
 
-def touch(conn: sqlite3.Connection, host_id: int, now: float) -> None:
-    with write_transaction(conn):
-        conn.execute("UPDATE hosts SET seen_time = ? WHERE id = ?", (now, host_id))
-
-
 def update_details(conn: sqlite3.Connection, host_id: int, details: Mapping[str, str], now: float) -> None:
     clean = _clean_details(details)
     if not clean:

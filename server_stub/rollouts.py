@@ -78,7 +78,8 @@ def _overlaps(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> bool:
 class RolloutEngine:
     """``watching``: other processes change the same rollouts (``serve --workers N``): check the database's
     rollout generation before answering ``pins`` (at most every ``GENERATION_CHECK_SECONDS``). ``on_nudge``: what a
-    nudge also does (a worker without the ticker passes it on to the one with it)."""
+    nudge also does (a worker without the ticker passes it on to the one with it). ``before_evaluation``: called first
+    by every evaluation (the state writes its noted seen times, which decide who is offline: ``seen_times``)."""
 
     def __init__(
         self,
@@ -87,8 +88,10 @@ class RolloutEngine:
         *,
         watching: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
+        before_evaluation: Callable[[], None] = lambda: None,
     ) -> None:
         self._conn = conn
+        self._before_evaluation = before_evaluation
         self._tuf_repo = tuf_repo
         self._pins = EMPTY
         self._wake = asyncio.Event()
@@ -301,6 +304,7 @@ class RolloutEngine:
         new failures nudge a full evaluation): a plain tick then costs nothing while waves soak, where a pass over
         a rollout's population is ~60 ms per 10 000 hosts (benchmarks/rollout_config_cost.py).
         """
+        self._before_evaluation()
         changes = 0
         lost = False
         for rollout in list_rollouts(self._conn):

@@ -49,6 +49,7 @@ def require_admin(request: Request, state: StubState) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.admin_token.encode()):
         raise unauthorized("authentication error: missing or invalid admin token")
+    state.fresh_seen_times()
 
 
 def _int_param(request: Request, name: str) -> int:

@@ -40,7 +40,7 @@ def device_host(request: Request, state: StubState) -> hosts.Host:
     if host is None:
         state.device_guesses.failed(client)
         raise unauthorized("authentication error: invalid or expired device token")
-    return host
+    return state.seen_times.with_pending(host)
 
 
 async def public_ping(request: Request, state: StubState) -> Response:

@@ -40,9 +40,7 @@ def authenticate(body: JsonObject, state: StubState) -> hosts.Host:
         raise unauthorized(
             "authentication error: invalid orbit node key" if key else "authentication error: missing orbit node key"
         )
-    now = state.clock()
-    if host.seen_time is None or now - host.seen_time >= 1.0:
-        hosts.touch(state.conn, host.id, now)
+    state.seen_times.note(host.id, state.clock())
     return host
 
 

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 DETAIL_RETRY_SECONDS = 60.0
 ORBIT_INFO_WAIT_SECONDS = 3600.0  # after that, a host whose orbit serves no orbit_info waits for the detail interval
-SEEN_RESOLUTION_SECONDS = 1.0
 
 
 def node_key_of(request: Request, body: JsonObject) -> str:
@@ -67,9 +66,7 @@ def authenticate(request: Request, body: JsonObject, state: StubState) -> hosts.
     host = hosts.host_by_node_key(state.conn, key)
     if host is None:
         raise unauthorized("authentication error: invalid node key", node_invalid=True)
-    now = state.clock()
-    if host.seen_time is None or now - host.seen_time >= SEEN_RESOLUTION_SECONDS:
-        hosts.touch(state.conn, host.id, now)
+    state.seen_times.note(host.id, state.clock())
     return host
 
 

@@ -33,6 +33,7 @@ from server_stub.fd_limit import raise_open_files_limit
 from server_stub.guarded_server import GuardedServer
 from server_stub.node_keys import new_admin_token
 from server_stub.rollouts import RolloutEngine, RolloutRefused
+from server_stub.seen_times import keep_flushed
 from server_stub.settings import ServeSettings
 from server_stub.state import StubState, build_state
 from server_stub.teams import SecretConflict, ensure_team, sync_secrets
@@ -192,6 +193,7 @@ class StubServer(GuardedServer):
         self._reaper: asyncio.Task[None] | None = None
         self._rollout_ticker: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
+        self._seen_writer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     @contextlib.contextmanager
@@ -249,7 +251,7 @@ class StubServer(GuardedServer):
         try:
             await super().shutdown(sockets=sockets)
         finally:
-            for task in (self._reaper, self._rollout_ticker, self._collector):
+            for task in (self._reaper, self._rollout_ticker, self._collector, self._seen_writer):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -264,7 +266,9 @@ class StubServer(GuardedServer):
                     state.rollouts.run_ticker(state.clock, state.settings.rollout_tick)
                 )
             self._on_ready()  # freezes what start-up allocated (gc.freeze)
-            self._collector = asyncio.get_running_loop().create_task(keep_collector_paced(self._stopping))
+            loop = asyncio.get_running_loop()
+            self._collector = loop.create_task(keep_collector_paced(self._stopping))
+            self._seen_writer = loop.create_task(keep_flushed(state.seen_times, self._stopping))
 
 
 def make_uvicorn_config(

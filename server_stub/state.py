@@ -16,6 +16,7 @@ from server_stub.live_queries import LiveQueryHub
 from server_stub.log_sink import LogSink
 from server_stub.metrics import Gauge, Metrics
 from server_stub.rollouts import RolloutEngine
+from server_stub.seen_times import SeenTimes
 from server_stub.settings import ServeSettings
 from server_stub.transactions import WRITE_LOCK_WAITS
 
@@ -39,6 +40,7 @@ class StubState:
     reader: DatabaseReader
     rollouts: RolloutEngine
     sessions: SessionStore
+    seen_times: SeenTimes
     metrics: Metrics = field(default_factory=Metrics)
     device_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
     login_guesses: DeviceGuessLimiter = field(default_factory=DeviceGuessLimiter)
@@ -61,6 +63,10 @@ class StubState:
             return self.metrics.render(gauges)
         return await self.cluster_metrics(self.metrics, gauges)
 
+    def fresh_seen_times(self) -> None:
+        """Write this process's noted seen times before reading them to answer someone (``seen_times``)."""
+        self.seen_times.flush_logged()
+
     @property
     def capabilities_header(self) -> str:
         return ",".join(self.settings.capabilities)
@@ -68,6 +74,7 @@ class StubState:
     def close(self) -> None:
         self.live.close()
         self.reader.close()
+        self.seen_times.flush_logged()
         self.conn.close()
 
 
@@ -81,6 +88,7 @@ def build_state(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / DATABASE_FILE
     conn = open_database(path)
+    seen_times = SeenTimes(conn)
     state = StubState(
         settings=settings,
         conn=conn,
@@ -89,10 +97,11 @@ def build_state(
         logs=LogSink(conn, settings.data_dir / "logs"),
         carves=CarveStore(conn, settings.data_dir / "carves"),
         live=LiveQueryHub(conn, clock),
-        rollouts=RolloutEngine(conn, settings.tuf_repo, watching=shared),
+        rollouts=RolloutEngine(conn, settings.tuf_repo, watching=shared, before_evaluation=seen_times.flush_logged),
         device_guesses=DeviceGuessLimiter(clock=clock),
         reader=DatabaseReader(path),
         sessions=SessionStore(conn, clock),
+        seen_times=seen_times,
     )
     # through the state, so that a clock put in later (tests) governs sessions and login throttling too
     state.sessions = SessionStore(conn, state.now)

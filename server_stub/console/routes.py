@@ -84,6 +84,7 @@ def _session(request: Request, state: StubState) -> AdminSession:
     presented = request.cookies.get(COOKIE)
     found = state.sessions.lookup(presented)
     if found.session is not None:
+        state.fresh_seen_times()  # the pages show who is online
         return found.session
     if request.method != "GET":
         answer: Response = message_page(403, "Not logged in", "Log in again, then repeat what you did.")

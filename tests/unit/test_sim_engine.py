@@ -13,7 +13,7 @@ from osquery_sim import engine as engine_module
 from osquery_sim.engine import Endpoints, Engine, EngineSettings, apply_options
 from osquery_sim.osquery_config import parse_config
 from osquery_sim.remote_answer import RemoteAnswer, judge
-from osquery_sim.remote_client import EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
+from osquery_sim.remote_client import NODE_KEY, EnrollmentFailed, EnrollRequest, EnrollSettings, RemoteClient
 from osquery_sim.result_logs import LogContext, calendar_time, diff_rows, differential_lines, snapshot_line
 from osquery_sim.retry_schedules import distributed_wait, enroll_sleep, logger_backoff, request_retry_sleep
 from osquery_sim.sim_store import SimStore
@@ -169,6 +169,24 @@ def test_enroll_retries_then_succeeds_and_node_invalid_drops_the_key() -> None:
     assert answer.ok and client.node_key == "K2"
     assert [p[0] for p in transport.posts] == ["/enroll", "/enroll", "/enroll", "/read", "/enroll", "/read"]
     assert transport.posts[3][1]["node_key"] == "K1"
+
+
+def test_the_node_key_is_stored_read_once_and_dropped_from_both() -> None:
+    client, _, store = _client([RemoteAnswer(ok=True, body={"node_key": "K1"})])
+    assert asyncio.run(client.ensure_node_key()) == "K1"
+    assert store.get(NODE_KEY) == "K1"  # persisted: a restarted daemon keeps its enrollment
+    restarted = RemoteClient(
+        FakeTransport([]),  # type: ignore[arg-type]
+        store,
+        EnrollSettings(endpoint="/enroll", secret="s"),
+        lambda: EnrollRequest("H", "9", {}),
+        sleep=_no_sleep,
+    )
+    assert restarted.node_key == "K1"
+    store.delete(NODE_KEY)  # read once (every request and load mode's progress use it): memory answers after
+    assert restarted.node_key == "K1"
+    restarted.drop_node_key()
+    assert restarted.node_key is None and store.get(NODE_KEY) is None
 
 
 def test_enrollment_gives_up_after_max_attempts() -> None:
