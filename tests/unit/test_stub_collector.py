@@ -67,15 +67,18 @@ def test_the_task_acts_on_its_schedule_and_ends_on_stop(monkeypatch: pytest.Monk
     done: list[str] = []
     monkeypatch.setattr(collector, "freeze", lambda: done.append("freeze"))
     monkeypatch.setattr(collector, "thaw_and_collect", lambda: done.append("thaw"))
+    young: list[None] = []
+    monkeypatch.setattr(collector, "collect_young", lambda: young.append(None))
     now = [0.0]
 
     async def scenario() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(keep_collector_paced(stop, freeze_every=0.04, thaw_every=1.0, clock=lambda: now[0]))
+        paced = keep_collector_paced(stop, freeze_every=0.04, thaw_every=1.0, clock=lambda: now[0])
+        task = asyncio.create_task(paced)
         await asyncio.sleep(0)  # the task starts and reads the clock at 0
         for expected, moment in enumerate((0.05, 0.10, 1.2), start=1):
             now[0] = moment
-            for _ in range(3000):  # it looks every 0.01 s; generous on a loaded machine
+            for _ in range(3000):  # it looks every 0.04 s (real time); generous on a loaded machine
                 if len(done) == expected:
                     break
                 await asyncio.sleep(0.01)
@@ -84,3 +87,19 @@ def test_the_task_acts_on_its_schedule_and_ends_on_stop(monkeypatch: pytest.Monk
 
     asyncio.run(scenario())
     assert done == ["freeze", "freeze", "thaw"]
+    assert len(young) >= 3  # the young generation on every look, whatever else is due
+
+
+def test_a_young_pass_walks_only_what_was_allocated_since() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        kept = [[n] for n in range(5000)]  # survives into generation 1
+        collector.collect_young()
+        assert len(gc.get_objects(0)) < 100
+        fresh = [[n] for n in range(50)]
+        assert len(gc.get_objects(0)) >= 50
+        collector.collect_young()
+        assert len(gc.get_objects(0)) < 100 and len(kept) + len(fresh) == 5050
+    finally:
+        gc.enable()
