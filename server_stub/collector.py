@@ -63,8 +63,9 @@ class CollectorPacing:
 
 
 def freeze() -> None:
-    """Everything alive out of the collector's sight (no collection first: it would walk what the young generations
-    hold, up to a hundred milliseconds at 10 000 hosts, to free next to nothing)."""
+    """Everything alive out of the collector's sight. ``keep_collector_paced`` runs ``collect_young`` just before,
+    over what the last ``FREEZE_EVERY`` seconds allocated: short, unlike a young pass before a freeze every 10 s,
+    which walked up to 85 000 objects at 10 000 hosts."""
     gc.freeze()
 
 
