@@ -145,10 +145,18 @@ def ensure_self_signed(directory: Path) -> TlsFiles:
 
 
 def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """TLS 1.2+ with ECDHE + AEAD ciphers only, as osqueryd requires (docs/reference/fleet-api.md §1.1)."""
+    """TLS 1.2+ with ECDHE + AEAD ciphers only, as osqueryd requires (docs/reference/fleet-api.md §1.1).
+
+    No TLS 1.3 session tickets: OpenSSL sends two after every handshake by default, and no agent uses them.
+    osqueryd builds a new OpenSSL context per connection (docs/reference/fleet-api.md §1.1); orbit, the tray and
+    osqueryd-sim never hand a saved session back; and each ``--workers`` process has its own ticket key, so a ticket
+    would not resume on another worker anyway. Sending them cost the server about 43 µs of CPU per new connection
+    (benchmarks/README.md, ``stub_throughput.py``, session 10). A browser on the console gets a full handshake per
+    new connection, as the agents do."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(cert, key)
+    context.num_tickets = 0
     return context

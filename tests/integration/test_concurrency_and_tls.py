@@ -78,6 +78,22 @@ def test_old_protocols_and_weak_ciphers_are_refused(stub: RunningStub) -> None:
         _handshake(stub, cbc).close()
 
 
+def test_no_tls13_session_tickets_are_sent(stub: RunningStub) -> None:
+    """No agent resumes a session (server_ssl_context): the stub spends nothing on tickets. A client reading a
+    whole response has taken in every ticket a TLS 1.3 server sends after the handshake."""
+    context = stub.ssl_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with _handshake(stub, context) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 ")
+        assert tls.version() == "TLSv1.3"
+        session = tls.session
+        assert session is not None and not session.has_ticket
+
+
 @pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
 def test_certificate_matches_the_documented_names(stub: RunningStub, name: str) -> None:
     with _handshake(stub, stub.ssl_context(), name) as tls:
