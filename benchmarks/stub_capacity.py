@@ -18,8 +18,12 @@ end-to-end latency of ``distributed/read`` (window only — SIGUSR1 restarts its
 or the probe's p99 over 100 ms, errors, a full core, or hosts falling behind their intervals; the generator's p99
 includes its own event-loop lag with thousands of hosts in one process, so it is shown, not judged.
 
+With ``--windows N`` each step measures N windows in a row on the same running fleet and prints each one's
+figures with their min / median / max; the step is judged on the median window's p99s and on every window's
+errors (the generator's own figures cover all the windows together).
+
     .venv/bin/python benchmarks/stub_capacity.py [--quick] [--hosts 1000,2500,5000,10000] [--window S]
-        [--workers auto|N] [--processes auto|N] [--json]
+        [--windows N] [--workers auto|N] [--processes auto|N] [--json]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import re
 import resource
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,13 +103,31 @@ class Step:
     sqlite_lock_waits_per_s: float = 0.0
     sqlite_lock_wait_ms_per_s: float = 0.0
     worker_connections: list[int] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)  # --windows > 1: each window's own figures
     verdict: str = ""
+
+
+@dataclass
+class Window:
+    """One measured window of a step (``--windows``: several in a row on the same running fleet)."""
+
+    seconds: float
+    requests_per_second: float
+    stub_p99_ms: float
+    probe_p50_ms: float
+    probe_p99_ms: float
+    probe_failures: int
+    errors: int
+    non_2xx: int
+    stub_cpu_percent: float
+    gen_cpu_percent: float
 
 
 @dataclass
 class Report:
     quick: bool
     window_s: float
+    windows: int
     stub_cpus: list[int] | None
     generator_cpus: list[int] | None
     steps: list[Step] = field(default_factory=list)
@@ -189,6 +212,7 @@ class Probe:
         self.latencies: list[float] = []
         self.failures = 0
         self.realtime = False
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._client = httpx.Client(
             base_url=stub.url, verify=str(stub.ca_cert), timeout=30, headers={"User-Agent": "osquery/5.14.1+probe"}
@@ -212,20 +236,26 @@ class Probe:
                 ok = answer.status_code == 200 and "queries" in answer.json()
             except (httpx.HTTPError, ValueError):
                 ok = False
-            if ok:
-                self.latencies.append(time.perf_counter() - started)
-            else:
-                self.failures += 1
+            with self._lock:
+                if ok:
+                    self.latencies.append(time.perf_counter() - started)
+                else:
+                    self.failures += 1
 
-    def stop(self) -> tuple[float, float, int]:
-        """(p50 ms, p99 ms, failures)."""
+    def take(self) -> tuple[float, float, int]:
+        """(p50 ms, p99 ms, failures) since the last ``take``: one window's figures."""
+        with self._lock:
+            latencies, failures = self.latencies, self.failures
+            self.latencies, self.failures = [], 0
+        ordered = sorted(latencies)
+        if not ordered:
+            return float("nan"), float("nan"), failures
+        return _percentile_ms(ordered, 0.50), _percentile_ms(ordered, 0.99), failures
+
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(35)
         self._client.close()
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan"), float("nan"), self.failures
-        return _percentile_ms(ordered, 0.50), _percentile_ms(ordered, 0.99), self.failures
 
 
 def _percentile_ms(ordered: list[float], fraction: float) -> float:
@@ -302,6 +332,66 @@ class Generator:
         return loaded if isinstance(loaded, dict) else {}
 
 
+@dataclass
+class Mark:
+    """What the stub and the generator have counted so far, at one moment; two marks make a window."""
+
+    scrape: Scrape
+    requests: int
+    errors: int
+    stub_cpu: float
+    gen_cpu: float
+    at: float
+
+    @classmethod
+    def take(cls, stub: Target, gen: Generator) -> Mark:
+        scraped = scrape(stub)
+        return cls(scraped, gen.requests, gen.errors, stub.process.cpu_seconds(), gen.cpu_seconds(), time.monotonic())
+
+
+def window_between(before: Mark, after: Mark, probe: tuple[float, float, int]) -> Window:
+    wall = after.at - before.at
+    return Window(
+        seconds=round(wall, 1),
+        requests_per_second=(after.requests - before.requests) / wall,
+        stub_p99_ms=bucket_percentile_ms(before.scrape.buckets.get("*", {}), after.scrape.buckets.get("*", {}), 0.99),
+        probe_p50_ms=probe[0],
+        probe_p99_ms=probe[1],
+        probe_failures=probe[2],
+        errors=after.errors - before.errors,
+        non_2xx=after.scrape.non_2xx - before.scrape.non_2xx,
+        stub_cpu_percent=100 * (after.stub_cpu - before.stub_cpu) / wall,
+        gen_cpu_percent=100 * (after.gen_cpu - before.gen_cpu) / wall,
+    )
+
+
+def fill_step(step: Step, first: Mark, last: Mark) -> None:
+    """The step's figures over all its windows; the probe's and the stub's p99 are the median window's (with one
+    window, that window's), so one unlucky window neither passes nor fails a step on its own."""
+    wall = last.at - first.at
+    before, after = first.scrape, last.scrape
+    step.sqlite_lock_waits_per_s = (after.lock_waits - before.lock_waits) / wall
+    step.sqlite_lock_wait_ms_per_s = (after.lock_wait_us - before.lock_wait_us) / 1000 / wall
+    step.worker_connections = after.worker_connections
+    step.window_s = round(wall, 1)
+    step.requests_per_second = (last.requests - first.requests) / wall
+    step.requests_per_host_second = step.requests_per_second / step.hosts
+    step.stub_p50_ms = bucket_percentile_ms(before.buckets.get("*", {}), after.buckets.get("*", {}), 0.50)
+    step.stub_p99_ms = statistics.median(w.stub_p99_ms for w in step.windows)
+    step.stub_p99_by_endpoint_ms = {
+        name: bucket_percentile_ms(before.buckets.get(name, {}), per, 0.99)
+        for name, per in after.buckets.items()
+        if name != "*"
+    }
+    step.probe_p50_ms = statistics.median(w.probe_p50_ms for w in step.windows)
+    step.probe_p99_ms = statistics.median(w.probe_p99_ms for w in step.windows)
+    step.probe_failures = sum(w.probe_failures for w in step.windows)
+    step.errors = last.errors - first.errors
+    step.non_2xx = after.non_2xx - before.non_2xx
+    step.stub_cpu_percent = 100 * (last.stub_cpu - first.stub_cpu) / wall
+    step.gen_cpu_percent = 100 * (last.gen_cpu - first.gen_cpu) / wall
+
+
 def run_step(
     hosts: int, sizes: tuple[int, int], options: argparse.Namespace, work: Path, cpus: tuple[frozenset[int] | None, ...]
 ) -> Step:
@@ -336,35 +426,15 @@ def run_step(
         probe = Probe(stub, secret)
         probe.start()
         gen.popen.send_signal(signal.SIGUSR1)  # the generator's per-endpoint figures restart: window only
-        first = scrape(stub)
-        buckets0, odd0 = first.buckets, first.non_2xx
-        req0, err0, stub_cpu0, gen_cpu0 = gen.requests, gen.errors, stub.process.cpu_seconds(), gen.cpu_seconds()
-        t0 = time.monotonic()
-        time.sleep(options.window)
-        req1, err1 = gen.requests, gen.errors
-        wall = time.monotonic() - t0
-        stub_cpu1, gen_cpu1 = stub.process.cpu_seconds(), gen.cpu_seconds()
-        last = scrape(stub)
-        buckets1, odd1 = last.buckets, last.non_2xx
-        step.sqlite_lock_waits_per_s = (last.lock_waits - first.lock_waits) / wall
-        step.sqlite_lock_wait_ms_per_s = (last.lock_wait_us - first.lock_wait_us) / 1000 / wall
-        step.worker_connections = last.worker_connections
-        step.probe_p50_ms, step.probe_p99_ms, step.probe_failures = probe.stop()
+        first = mark = Mark.take(stub, gen)
+        for _ in range(options.windows):
+            time.sleep(options.window)
+            now = Mark.take(stub, gen)
+            step.windows.append(window_between(mark, now, probe.take()))
+            mark = now
+        probe.stop()
         step.probe_realtime = probe.realtime
-        step.window_s = round(wall, 1)
-        step.requests_per_second = (req1 - req0) / wall
-        step.requests_per_host_second = step.requests_per_second / hosts
-        step.stub_p50_ms = bucket_percentile_ms(buckets0.get("*", {}), buckets1.get("*", {}), 0.50)
-        step.stub_p99_ms = bucket_percentile_ms(buckets0.get("*", {}), buckets1.get("*", {}), 0.99)
-        step.stub_p99_by_endpoint_ms = {
-            name: bucket_percentile_ms(buckets0.get(name, {}), per, 0.99)
-            for name, per in buckets1.items()
-            if name != "*"
-        }
-        step.errors = err1 - err0
-        step.non_2xx = odd1 - odd0
-        step.stub_cpu_percent = 100 * (stub_cpu1 - stub_cpu0) / wall
-        step.gen_cpu_percent = 100 * (gen_cpu1 - gen_cpu0) / wall
+        fill_step(step, first, mark)
         step.stub_rss_mib = stub.process.rss_mib()
         step.gen_rss_mib = gen.rss_mib()
         summary = gen.stop()
@@ -435,6 +505,7 @@ def run(options: argparse.Namespace) -> Report:
     report = Report(
         quick=options.quick,
         window_s=options.window,
+        windows=options.windows,
         stub_cpus=sorted(stub_cpus) if stub_cpus else None,
         generator_cpus=sorted(gen_cpus) if gen_cpus else None,
     )
@@ -455,7 +526,8 @@ def run(options: argparse.Namespace) -> Report:
                 continue
             progress(
                 f"{hosts} hosts: stub --workers {sizes[0]}, load --processes {sizes[1]}; ramp, settle "
-                f"{options.settle} s, window {options.window} s; load average {os.getloadavg()[0]:.2f}"
+                f"{options.settle} s, {options.windows} × {options.window} s windows; load average "
+                f"{os.getloadavg()[0]:.2f}"
             )
             step = run_step(hosts, sizes, options, Path(tmp), (stub_cpus, gen_cpus))
             step.verdict = judge(step, first)
@@ -494,7 +566,8 @@ def render(report: Report) -> str:
     cpus = f"stub on CPU {report.stub_cpus}, generator on CPU {report.generator_cpus}" if report.stub_cpus else ""
     lines = [
         f"fleet-stub capacity, osqueryd-sim load --with-orbit at Fleet's default intervals; {cpus}",
-        f"window {report.window_s:g} s per step after ramp; p99 limit {P99_LIMIT_MS:g} ms",
+        f"{report.windows} × {report.window_s:g} s windows per step after ramp; p99 limit {P99_LIMIT_MS:g} ms"
+        + ("" if report.windows == 1 else " (stub and probe p99: the median window's; errors: all windows)"),
         "",
     ]
     header = (
@@ -557,6 +630,21 @@ def render(report: Report) -> str:
             "--processes for the step (all workers on the stub's CPU, all generator processes on the other)"
         )
     for s in report.steps:
+        if len(s.windows) > 1:
+            probe = sorted(w.probe_p99_ms for w in s.windows)
+            lines.append(
+                f"{s.hosts:,} hosts, each window: probe p99 "
+                + " / ".join(f"{w.probe_p99_ms:.1f}" for w in s.windows)
+                + f" ms (min {probe[0]:.1f}, median {statistics.median(probe):.1f}, max {probe[-1]:.1f}); stub p99 ≤ "
+                + " / ".join(f"{w.stub_p99_ms:g}" for w in s.windows)
+                + " ms; errors "
+                + " / ".join(str(w.errors + w.non_2xx + w.probe_failures) for w in s.windows)
+                + "; req/s "
+                + " / ".join(f"{w.requests_per_second:,.0f}" for w in s.windows)
+                + "; stub CPU "
+                + " / ".join(f"{w.stub_cpu_percent:.0f} %" for w in s.windows)
+            )
+    for s in report.steps:
         if len(s.worker_connections) > 1:
             lines.append(f"{s.hosts:,} hosts: connections per worker at the window's end {s.worker_connections}")
     if report.stub_cpu_extrapolation_hosts:
@@ -586,6 +674,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="30 s windows, 5 s settle")
     parser.add_argument("--window", type=float, help="measured seconds per step (default 120, --quick 30)")
     parser.add_argument("--settle", type=float, help="seconds after the ramp before the window (default 20)")
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        help="windows in a row per step (default 1); p99: the median window's",
+    )
     parser.add_argument("--all-steps", action="store_true", help="measure every step even after one failed")
     parser.add_argument(
         "--workers", default="auto", help="the stub's --workers per step (default auto: enough for the descriptors)"
@@ -600,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name)
         if value != "auto" and not (value.isdigit() and int(value) >= 1):
             parser.error(f"--{name} must be auto or a positive whole number")
+    if args.windows < 1:
+        parser.error("--windows must be at least 1")
     args.window = args.window or (30.0 if args.quick else 120.0)
     args.settle = args.settle if args.settle is not None else (5.0 if args.quick else 20.0)
     terminated = forward_sigterm()
