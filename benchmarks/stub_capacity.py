@@ -90,6 +90,8 @@ class Step:
     gen_read_p50_ms: float = float("nan")
     gen_read_p99_ms: float = float("nan")
     gen_worst_p99_ms: float = float("nan")
+    gen_worst_endpoint: str = ""
+    gen_endpoints: dict[str, dict[str, float]] = field(default_factory=dict)  # the generator's figures per endpoint
     probe_p50_ms: float = float("nan")
     probe_p99_ms: float = float("nan")
     probe_failures: int = 0
@@ -445,8 +447,15 @@ def run_step(
                 read = next((v for k, v in endpoints.items() if "distributed" in k and "read" in k), {})
             step.gen_read_p50_ms = float(read.get("p50_ms", float("nan")))
             step.gen_read_p99_ms = float(read.get("p99_ms", float("nan")))
-            p99s = [float(v.get("p99_ms", 0.0)) for v in endpoints.values() if isinstance(v, dict)]
-            step.gen_worst_p99_ms = max(p99s, default=float("nan"))
+            step.gen_endpoints = {
+                name: {key: float(value) for key, value in figures.items() if isinstance(value, int | float)}
+                for name, figures in endpoints.items()
+                if isinstance(figures, dict)
+            }
+            if step.gen_endpoints:
+                worst = max(step.gen_endpoints, key=lambda name: step.gen_endpoints[name].get("p99_ms", 0.0))
+                step.gen_worst_endpoint = worst
+                step.gen_worst_p99_ms = step.gen_endpoints[worst].get("p99_ms", float("nan"))
     return step
 
 
@@ -562,6 +571,15 @@ def run(options: argparse.Namespace) -> Report:
     return report
 
 
+def metric_name(path: str) -> str:
+    """The stub's /metrics name of an endpoint the generator names by its path (``/api/v1/osquery/config`` →
+    ``osquery_config``)."""
+    for prefix in ("/api/v1/", "/api/fleet/", "/api/latest/fleet/", "/api/"):
+        if path.startswith(prefix):
+            return path.removeprefix(prefix).replace("/", "_")
+    return path
+
+
 def render(report: Report) -> str:
     cpus = f"stub on CPU {report.stub_cpus}, generator on CPU {report.generator_cpus}" if report.stub_cpus else ""
     lines = [
@@ -652,6 +670,15 @@ def render(report: Report) -> str:
             f"stub CPU at the last passing step extrapolates to ≈ {report.stub_cpu_extrapolation_hosts:,} hosts "
             "per stub core (linear; an estimate, not a measurement)"
         )
+    for s in report.steps:
+        if s.gen_worst_endpoint:
+            worst = s.gen_endpoints[s.gen_worst_endpoint]
+            lines.append(
+                f"{s.hosts:,} hosts: the generator's slowest endpoint {s.gen_worst_endpoint}: p99 "
+                f"{worst.get('p99_ms', float('nan')):.1f} ms over {worst.get('requests', 0):.0f} requests "
+                f"({worst.get('errors', 0):.0f} errors); the stub's p99 inside for it "
+                f"≤ {s.stub_p99_by_endpoint_ms.get(metric_name(s.gen_worst_endpoint), float('nan')):g} ms"
+            )
     for s in report.steps:
         slow = {k: v for k, v in s.stub_p99_by_endpoint_ms.items() if v > P99_LIMIT_MS}
         if slow:
