@@ -150,7 +150,7 @@ def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     No TLS 1.3 session tickets: OpenSSL sends two after every handshake by default, and no agent uses them.
     osqueryd builds a new OpenSSL context per connection (docs/reference/fleet-api.md §1.1); orbit, the tray and
     osqueryd-sim never hand a saved session back; and each ``--workers`` process has its own ticket key, so a ticket
-    would not resume on another worker anyway. Sending them cost the server about 43 µs of CPU per new connection
+    would not resume on another worker anyway. Sending them cost the server 43–62 µs of CPU per new connection
     (benchmarks/README.md, ``stub_throughput.py``, session 10). A browser on the console gets a full handshake per
     new connection, as the agents do."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
