@@ -573,10 +573,10 @@ def run(options: argparse.Namespace) -> Report:
 
 def metric_name(path: str) -> str:
     """The stub's /metrics name of an endpoint the generator names by its path (``/api/v1/osquery/config`` →
-    ``osquery_config``)."""
+    ``osquery_config``, ``/api/latest/fleet/device/{token}/ping`` → ``device_ping``)."""
     for prefix in ("/api/v1/", "/api/fleet/", "/api/latest/fleet/", "/api/"):
         if path.startswith(prefix):
-            return path.removeprefix(prefix).replace("/", "_")
+            return "_".join(part for part in path.removeprefix(prefix).split("/") if not part.startswith("{"))
     return path
 
 
